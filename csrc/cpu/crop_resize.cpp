@@ -1,0 +1,316 @@
+#include "crop_resize.h"
+
+#include <omp.h>
+
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace midlevel_fast {
+namespace {
+
+// With few boxes, output rows are processed in bands so that one box can still use every thread. Every output
+// value is computed by the same operations whatever the partition, which keeps results bit-identical across
+// thread counts.
+constexpr int64_t kBandRows = 32;
+
+inline int64_t map_index(int64_t i, int64_t n, Padding padding) {
+    if (i >= 0 && i < n) return i;
+    switch (padding) {
+        case Padding::Edge:
+            return i < 0 ? 0 : n - 1;
+        case Padding::Reflect: {
+            // Mirror without repeating the edge pixel (numpy "reflect"), periodic so far-away taps stay defined.
+            if (n == 1) return 0;
+            const int64_t period = 2 * (n - 1);
+            int64_t m = i % period;
+            if (m < 0) m += period;
+            return m < n ? m : period - m;
+        }
+        case Padding::Zeros:
+        default:
+            return n;
+    }
+}
+
+// std::floor is a libm call on baseline x86-64 (no SSE4.1 roundsd); this runs for every tap of every box.
+inline int64_t floor_int(double v) {
+    const int64_t i = static_cast<int64_t>(v);
+    return i - (static_cast<double>(i) > v);
+}
+
+inline double filter_scale(double b0, double b1, int64_t n_out, bool antialias) {
+    const double scale = (b1 - b0) / static_cast<double>(n_out);
+    return antialias ? std::max(scale, 1.0) : 1.0;
+}
+
+// Taps for outputs [j0, j1) of one axis, laid out [j - j0][tap]. The first tap is the first pixel whose centre
+// lies strictly inside the filter support, so ceil(2 * fscale) taps always suffice.
+void axis_taps_range(double b0, double b1, int64_t n_in, int64_t n_out, bool antialias, Padding padding,
+                     int64_t taps, int64_t j0, int64_t j1, int32_t* index, float* weight) {
+    const double scale = (b1 - b0) / static_cast<double>(n_out);
+    const double fscale = filter_scale(b0, b1, n_out, antialias);
+    const double inv = 1.0 / fscale;
+    std::vector<double> w(static_cast<size_t>(taps));
+    for (int64_t j = j0; j < j1; ++j) {
+        const double center = b0 + (static_cast<double>(j) + 0.5) * scale;
+        const int64_t first = floor_int(center - fscale - 0.5) + 1;
+        double total = 0.0;
+        for (int64_t t = 0; t < taps; ++t) {
+            const double d = std::fabs((static_cast<double>(first + t) + 0.5 - center) * inv);
+            w[t] = d < 1.0 ? 1.0 - d : 0.0;
+            total += w[t];
+        }
+        for (int64_t t = 0; t < taps; ++t) {
+            const int64_t src = map_index(first + t, n_in, padding);
+            const size_t k = static_cast<size_t>((j - j0) * taps + t);
+            index[k] = static_cast<int32_t>(src);
+            weight[k] = src == n_in ? 0.0f : static_cast<float>(w[t] / total);
+        }
+    }
+}
+
+struct Workspace {
+    std::vector<int32_t> ix, iy;
+    std::vector<float> wx, wy, segment, rows, acc;
+    // The horizontal taps in ix/wx belong to box `taps_box` of call `taps_call`; bands of the same box reuse them.
+    uint64_t taps_call = 0;
+    int64_t taps_box = -1, cx0 = 0, cx1 = 0;
+};
+
+// The horizontal pass holds pixels interleaved with P floats each: P = 4 for RGB (4th lane unused) so that one
+// SIMD op filters all channels of a pixel, P = 1 for grey.
+//
+// Moves the used column range of image row `r` into `seg` (len pixels, then one zero pixel for zero-padded
+// taps).
+template <int P>
+inline __attribute__((always_inline)) void load_segment(const ImageView& im, int64_t r, int64_t c0, int64_t len,
+                                                        float* seg) {
+    const int64_t C = im.channels;
+    for (int c = 0; c < P; ++c) seg[len * P + c] = 0.0f;
+    if (im.layout == InputLayout::U8_HWC) {
+        const uint8_t* row = static_cast<const uint8_t*>(im.data) + r * im.stride_y + c0 * im.stride_x;
+        if (P == 4 && im.stride_x == 3 && im.stride_c == 1) {
+            for (int64_t x = 0; x < len; ++x) {
+                seg[x * P] = row[3 * x];
+                seg[x * P + 1] = row[3 * x + 1];
+                seg[x * P + 2] = row[3 * x + 2];
+                seg[x * P + 3] = 0.0f;
+            }
+            return;
+        }
+        for (int64_t x = 0; x < len; ++x)
+            for (int64_t c = 0; c < C; ++c) seg[x * P + c] = row[x * im.stride_x + c * im.stride_c];
+    } else {
+        const float* row = static_cast<const float*>(im.data) + r * im.stride_y + c0 * im.stride_x;
+        for (int64_t x = 0; x < len; ++x)
+            for (int64_t c = 0; c < C; ++c) seg[x * P + c] = row[x * im.stride_x + c * im.stride_c];
+    }
+    if (P == 4)
+        for (int64_t x = 0; x < len; ++x) seg[x * P + 3] = 0.0f;
+}
+
+// Rebases mapped indices onto [lo, hi) of the used range; the padding sentinel `n` becomes `hi - lo`.
+// Indices come out multiplied by `scale` (the element stride of one index step in the consumer's buffer).
+void rebase(int32_t* index, int64_t count, int64_t n, int64_t scale, int64_t* lo_out, int64_t* hi_out) {
+    int64_t lo = n, hi = 0;
+    for (int64_t k = 0; k < count; ++k) {
+        if (index[k] < n) {
+            lo = std::min<int64_t>(lo, index[k]);
+            hi = std::max<int64_t>(hi, index[k] + 1);
+        }
+    }
+    if (hi <= lo) lo = hi = 0;
+    for (int64_t k = 0; k < count; ++k)
+        index[k] = static_cast<int32_t>((index[k] < n ? index[k] - lo : hi - lo) * scale);
+    *lo_out = lo;
+    *hi_out = hi;
+}
+
+// Which output rows [i0, i1) of which box of which call a work item covers.
+struct BandId {
+    uint64_t call;
+    int64_t box, i0, i1;
+};
+
+// Filters the band of output rows [i0, i1) of one box and writes it normalised into out_box (C, oh, ow).
+template <int P>
+inline __attribute__((always_inline)) void band_kernel(const ImageView& im, const double* box,
+                                                       const CropResizeParams& p, const float* a, const float* b,
+                                                       const BandId& id, void* out_box, Workspace& ws) {
+    const int64_t C = im.channels, W = im.width, H = im.height;
+    const int64_t ow = p.out_w, oh = p.out_h, i0 = id.i0, rows_out = id.i1 - id.i0;
+
+    const int64_t tx = axis_tap_count(box[0], box[2], ow, p.antialias);
+    if (ws.taps_call != id.call || ws.taps_box != id.box) {
+        ws.ix.resize(static_cast<size_t>(tx * ow));
+        ws.wx.resize(static_cast<size_t>(tx * ow));
+        axis_taps_range(box[0], box[2], W, ow, p.antialias, p.padding, tx, 0, ow, ws.ix.data(), ws.wx.data());
+        rebase(ws.ix.data(), tx * ow, W, P, &ws.cx0, &ws.cx1);
+        ws.taps_call = id.call;
+        ws.taps_box = id.box;
+    }
+    const int64_t cx0 = ws.cx0, cx1 = ws.cx1;
+
+    const int64_t ty = axis_tap_count(box[1], box[3], oh, p.antialias);
+    ws.iy.resize(static_cast<size_t>(ty * rows_out));
+    ws.wy.resize(static_cast<size_t>(ty * rows_out));
+    axis_taps_range(box[1], box[3], H, oh, p.antialias, p.padding, ty, i0, id.i1, ws.iy.data(), ws.wy.data());
+    int64_t ry0, ry1;
+    rebase(ws.iy.data(), ty * rows_out, H, ow, &ry0, &ry1);
+
+    const int64_t seg_len = cx1 - cx0, n_rows = ry1 - ry0, plane = (n_rows + 1) * ow;
+    ws.segment.resize(static_cast<size_t>((seg_len + 1) * P));
+    ws.rows.resize(static_cast<size_t>(C * plane));
+    ws.acc.resize(static_cast<size_t>(ow));
+    float* seg = ws.segment.data();
+    float* rows = ws.rows.data();
+    float* acc = ws.acc.data();
+    const int32_t* ix = ws.ix.data();
+    const float* wx = ws.wx.data();
+
+    // Horizontal pass: all channels of a pixel in one SIMD op, written out as planes rows[c][r][j]. It runs on
+    // the box's source rows, fewer than the output rows whenever the box is enlarged, so the de-interleave
+    // costs least here.
+    for (int64_t r = 0; r < n_rows; ++r) {
+        load_segment<P>(im, ry0 + r, cx0, seg_len, seg);
+        float* dst = rows + r * ow;
+        for (int64_t j = 0; j < ow; ++j) {
+            float v[P];
+            const float* src = seg + ix[j * tx];
+            const float w0 = wx[j * tx];
+            for (int c = 0; c < P; ++c) v[c] = w0 * src[c];
+            for (int64_t t = 1; t < tx; ++t) {
+                const float* sp = seg + ix[j * tx + t];
+                const float wt = wx[j * tx + t];
+                for (int c = 0; c < P; ++c) v[c] += wt * sp[c];
+            }
+            for (int64_t c = 0; c < C; ++c) dst[c * plane + j] = v[c];
+        }
+    }
+    for (int64_t c = 0; c < C; ++c) std::fill_n(rows + c * plane + n_rows * ow, ow, 0.0f);
+
+    // Vertical pass along contiguous plane rows, then normalise into (C, oh, ow).
+    for (int64_t c = 0; c < C; ++c) {
+        const float* pc = rows + c * plane;
+        for (int64_t i = 0; i < rows_out; ++i) {
+            const float* w = ws.wy.data() + i * ty;
+            const int32_t* iy = ws.iy.data() + i * ty;
+            const float* src0 = pc + iy[0];
+            for (int64_t j = 0; j < ow; ++j) acc[j] = w[0] * src0[j];
+            for (int64_t t = 1; t < ty; ++t) {
+                const float* src = pc + iy[t];
+                const float wt = w[t];
+                for (int64_t j = 0; j < ow; ++j) acc[j] += wt * src[j];
+            }
+            const int64_t offset = (c * oh + i0 + i) * ow;
+            if (p.out_dtype == OutDType::F32) {
+                float* dst = static_cast<float*>(out_box) + offset;
+                for (int64_t j = 0; j < ow; ++j) dst[j] = acc[j] * a[c] + b[c];
+            } else {
+                _Float16* dst = static_cast<_Float16*>(out_box) + offset;
+                for (int64_t j = 0; j < ow; ++j) dst[j] = static_cast<_Float16>(acc[j] * a[c] + b[c]);
+            }
+        }
+    }
+}
+
+// One clone per instruction set, picked at load time: the portable baseline plus AVX2/FMA/F16C.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MIDLEVEL_FAST_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define MIDLEVEL_FAST_CLONES
+#endif
+
+MIDLEVEL_FAST_CLONES void process_band_rgb(const ImageView& im, const double* box, const CropResizeParams& p,
+                                           const float* a, const float* b, const BandId& id, void* out_box,
+                                           Workspace& ws) {
+    band_kernel<4>(im, box, p, a, b, id, out_box, ws);
+}
+
+MIDLEVEL_FAST_CLONES void process_band_grey(const ImageView& im, const double* box, const CropResizeParams& p,
+                                            const float* a, const float* b, const BandId& id, void* out_box,
+                                            Workspace& ws) {
+    band_kernel<1>(im, box, p, a, b, id, out_box, ws);
+}
+
+void run(const ImageView& im, const double* boxes, int64_t n_boxes, const CropResizeParams& p, void* out) {
+    const int64_t C = im.channels;
+    std::vector<float> a(C), b(C);
+    const float in_scale = im.layout == InputLayout::U8_HWC ? 1.0f / 255.0f : 1.0f;
+    for (int64_t c = 0; c < C; ++c) {
+        a[c] = in_scale / p.std[c];
+        b[c] = -p.mean[c] / p.std[c];
+    }
+    const int threads = p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
+    // Whole boxes when there are enough of them to keep every thread busy, bands of rows otherwise.
+    const int64_t band_rows = n_boxes >= 4 * threads ? p.out_h : kBandRows;
+    const int64_t n_bands = (p.out_h + band_rows - 1) / band_rows;
+    static std::atomic<uint64_t> calls{0};
+    const uint64_t call = ++calls;
+    const int64_t items = n_boxes * n_bands;
+    const int64_t per_box = C * p.out_h * p.out_w * (p.out_dtype == OutDType::F32 ? 4 : 2);
+    std::atomic<bool> failed{false};
+    std::string message;
+
+#pragma omp parallel num_threads(threads)
+    {
+        // Kept across calls so that steady-state calls allocate nothing.
+        static thread_local Workspace ws;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < items; ++item) {
+            if (failed.load(std::memory_order_relaxed)) continue;
+            const int64_t n = item / n_bands, band = item % n_bands;
+            const BandId id{call, n, band * band_rows, std::min(p.out_h, (band + 1) * band_rows)};
+            void* out_box = static_cast<char*>(out) + n * per_box;
+            try {
+                if (C == 3)
+                    process_band_rgb(im, boxes + 4 * n, p, a.data(), b.data(), id, out_box, ws);
+                else
+                    process_band_grey(im, boxes + 4 * n, p, a.data(), b.data(), id, out_box, ws);
+            } catch (const std::exception& e) {
+#pragma omp critical
+                {
+                    if (!failed.exchange(true)) message = e.what();
+                }
+            }
+        }
+    }
+    if (failed) throw std::runtime_error("crop_resize_cpu failed: " + message);
+}
+
+}  // namespace
+
+int64_t axis_tap_count(double b0, double b1, int64_t n_out, bool antialias) {
+    return static_cast<int64_t>(std::ceil(2.0 * filter_scale(b0, b1, n_out, antialias)));
+}
+
+void axis_taps(double b0, double b1, int64_t n_in, int64_t n_out, bool antialias, Padding padding, int64_t taps,
+               int32_t* index, float* weight) {
+    axis_taps_range(b0, b1, n_in, n_out, antialias, padding, taps, 0, n_out, index, weight);
+}
+
+void crop_resize_cpu(const ImageView& image, const double* boxes, int64_t n_boxes, const CropResizeParams& params,
+                     void* out) {
+    if (image.data == nullptr || out == nullptr || (boxes == nullptr && n_boxes > 0))
+        throw std::invalid_argument("crop_resize_cpu: null pointer");
+    if (image.height < 1 || image.width < 1 || (image.channels != 1 && image.channels != 3))
+        throw std::invalid_argument("crop_resize_cpu: image must be HxWxC with H, W >= 1 and C in {1, 3}");
+    if (params.out_h < 1 || params.out_w < 1 || n_boxes < 0)
+        throw std::invalid_argument("crop_resize_cpu: output size must be positive");
+    for (int64_t c = 0; c < image.channels; ++c)
+        if (!(params.std[c] > 0.0f) || !std::isfinite(params.mean[c]))
+            throw std::invalid_argument("crop_resize_cpu: std must be > 0 and mean finite");
+    for (int64_t k = 0; k < 4 * n_boxes; ++k)
+        if (!std::isfinite(boxes[k])) throw std::invalid_argument("crop_resize_cpu: non-finite box coordinate");
+    for (int64_t n = 0; n < n_boxes; ++n)
+        if (boxes[4 * n + 2] < boxes[4 * n] || boxes[4 * n + 3] < boxes[4 * n + 1])
+            throw std::invalid_argument("crop_resize_cpu: inverted box (x1 < x0 or y1 < y0)");
+    run(image, boxes, n_boxes, params, out);
+}
+
+}  // namespace midlevel_fast

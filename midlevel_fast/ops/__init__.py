@@ -1,0 +1,1 @@
+"""Kernels exposed as torch.library custom ops, one op per module."""

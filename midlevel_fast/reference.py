@@ -1,0 +1,130 @@
+"""Slow, obvious implementations: the oracle for the tests and the baseline for the benchmarks.
+
+Nothing here is fast on purpose. Each function states the same contract as its fast counterpart.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from midlevel_fast.ops.crop_resize import IMAGENET_MEAN, IMAGENET_STD, image_hwc
+
+
+def pad_index(i: int, n: int, padding_mode: str) -> int | None:
+    """Source index read for tap ``i`` on an axis of ``n`` pixels; ``None`` means "reads zero"."""
+    if 0 <= i < n:
+        return i
+    if padding_mode == "edge":
+        return min(max(i, 0), n - 1)
+    if padding_mode == "reflect":
+        if n == 1:
+            return 0
+        period = 2 * (n - 1)
+        m = i % period
+        return m if m < n else period - m
+    return None
+
+
+def resize_matrix(b0: float, b1: float, n_in: int, n_out: int, antialias: bool, padding_mode: str) -> torch.Tensor:
+    """Dense ``(n_out, n_in)`` float64 matrix M with ``output = M @ input`` along one axis (Pillow's triangle
+    filter, widened by the shrink factor when antialiasing, taps outside the image mapped by ``padding_mode``)."""
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    scale = (b1 - b0) / n_out
+    support = max(scale, 1.0) if antialias else 1.0
+    for j in range(n_out):
+        center = b0 + (j + 0.5) * scale
+        taps = []
+        for x in range(math.floor(center - support) - 1, math.ceil(center + support) + 2):
+            w = max(0.0, 1.0 - abs(x + 0.5 - center) / support)
+            if w > 0:
+                taps.append((x, w))
+        total = sum(w for _, w in taps)
+        for x, w in taps:
+            src = pad_index(x, n_in, padding_mode)
+            if src is not None:
+                m[j, src] += w / total
+    return m
+
+
+def crop_resize_reference(
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    antialias: bool = True,
+    padding_mode: str = "edge",
+    out_dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Per-box float64 ``Wy @ plane @ Wx.T`` with the conventions of :func:`midlevel_fast.crop_resize`.
+
+    ``image``: validated uint8 HWC or float32 CHW tensor; ``boxes``: float ``(N, 4)``; returns ``(N, C, h, w)``.
+    """
+    h, w, c = image_hwc(image)
+    if image.dtype == torch.uint8:
+        planes = image.permute(2, 0, 1).to(torch.float64) / 255.0
+    else:
+        planes = image.to(torch.float64)
+    planes = planes.cpu()
+    mean_t = torch.tensor(mean, dtype=torch.float64).view(c, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float64).view(c, 1, 1)
+    out = torch.empty((boxes.shape[0], c, size[0], size[1]), dtype=torch.float64)
+    for n, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        my = resize_matrix(y0, y1, h, size[0], antialias, padding_mode)
+        mx = resize_matrix(x0, x1, w, size[1], antialias, padding_mode)
+        out[n] = (my @ planes @ mx.T - mean_t) / std_t
+    return out.to(out_dtype)
+
+
+def crop_resize_pil_loop(
+    image: np.ndarray,
+    boxes: np.ndarray | torch.Tensor,
+    size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """The naive per-patch loop users write: PIL ``resize(BILINEAR, box=...)`` per box, to float, normalise.
+
+    ``image`` is uint8 HWC RGB (or HW grey); boxes are clipped to the image because Pillow refuses boxes that
+    leave it. Pillow rounds to uint8 and renormalises its taps at the image border. Returns ``(N, C, size,
+    size)`` float32.
+    """
+    pil = Image.fromarray(np.ascontiguousarray(image))
+    wd, ht = pil.size
+    mean_a = np.asarray(mean, dtype=np.float32)
+    std_a = np.asarray(std, dtype=np.float32)
+    patches = []
+    for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.float64).tolist():
+        box = (max(x0, 0.0), max(y0, 0.0), min(x1, wd), min(y1, ht))
+        arr = np.asarray(pil.resize((size, size), Image.BILINEAR, box=box), dtype=np.float32) / 255.0
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        patches.append(torch.from_numpy(((arr - mean_a[: arr.shape[2]]) / std_a[: arr.shape[2]]).transpose(2, 0, 1)))
+    return torch.stack(patches) if patches else torch.empty((0, 3, size, size))
+
+
+def crop_resize_interpolate_loop(
+    image: torch.Tensor,
+    boxes: np.ndarray | torch.Tensor,
+    size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """Per-box integer crop + ``F.interpolate(bilinear, antialias=True)`` loop: the torch user's baseline.
+
+    ``image`` is uint8 HWC; each box is rounded outward to whole pixels (interpolate takes no fractional box).
+    """
+    planes = image.permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    mean_t = torch.tensor(mean).view(1, -1, 1, 1)
+    std_t = torch.tensor(std).view(1, -1, 1, 1)
+    out = []
+    for x0, y0, x1, y1 in torch.as_tensor(boxes, dtype=torch.float64).tolist():
+        crop = planes[:, :, int(y0): math.ceil(y1), int(x0): math.ceil(x1)]
+        r = torch.nn.functional.interpolate(crop, size=(size, size), mode="bilinear", antialias=True,
+                                            align_corners=False)
+        out.append((r - mean_t) / std_t)
+    return torch.cat(out)
