@@ -128,3 +128,31 @@ def crop_resize_interpolate_loop(
                                             align_corners=False)
         out.append((r - mean_t) / std_t)
     return torch.cat(out)
+
+
+def output_maps_reference(boxes: torch.Tensor, probs: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Per-box raster loop for :func:`midlevel_fast.aggregate.output_maps`: every pixel whose centre lies in the
+    box gets the box's probabilities added and its count incremented."""
+    total = torch.zeros(probs.shape[1], height, width, dtype=torch.float64)
+    count = torch.zeros(height, width, dtype=torch.float64)
+    ys = torch.arange(height, dtype=torch.float64) + 0.5
+    xs = torch.arange(width, dtype=torch.float64) + 0.5
+    for (x0, y0, x1, y1), p in zip(boxes.double().tolist(), probs.double()):
+        inside = ((ys >= y0) & (ys < y1))[:, None] & ((xs >= x0) & (xs < x1))[None, :]
+        total += p[:, None, None] * inside
+        count += inside
+    return torch.where(count > 0, total / count.clamp(min=1), torch.zeros_like(total)).float()
+
+
+def patch_probabilities_naive(model: torch.nn.Module, image: np.ndarray, boxes: torch.Tensor) -> torch.Tensor:
+    """The per-patch loop: for every box, a PIL crop + resize, normalisation, and one forward pass at batch 1.
+
+    ``model`` is a :class:`midlevel_fast.model.PatchClassifier`; ``image`` RGB uint8 HWC. Returns ``(M, C)``.
+    """
+    bb = model.backbone
+    device = next(model.parameters()).device
+    probs = []
+    for box in boxes.tolist():
+        patch = crop_resize_pil_loop(image, [box], bb.input_size, bb.mean, bb.std).to(device)
+        probs.append(model.probabilities(bb(patch)).cpu())
+    return torch.cat(probs)

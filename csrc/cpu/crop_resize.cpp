@@ -296,7 +296,7 @@ void axis_taps(double b0, double b1, int64_t n_in, int64_t n_out, bool antialias
 
 void crop_resize_cpu(const ImageView& image, const double* boxes, int64_t n_boxes, const CropResizeParams& params,
                      void* out) {
-    if (image.data == nullptr || out == nullptr || (boxes == nullptr && n_boxes > 0))
+    if (image.data == nullptr || ((out == nullptr || boxes == nullptr) && n_boxes > 0))
         throw std::invalid_argument("crop_resize_cpu: null pointer");
     if (image.height < 1 || image.width < 1 || (image.channels != 1 && image.channels != 3))
         throw std::invalid_argument("crop_resize_cpu: image must be HxWxC with H, W >= 1 and C in {1, 3}");

@@ -1,0 +1,52 @@
+"""Benchmark helpers: a real VOC image when ../shared is there, and a summary of medians as ratios.
+
+Each benchmark puts ``group`` and, for the row every other row is compared with, ``extra_info["baseline"]``.
+At the end of the run a table prints, per group, the median of each row and its speed-up over the baseline.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def voc_root() -> Path | None:
+    env = os.environ.get("MIDLEVEL_FAST_VOC")
+    root = Path(env) if env else REPO.parent / "shared" / "data" / "VOCdevkit" / "VOC2012"
+    return root if (root / "JPEGImages").is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def voc_image() -> tuple[str, np.ndarray]:
+    """(name, uint8 HWC) of the first 500×375 VOC val image, or a seeded random image of that size."""
+    from PIL import Image
+
+    root = voc_root()
+    if root is not None:
+        for image_id in (root / "ImageSets" / "Main" / "val.txt").read_text().split():
+            with Image.open(root / "JPEGImages" / f"{image_id}.jpg") as im:
+                if im.size == (500, 375):
+                    return image_id, np.asarray(im.convert("RGB"))
+    return "random 500x375", np.random.default_rng(0).integers(0, 256, (375, 500, 3), dtype=np.uint8)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or not session.benchmarks:
+        return
+    groups: dict[str, list] = {}
+    for bench in session.benchmarks:
+        groups.setdefault(bench.group or "", []).append(bench)
+    terminalreporter.section("midlevel_fast: medians and speed-ups")
+    for name, benches in groups.items():
+        base = next((b for b in benches if b.extra_info.get("baseline")), None)
+        terminalreporter.write_line(f"[{name}]")
+        for b in sorted(benches, key=lambda b: b.stats.median, reverse=True):
+            med = b.stats.median * 1e3
+            ratio = f"{base.stats.median / b.stats.median:8.2f}x" if base else ""
+            extra = "  ".join(f"{k}={v}" for k, v in b.extra_info.items() if k != "baseline")
+            terminalreporter.write_line(f"  {b.name:<40} {med:10.2f} ms {ratio}  {extra}")

@@ -1,0 +1,97 @@
+"""Fully convolutional sliding window: the trunk runs once per scale on the resized image, the window head
+evaluates every K×K window of trunk cells, and each window is mapped back to a box of the image.
+
+This is the paper's remark made concrete: "patch scores could be computed much more efficiently by performing
+large convolutions on adequately subsampled versions of the full image".
+
+Rule, per scale ``λ`` (same ``λ`` and ``s = min(W, H)/λ`` as :func:`midlevel_fast.grid`):
+
+* the image is resized (antialiased) so that a patch of side ``s`` becomes ``input_size`` (224) pixels; each
+  resized side is then rounded to ``input_size + stride·q·m`` so that windows tile it edge to edge, as the grid's
+  patches do (the two axes may be scaled slightly differently, by at most ``stride·q/2`` pixels);
+* windows step by ``q`` trunk cells (``stride·q`` resized pixels); by default ``q = max(1, floor(K·grid_stride))``,
+  the largest step not coarser than the grid's ``grid_stride·s`` (``q = 2`` for Lite0's K = 7 and AlexNet's
+  K = 6 with the paper's stride 1/3: windows overlap by 71 % and 67 %). ``q = 1`` is allowed;
+* window ``(u, v)`` covers resized pixels ``[stride·q·v, +input_size) × [stride·q·u, +input_size)``, i.e. the
+  box ``(x0, y0, x1, y1)`` of the image obtained by dividing by the per-axis resize factors.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from midlevel_fast.grid import PAPER_SCALES, PAPER_STRIDE
+from midlevel_fast.ops.crop_resize import crop_resize
+
+# A resized scale larger than this would need gigabytes of activations; such images go through mode="batched".
+MAX_DENSE_PIXELS = 12_000_000
+
+
+class DenseWindows(NamedTuple):
+    """Mid-level vectors ``features (N, F)`` of all windows, their ``boxes (N, 4)`` float32 in image
+    coordinates and ``scale_index (N,)`` int64, scale-major then row-major like :func:`midlevel_fast.grid`."""
+
+    features: torch.Tensor
+    boxes: torch.Tensor
+    scale_index: torch.Tensor
+
+
+def default_window_step(window: int, grid_stride: float = PAPER_STRIDE) -> int:
+    """``q``: the largest window step, in trunk cells, that is not coarser than the grid's stride."""
+    return max(1, math.floor(window * grid_stride + 1e-9))
+
+
+def dense_length(length: float, side: float, input_size: int, step_px: int) -> int:
+    """Resized length of an image axis of ``length`` where a patch of ``side`` becomes ``input_size`` and whole
+    windows stepping ``step_px`` tile the axis edge to edge."""
+    scaled = length * input_size / side
+    return input_size + step_px * max(0, round((scaled - input_size) / step_px))
+
+
+def window_boxes(n_rows: int, n_cols: int, step_px: int, input_size: int, offset: tuple[int, int],
+                 scale_y: float, scale_x: float) -> torch.Tensor:
+    """Boxes ``(n_rows·n_cols, 4)`` in image coordinates of a window lattice on a resized image; ``scale_*`` is
+    image pixels per resized pixel."""
+    ys = (offset[0] + step_px * np.arange(n_rows, dtype=np.float64)) * scale_y
+    xs = (offset[1] + step_px * np.arange(n_cols, dtype=np.float64)) * scale_x
+    y0, x0 = np.meshgrid(ys, xs, indexing="ij")
+    boxes = np.stack([x0, y0, x0 + input_size * scale_x, y0 + input_size * scale_y], axis=-1).reshape(-1, 4)
+    return torch.from_numpy(boxes.astype(np.float32))
+
+
+def dense_windows(
+    backbone: torch.nn.Module,
+    image: np.ndarray,
+    scales: Sequence[float] = PAPER_SCALES,
+    grid_stride: float = PAPER_STRIDE,
+    q: int | None = None,
+) -> DenseWindows:
+    """All windows of ``image`` (RGB uint8 HWC) at every scale; see the module docstring for the geometry.
+
+    ``backbone`` follows :class:`midlevel_fast.backbones.Backbone`. Raises ``ValueError`` for ``q < 1`` or when
+    a scale would exceed :data:`MAX_DENSE_PIXELS` (very elongated images: use ``mode="batched"``).
+    """
+    h, w = int(image.shape[0]), int(image.shape[1])
+    step_q = default_window_step(backbone.window, grid_stride) if q is None else int(q)
+    if step_q < 1:
+        raise ValueError(f"q must be >= 1, got {q}")
+    size, step_px = backbone.input_size, backbone.stride * step_q
+    device = next(backbone.parameters()).device
+    feats, boxes, index = [], [], []
+    for i, lam in enumerate(scales):
+        side = min(w, h) / float(lam)
+        hr, wr = dense_length(h, side, size, step_px), dense_length(w, side, size, step_px)
+        if hr * wr > MAX_DENSE_PIXELS:
+            raise ValueError(f"image {w}x{h} at scale λ={lam} needs a {wr}x{hr} dense plane, more than "
+                             f"{MAX_DENSE_PIXELS:,} pixels; use mode='batched' for such elongated images")
+        plane = crop_resize(image, [[0.0, 0.0, w, h]], size=(hr, wr), mean=backbone.mean, std=backbone.std)
+        plane = plane.to(device).contiguous(memory_format=torch.channels_last)
+        f = backbone.window_head(backbone.trunk(plane), step_q)[0]  # (F, rows, cols)
+        rows, cols = f.shape[1], f.shape[2]
+        feats.append(f.flatten(1).t())
+        boxes.append(window_boxes(rows, cols, step_px, size, backbone.grid_offset(hr, wr), h / hr, w / wr))
+        index.append(torch.full((rows * cols,), i, dtype=torch.int64))
+    return DenseWindows(torch.cat(feats), torch.cat(boxes), torch.cat(index))

@@ -1,0 +1,135 @@
+"""``score_image``: per-class image scores and output maps from multi-scale patches (naive, batched, dense).
+
+Convention: boxes are ``(x0, y0, x1, y1)`` in continuous pixel coordinates of the (EXIF-oriented) image.
+Probabilities come from a softmax over the head's outputs (background included when the head has one) and
+only the reported classes are returned. ``score(C) = 1/M Σ_i y(C|P_i)^k``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from midlevel_fast.aggregate import output_maps, power_mean
+from midlevel_fast.dense import dense_windows
+from midlevel_fast.grid import grid
+from midlevel_fast.image_io import load_image
+from midlevel_fast.model import PatchClassifier, default_model
+from midlevel_fast.ops.crop_resize import crop_resize
+
+MODES = ("dense", "batched", "naive")
+DEFAULT_BATCH = 64
+
+
+@dataclass
+class ScoreResult:
+    """Scores of one image.
+
+    Attributes:
+        class_names: the reported classes (background excluded).
+        scores: ``(C,)`` float32 power-mean scores.
+        boxes: ``(M, 4)`` float32 patch boxes in image coordinates.
+        probs: ``(M, C)`` float32 patch probabilities of the reported classes.
+        scale_index: ``(M,)`` int64 index of each patch's scale.
+        image_size: ``(height, width)`` of the image.
+        mode, k: how the scores were computed.
+        maps: ``(len(map_classes), H, W)`` float32 output maps when asked for, else ``None``.
+        map_classes: the classes of ``maps``, in order.
+        seconds: wall time of the call.
+    """
+
+    class_names: list[str]
+    scores: torch.Tensor
+    boxes: torch.Tensor
+    probs: torch.Tensor
+    scale_index: torch.Tensor
+    image_size: tuple[int, int]
+    mode: str
+    k: float
+    maps: torch.Tensor | None = None
+    map_classes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def top(self, n: int = 5) -> list[tuple[str, float]]:
+        """The ``n`` best classes as ``(name, score)``, best first."""
+        values, idx = torch.topk(self.scores, min(n, len(self.class_names)))
+        return [(self.class_names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
+
+
+def _features_batched(model: PatchClassifier, image: np.ndarray, boxes: torch.Tensor, batch: int,
+                      device: torch.device) -> torch.Tensor:
+    bb = model.backbone
+    size = bb.input_size
+    buffer = torch.empty((min(batch, len(boxes)), 3, size, size))
+    feats = []
+    for start in range(0, len(boxes), batch):
+        chunk = boxes[start: start + batch]
+        out = crop_resize(image, chunk, size=size, mean=bb.mean, std=bb.std, out=buffer[: len(chunk)])
+        feats.append(bb(out.to(device).contiguous(memory_format=torch.channels_last)))
+    return torch.cat(feats)
+
+
+def _probabilities(model: PatchClassifier, feats: torch.Tensor, batch: int) -> torch.Tensor:
+    return torch.cat([model.probabilities(feats[i: i + batch]).cpu() for i in range(0, len(feats), batch)])
+
+
+def score_image(
+    image: Any,
+    model: PatchClassifier | None = None,
+    *,
+    mode: str = "dense",
+    k: float | None = None,
+    return_maps: bool | int = False,
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    q: int | None = None,
+) -> ScoreResult:
+    """Scores ``image`` with ``model`` (default: :func:`midlevel_fast.model.default_model`).
+
+    ``image``: a path, PIL image, numpy HWC or torch CHW array (see :func:`midlevel_fast.image_io.load_image`).
+    ``mode``: ``"dense"`` (trunk once per scale, sliding window head), ``"batched"`` (fused crop_resize of the
+    grid patches in chunks of ``batch_size``, batched forward) or ``"naive"`` (the per-patch PIL loop, one
+    forward per patch). ``k``: the power-mean exponent (``None``: the model's, 5 as in the paper).
+    ``return_maps``: ``True`` for the maps of every class, an int ``n`` for the ``n`` best classes only.
+    ``q``: the dense window step in trunk cells (see :mod:`midlevel_fast.dense`).
+    """
+    t0 = time.perf_counter()
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    batch = DEFAULT_BATCH if batch_size is None else int(batch_size)
+    if batch < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    model = default_model() if model is None else model
+    kk = float(model.info.k if k is None else k)
+    if not kk > 0:
+        raise ValueError(f"k must be > 0, got {k!r}")
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    model = model.to(dev).eval()
+    img = load_image(image)
+    h, w = img.shape[:2]
+    scales, stride = model.info.scales, model.info.grid_stride
+    with torch.inference_mode():
+        if mode == "dense":
+            feats, boxes, scale_index = dense_windows(model.backbone, img, scales, stride, q)
+            probs = _probabilities(model, feats, max(batch, 256))
+        else:
+            g = grid(w, h, scales, stride)
+            boxes, scale_index = g.boxes, g.scale_index
+            if mode == "batched":
+                probs = _probabilities(model, _features_batched(model, img, boxes, batch, dev), batch)
+            else:
+                from midlevel_fast.reference import patch_probabilities_naive
+
+                probs = patch_probabilities_naive(model, img, boxes)
+    scores = power_mean(probs, kk)
+    result = ScoreResult(model.class_names, scores, boxes, probs, scale_index, (h, w), mode, kk)
+    if return_maps is not False:
+        n = len(model.class_names) if return_maps is True else int(return_maps)
+        idx = torch.topk(scores, min(max(n, 1), len(model.class_names))).indices
+        result.maps = output_maps(boxes, probs[:, idx], h, w)
+        result.map_classes = [model.class_names[i] for i in idx.tolist()]
+    result.seconds = time.perf_counter() - t0
+    return result
