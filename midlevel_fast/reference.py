@@ -107,6 +107,32 @@ def crop_resize_pil_loop(
     return torch.stack(patches) if patches else torch.empty((0, 3, size, size))
 
 
+def crop_resize_pil_float_loop(
+    image: np.ndarray,
+    boxes: np.ndarray | torch.Tensor,
+    size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """The same PIL loop on 32-bit float channel images (mode ``F``), so nothing is rounded to uint8.
+
+    Rounding patches to uint8 alone moves EfficientNet-Lite0's patch probabilities by up to 0.02, which would
+    hide real differences when the naive scorer is compared with the fused one; float channels keep the loop
+    honest and exact up to Pillow's border renormalisation. Returns ``(N, C, size, size)`` float32.
+    """
+    arr = image[:, :, None] if image.ndim == 2 else image
+    channels = [Image.fromarray(np.ascontiguousarray(arr[:, :, c], dtype=np.float32)) for c in range(arr.shape[2])]
+    wd, ht = channels[0].size
+    mean_a = np.asarray(mean, dtype=np.float32)[: len(channels), None, None]
+    std_a = np.asarray(std, dtype=np.float32)[: len(channels), None, None]
+    patches = []
+    for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.float64).tolist():
+        box = (max(x0, 0.0), max(y0, 0.0), min(x1, wd), min(y1, ht))
+        planes = np.stack([np.asarray(ch.resize((size, size), Image.BILINEAR, box=box)) for ch in channels])
+        patches.append(torch.from_numpy((planes / 255.0 - mean_a) / std_a))
+    return torch.stack(patches) if patches else torch.empty((0, len(channels), size, size))
+
+
 def crop_resize_interpolate_loop(
     image: torch.Tensor,
     boxes: np.ndarray | torch.Tensor,
@@ -145,7 +171,8 @@ def output_maps_reference(boxes: torch.Tensor, probs: torch.Tensor, height: int,
 
 
 def patch_probabilities_naive(model: torch.nn.Module, image: np.ndarray, boxes: torch.Tensor) -> torch.Tensor:
-    """The per-patch loop: for every box, a PIL crop + resize, normalisation, and one forward pass at batch 1.
+    """The per-patch loop: for every box, a PIL crop + resize (float channels, see
+    :func:`crop_resize_pil_float_loop`), normalisation, and one forward pass at batch 1.
 
     ``model`` is a :class:`midlevel_fast.model.PatchClassifier`; ``image`` RGB uint8 HWC. Returns ``(M, C)``.
     """
@@ -153,6 +180,6 @@ def patch_probabilities_naive(model: torch.nn.Module, image: np.ndarray, boxes: 
     device = next(model.parameters()).device
     probs = []
     for box in boxes.tolist():
-        patch = crop_resize_pil_loop(image, [box], bb.input_size, bb.mean, bb.std).to(device)
+        patch = crop_resize_pil_float_loop(image, [box], bb.input_size, bb.mean, bb.std).to(device)
         probs.append(model.probabilities(bb(patch)).cpu())
     return torch.cat(probs)

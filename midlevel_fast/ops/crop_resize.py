@@ -131,6 +131,8 @@ def _launch_cpu(image: torch.Tensor, boxes: torch.Tensor, mean: list[float], std
                 padding: int, out: torch.Tensor, num_threads: int) -> None:
     if cpu_ext is None:
         raise RuntimeError(backends()["cpu"].detail)
+    if boxes.shape[0] == 0:
+        return
     h, w, c = image_hwc(image)
     if image.dtype == torch.uint8:
         layout, (sy, sx, sc) = 0, image.stride()

@@ -1,0 +1,155 @@
+"""AlexNet (Krizhevsky et al. 2012, torchvision's single-tower "one weird trick" variant) as a :class:`Backbone`.
+
+The module mirrors torchvision's layout and state-dict names (``features.0.weight`` ... ``classifier.6.bias``),
+so torchvision's ``alexnet-owt-7be5be79.pth`` loads unchanged. AlexNet weights are not shipped with this
+package: pass ``weights_path``.
+
+Conventions:
+    * Input: NCHW float32, RGB, ``(x / 255 - mean) / std`` with torchvision's ImageNet mean and std.
+    * Trunk = ``features`` (C1-C5 + pool5): ``stride = 32``, a 224 patch gives ``6 x 6`` cells and a
+      ``224 + 32 m`` side gives ``6 + m``.
+    * Window head = FC6 as a ``6 x 6`` convolution (its Linear weight viewed as ``(4096, 256, 6, 6)``, the
+      C, H, W order in which torchvision flattens pool5) and FC7 as a ``1 x 1`` convolution, each followed by
+      ReLU; the mid-level vector is FC7 after ReLU. ``source_head`` is FC8.
+    * Geometry: ``window = 6``; the grid starts at 0 on every input size, since all padding is fixed and
+      symmetric (rows and columns beyond the last full pooling window are ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Backbone
+
+_FC = 4096
+
+
+class AlexNet(Backbone):
+    """torchvision-layout AlexNet with a dense (convolutional) FC6/FC7 window head; dropout is never applied."""
+
+    name = "alexnet"
+    stride = 32
+    window = 6
+    feature_dim = _FC
+    mean = (0.485, 0.456, 0.406)
+    std = (0.229, 0.224, 0.225)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(64, 192, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(192, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        )
+        # Kept as torchvision's Sequential so the state-dict indices (1, 4, 6) match; only its Linear layers are
+        # used, through window_head and source_head.
+        self.classifier = nn.Sequential(
+            nn.Dropout(),
+            nn.Linear(256 * 6 * 6, _FC),
+            nn.ReLU(inplace=True),
+            nn.Dropout(),
+            nn.Linear(_FC, _FC),
+            nn.ReLU(inplace=True),
+            nn.Linear(_FC, 1000),
+        )
+
+    @property
+    def source_head(self) -> nn.Linear:
+        return self.classifier[6]
+
+    def trunk(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+    def window_head(self, cells: Tensor, q: int = 1) -> Tensor:
+        fc6, fc7 = self.classifier[1], self.classifier[4]
+        # The FC weights are plain NCHW views; oneDNN runs these huge-kernel convs faster on NCHW cells.
+        cells = cells.contiguous()
+        x = F.relu(F.conv2d(cells, fc6.weight.view(_FC, 256, self.window, self.window), fc6.bias, stride=q))
+        return F.relu(F.conv2d(x, fc7.weight.view(_FC, _FC, 1, 1), fc7.bias))
+
+
+def _random_init(model: AlexNet) -> None:
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu", generator=generator)
+            nn.init.zeros_(module.bias)
+
+
+def _check_state_dict(model: AlexNet, state: Mapping[str, Tensor]) -> None:
+    wanted = {k: v.shape for k, v in model.state_dict().items()}
+    problems = [f"missing {k}" for k in sorted(wanted.keys() - state.keys())]
+    problems += [f"unexpected {k}" for k in sorted(state.keys() - wanted.keys())]
+    problems += [
+        f"{k}: shape {tuple(state[k].shape)}, expected {tuple(shape)}"
+        for k, shape in wanted.items()
+        if k in state and state[k].shape != shape
+    ]
+    if problems:
+        raise ValueError(
+            f"not a torchvision AlexNet state dict ({len(problems)} problems): " + "; ".join(problems[:5])
+        )
+
+
+def alexnet(*, pretrained: bool = True, weights_path: str | os.PathLike[str] | None = None) -> AlexNet:
+    """Build a frozen AlexNet backbone in eval mode (float32, CPU).
+
+    Args:
+        pretrained: ``False`` gives seeded random (Kaiming-normal) weights, for speed and shape work only
+            (emits a ``UserWarning``).
+        weights_path: torchvision's ImageNet AlexNet state dict (``alexnet-owt-7be5be79.pth``), required when
+            ``pretrained`` is true.
+
+    Raises:
+        ValueError: ``pretrained`` without ``weights_path`` (the weights are not shipped), ``weights_path`` with
+            ``pretrained=False``, or a file that is unreadable or not an AlexNet state dict.
+        FileNotFoundError: ``weights_path`` does not exist.
+    """
+    model = AlexNet()
+    if not pretrained:
+        if weights_path is not None:
+            raise ValueError("weights_path was given with pretrained=False; drop one of them")
+        warnings.warn(
+            "alexnet(pretrained=False) has random weights: use it for speed and shape work only",
+            UserWarning,
+            stacklevel=2,
+        )
+        _random_init(model)
+    else:
+        if weights_path is None:
+            raise ValueError(
+                "AlexNet ImageNet weights are not shipped with midlevel_fast: pass "
+                "weights_path='.../alexnet-owt-7be5be79.pth' (torchvision's file), or pretrained=False for "
+                "random weights"
+            )
+        path = os.fspath(weights_path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"AlexNet weights not found at {path!r}; expected torchvision's alexnet-owt-7be5be79.pth"
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"cannot read AlexNet weights from {path!r}: {exc}") from exc
+        if not isinstance(state, Mapping):
+            raise ValueError(f"{path!r} holds a {type(state).__name__}, expected a state dict")
+        _check_state_dict(model, state)
+        model.load_state_dict(state)
+    model._finalize()
+    return model

