@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -59,9 +59,12 @@ class ScoreResult:
         return [(self.class_names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
 
 
-def _features_batched(model: PatchClassifier, image: np.ndarray, boxes: torch.Tensor, batch: int,
-                      device: torch.device) -> torch.Tensor:
-    bb = model.backbone
+def batched_features(backbone: torch.nn.Module, image: np.ndarray, boxes: torch.Tensor, batch: int = DEFAULT_BATCH,
+                     device: torch.device | None = None) -> torch.Tensor:
+    """Mid-level vectors ``(M, F)`` of ``boxes`` of ``image`` (RGB uint8 HWC): fused crop_resize in chunks of
+    ``batch`` into one reused buffer, then a batched forward, so memory stays bounded whatever ``M``."""
+    bb = backbone
+    device = next(bb.parameters()).device if device is None else device
     size = bb.input_size
     buffer = torch.empty((min(batch, len(boxes)), 3, size, size))
     feats = []
@@ -70,6 +73,19 @@ def _features_batched(model: PatchClassifier, image: np.ndarray, boxes: torch.Te
         out = crop_resize(image, chunk, size=size, mean=bb.mean, std=bb.std, out=buffer[: len(chunk)])
         feats.append(bb(out.to(device).contiguous(memory_format=torch.channels_last)))
     return torch.cat(feats)
+
+
+def patch_features(backbone: torch.nn.Module, image: np.ndarray, mode: str, scales: Sequence[float],
+                   grid_stride: float, q: int | None = None, batch: int = DEFAULT_BATCH,
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(features (M, F), boxes (M, 4), scale_index (M,))`` of ``image`` in ``mode`` ``"dense"`` (sliding
+    window, see :mod:`midlevel_fast.dense`) or ``"batched"`` (the paper grid, cropped and resized)."""
+    if mode == "dense":
+        return dense_windows(backbone, image, scales, grid_stride, q)
+    if mode != "batched":
+        raise ValueError(f"patch features are computed in mode 'dense' or 'batched', not {mode!r}")
+    g = grid(image.shape[1], image.shape[0], scales, grid_stride)
+    return batched_features(backbone, image, g.boxes, batch), g.boxes, g.scale_index
 
 
 def _probabilities(model: PatchClassifier, feats: torch.Tensor, batch: int) -> torch.Tensor:
@@ -112,18 +128,15 @@ def score_image(
     h, w = img.shape[:2]
     scales, stride = model.info.scales, model.info.grid_stride
     with torch.inference_mode():
-        if mode == "dense":
-            feats, boxes, scale_index = dense_windows(model.backbone, img, scales, stride, q)
-            probs = _probabilities(model, feats, max(batch, 256))
-        else:
+        if mode == "naive":
+            from midlevel_fast.reference import patch_probabilities_naive
+
             g = grid(w, h, scales, stride)
             boxes, scale_index = g.boxes, g.scale_index
-            if mode == "batched":
-                probs = _probabilities(model, _features_batched(model, img, boxes, batch, dev), batch)
-            else:
-                from midlevel_fast.reference import patch_probabilities_naive
-
-                probs = patch_probabilities_naive(model, img, boxes)
+            probs = patch_probabilities_naive(model, img, boxes)
+        else:
+            feats, boxes, scale_index = patch_features(model.backbone, img, mode, scales, stride, q, batch)
+            probs = _probabilities(model, feats, max(batch, 256))
     scores = power_mean(probs, kk)
     result = ScoreResult(model.class_names, scores, boxes, probs, scale_index, (h, w), mode, kk)
     if return_maps is not False:

@@ -1,0 +1,105 @@
+"""score_image on one 500×375 VOC image: naive per-patch loop vs batched vs dense, for EfficientNet-Lite0
+(ImageNet weights) and AlexNet-shaped random weights; plus the AlexNet conv phase against sgemm.
+
+Run: ``pytest benchmarks/bench_score_image.py --benchmark-only`` (about 3 minutes on 2 cores: the naive loops
+take ~20 s and ~55 s per round).
+"""
+from __future__ import annotations
+
+import time
+import warnings
+
+import pytest
+import torch
+
+from midlevel_fast import load_model, score_image
+from midlevel_fast.backbones import alexnet
+from midlevel_fast.dense import default_window_step, dense_length
+from midlevel_fast.grid import PAPER_SCALES
+from midlevel_fast.model import source_classifier
+from midlevel_fast.ops.crop_resize import crop_resize
+
+from .peak_memory import PeakRSS
+
+ROUNDS = {"naive": 1, "batched": 3, "dense": 5}
+
+
+@pytest.fixture(scope="module")
+def models():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        alex = source_classifier(alexnet(pretrained=False))
+    return {"lite0": load_model("imagenet"), "alexnet": alex}
+
+
+@pytest.mark.parametrize("mode", ["naive", "batched", "dense"])
+@pytest.mark.parametrize("backbone", ["lite0", "alexnet"])
+def test_score_image(benchmark, models, voc_image, backbone, mode):
+    name, img = voc_image
+    model = models[backbone]
+    benchmark.group = f"score_image {backbone} 500x375"
+    with PeakRSS() as mem:
+        res = benchmark.pedantic(score_image, args=(img, model), kwargs=dict(mode=mode), rounds=ROUNDS[mode],
+                                 warmup_rounds=0 if mode == "naive" else 1)
+    benchmark.extra_info.update(patches=len(res.boxes), peak_rss_MB=round(mem.peak_mb), image=name,
+                                baseline=mode == "naive")
+
+
+def conv_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Multiply-adds ×2 of every Conv2d in ``model`` when run on ``x``."""
+    total = 0
+
+    def hook(mod, inp, out):
+        nonlocal total
+        k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+        total += 2 * k * out.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.inference_mode():
+        model(x)
+    for h in handles:
+        h.remove()
+    return total
+
+
+def sgemm_gflops(n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / sorted(times)[len(times) // 2] / 1e9
+
+
+def test_alexnet_conv_phase_vs_sgemm(benchmark, models, voc_image):
+    """The dense pyramid's C1–C5 plus FC6/FC7-as-convolutions, as GFLOP/s beside torch.mm's sgemm GFLOP/s."""
+    _, img = voc_image
+    bb = models["alexnet"].backbone
+    h, w = img.shape[:2]
+    q = default_window_step(bb.window)
+    planes = []
+    for lam in PAPER_SCALES:
+        side = min(w, h) / lam
+        size = (dense_length(h, side, 224, 32 * q), dense_length(w, side, 224, 32 * q))
+        planes.append(crop_resize(img, [[0, 0, w, h]], size=size, mean=bb.mean, std=bb.std))
+
+    class Phase(torch.nn.Module):
+        def forward(self, x):
+            return bb.window_head(bb.trunk(x), q)
+
+    phase = Phase()
+    flops = sum(conv_flops(phase, p) for p in planes)
+
+    def run():
+        with torch.inference_mode():
+            for p in planes:
+                phase(p)
+
+    benchmark.group = "alexnet conv phase"
+    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    gemm = sgemm_gflops()
+    achieved = flops / benchmark.stats.stats.median / 1e9
+    benchmark.extra_info.update(GFLOP=round(flops / 1e9, 1), GFLOPs=round(achieved, 1), sgemm_GFLOPs=round(gemm, 1),
+                                of_sgemm=f"{100 * achieved / gemm:.0f}%")

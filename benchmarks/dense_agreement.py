@@ -1,0 +1,78 @@
+"""How far dense scoring is from per-patch scoring on real VOC val images.
+
+    python -m benchmarks.dense_agreement [--images 50] [--head imagenet|PATH]
+
+For each image: the Spearman ρ between the class scores of ``mode="dense"`` and ``mode="batched"`` (the paper
+grid), and the mean |Δ| between the dense windows' probabilities and the probabilities of the same boxes
+cropped and evaluated one patch at a time (the context effect alone, same boxes). Prints per-image rows and the
+medians.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from midlevel_fast import load_image, load_model, score_image
+from midlevel_fast.dense import dense_windows
+from midlevel_fast.ops.crop_resize import crop_resize
+
+from .conftest import voc_root
+
+
+def ranks(x: torch.Tensor) -> torch.Tensor:
+    """Average ranks (ties share the mean of their positions)."""
+    order = torch.argsort(x, stable=True)
+    r = torch.empty(len(x), dtype=torch.float64)
+    r[order] = torch.arange(len(x), dtype=torch.float64)
+    values, inverse = torch.unique(x, return_inverse=True)
+    sums = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inverse, r)
+    counts = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inverse, torch.ones_like(r))
+    return (sums / counts)[inverse]
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    ra, rb = ranks(a.double()), ranks(b.double())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=50)
+    parser.add_argument("--head", default=None, help="head file, 'imagenet', or the default model")
+    args = parser.parse_args()
+    root = voc_root()
+    if root is None:
+        raise SystemExit("VOC data not found (set MIDLEVEL_FAST_VOC)")
+    ids = (root / "ImageSets" / "Main" / "val.txt").read_text().split()[: args.images]
+    model = load_model(args.head)
+    bb = model.backbone
+    rhos, deltas = [], []
+    t0 = time.perf_counter()
+    for image_id in ids:
+        img = load_image(root / "JPEGImages" / f"{image_id}.jpg")
+        dense = score_image(img, model, mode="dense")
+        batched = score_image(img, model, mode="batched")
+        rho = spearman(dense.scores, batched.scores)
+        with torch.inference_mode():
+            d = dense_windows(bb, img, model.info.scales, model.info.grid_stride)
+            crops = crop_resize(img, d.boxes, size=bb.input_size, mean=bb.mean, std=bb.std)
+            same_boxes = torch.cat([model.probabilities(bb(crops[i: i + 64])) for i in range(0, len(crops), 64)])
+            delta = (model.probabilities(d.features) - same_boxes).abs().mean().item()
+        rhos.append(rho)
+        deltas.append(delta)
+        top_d, top_b = dense.top(1)[0][0], batched.top(1)[0][0]
+        print(f"{image_id}  rho={rho:.3f}  mean|dp|={delta:.2e}  top dense={top_d[:20]!r} batched={top_b[:20]!r}",
+              flush=True)
+    print(f"\n{len(ids)} images, {model.backbone.name}, {len(model.class_names)} classes, "
+          f"{time.perf_counter() - t0:.0f} s")
+    print(f"median Spearman rho (dense vs batched class scores): {statistics.median(rhos):.3f} "
+          f"(min {min(rhos):.3f})")
+    print(f"median mean|dp| (dense windows vs crops of the same boxes): {statistics.median(deltas):.2e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""On-disk cache of frozen mid-level vectors: the CNN runs once per image, training then reads memory maps.
+
+Layout of a cache directory::
+
+    manifest.json            config (backbone, mode, scales, stride, q, feature_dim) + finished images
+    images/<id>.f16.npy      float16 (N, feature_dim) mid-level vectors, memory-mapped on read
+    images/<id>.meta.npz     boxes float32 (N, 4) in image coordinates, scale_index int64 (N,), size (H, W)
+
+Every file is written to a temporary name and renamed, and an image enters the manifest only after both of
+its files are in place, so a build killed at any instant (even ``kill -9``) resumes by recomputing just the
+images missing from the manifest. Opening a cache whose config differs from the requested one, or whose files
+disagree with the manifest, raises ``ValueError`` rather than mixing features.
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, NamedTuple
+
+import numpy as np
+import torch
+
+from midlevel_fast.model import atomic_write_bytes
+
+CACHE_FORMAT = "midlevel_fast.cache/1"
+
+
+@dataclass
+class CacheConfig:
+    """What the cached vectors are: any difference means different features."""
+
+    backbone: str
+    mode: str
+    scales: list[float]
+    grid_stride: float
+    q: int | None
+    feature_dim: int
+
+
+class CachedImage(NamedTuple):
+    """One image's cached patches: ``features`` float16 memmap ``(N, F)``, ``boxes`` float32 ``(N, 4)``,
+    ``scale_index`` int64 ``(N,)`` and ``size`` ``(height, width)``."""
+
+    features: np.ndarray
+    boxes: np.ndarray
+    scale_index: np.ndarray
+    size: tuple[int, int]
+
+
+@dataclass
+class _Manifest:
+    format: str
+    config: dict
+    images: dict[str, dict] = field(default_factory=dict)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+class FeatureCache:
+    """A cache directory for one :class:`CacheConfig`, created if missing."""
+
+    def __init__(self, root: str | Path, config: CacheConfig):
+        self.root = Path(root)
+        self.config = config
+        self._manifest_path = self.root / "manifest.json"
+        if self._manifest_path.exists():
+            try:
+                raw = json.loads(self._manifest_path.read_text())
+                self._manifest = _Manifest(**raw)
+            except (json.JSONDecodeError, TypeError) as e:
+                raise ValueError(f"cache {self.root}: unreadable manifest.json ({e})") from None
+            if self._manifest.format != CACHE_FORMAT:
+                raise ValueError(f"cache {self.root}: format {self._manifest.format!r}, expected {CACHE_FORMAT!r}")
+            if self._manifest.config != asdict(config):
+                diff = {k: (self._manifest.config.get(k), v) for k, v in asdict(config).items()
+                        if self._manifest.config.get(k) != v}
+                raise ValueError(f"cache {self.root} was built with different settings (cached, requested): {diff}; "
+                                 "use another directory or delete it")
+        else:
+            self._manifest = _Manifest(CACHE_FORMAT, asdict(config))
+            (self.root / "images").mkdir(parents=True, exist_ok=True)
+            self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        atomic_write_bytes(self._manifest_path, json.dumps(asdict(self._manifest), indent=1).encode())
+
+    def _paths(self, image_id: str) -> tuple[Path, Path]:
+        return self.root / "images" / f"{image_id}.f16.npy", self.root / "images" / f"{image_id}.meta.npz"
+
+    @property
+    def image_ids(self) -> list[str]:
+        """Finished images, in the order they were added."""
+        return list(self._manifest.images)
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self._manifest.images
+
+    def add(self, image_id: str, features: torch.Tensor, boxes: torch.Tensor, scale_index: torch.Tensor,
+            size: tuple[int, int]) -> None:
+        """Stores one image's patches (features are stored as float16) and records it as finished."""
+        if "/" in image_id or image_id.startswith("."):
+            raise ValueError(f"image id {image_id!r} cannot be used as a file name")
+        feats = features.detach().cpu().to(torch.float16).numpy()
+        if feats.ndim != 2 or feats.shape[1] != self.config.feature_dim or len(boxes) != len(feats):
+            raise ValueError(f"{image_id}: features {feats.shape} and boxes {tuple(boxes.shape)} do not match the "
+                             f"cache's feature_dim {self.config.feature_dim}")
+        fpath, mpath = self._paths(image_id)
+        atomic_write_bytes(fpath, _npy_bytes(feats))
+        meta = io.BytesIO()
+        np.savez(meta, boxes=boxes.detach().cpu().numpy().astype(np.float32),
+                 scale_index=scale_index.detach().cpu().numpy().astype(np.int64), size=np.asarray(size, np.int64))
+        atomic_write_bytes(mpath, meta.getvalue())
+        self._manifest.images[image_id] = {"n": int(feats.shape[0]), "bytes": fpath.stat().st_size}
+        self._write_manifest()
+
+    def load(self, image_id: str) -> CachedImage:
+        """One finished image; ``ValueError`` when its files disagree with the manifest."""
+        entry = self._manifest.images.get(image_id)
+        if entry is None:
+            raise KeyError(f"{image_id} is not in cache {self.root}")
+        fpath, mpath = self._paths(image_id)
+        try:
+            feats = np.load(fpath, mmap_mode="r", allow_pickle=False)
+            with np.load(mpath, allow_pickle=False) as meta:
+                boxes, scale_index, size = meta["boxes"], meta["scale_index"], meta["size"]
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"cache {self.root}: files of {image_id} are unreadable ({e})") from None
+        if (feats.shape != (entry["n"], self.config.feature_dim) or feats.dtype != np.float16
+                or boxes.shape != (entry["n"], 4) or fpath.stat().st_size != entry["bytes"]):
+            raise ValueError(f"cache {self.root}: files of {image_id} do not match the manifest "
+                             f"({feats.shape} {feats.dtype}, expected {(entry['n'], self.config.feature_dim)})")
+        return CachedImage(feats, boxes, scale_index, (int(size[0]), int(size[1])))
+
+    def verify(self) -> None:
+        """Checks every finished image against the manifest (shapes, dtypes, sizes)."""
+        for image_id in self._manifest.images:
+            self.load(image_id)
+
+
+def build_cache(
+    cache: FeatureCache,
+    items: Iterable[tuple[str, str | Path]],
+    extract: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    progress: bool = True,
+) -> FeatureCache:
+    """Adds every ``(image_id, path)`` not yet in ``cache``, computing ``extract(rgb_uint8_hwc) -> (features,
+    boxes, scale_index)``. Resumes where a previous (killed) build stopped. Shows a tqdm bar in images/s."""
+    from tqdm import tqdm
+
+    from midlevel_fast.image_io import load_image
+
+    todo = [(i, p) for i, p in items if i not in cache]
+    bar = tqdm(todo, unit="img", disable=not progress, desc=f"caching {cache.config.mode} features")
+    start = time.perf_counter()
+    for image_id, path in bar:
+        img = load_image(path)
+        with torch.inference_mode():
+            feats, boxes, scale_index = extract(img)
+        cache.add(image_id, feats, boxes, scale_index, (img.shape[0], img.shape[1]))
+        bar.set_postfix(patches=len(boxes), elapsed=f"{time.perf_counter() - start:.0f}s")
+    return cache
