@@ -87,6 +87,9 @@ class FeatureCache:
             self._manifest = _Manifest(CACHE_FORMAT, asdict(config))
             (self.root / "images").mkdir(parents=True, exist_ok=True)
             self._write_manifest()
+        # Temporaries of a killed writer; one writer per cache directory is assumed.
+        for stale in (self.root / "images").glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
 
     def _write_manifest(self) -> None:
         atomic_write_bytes(self._manifest_path, json.dumps(asdict(self._manifest), indent=1).encode())
