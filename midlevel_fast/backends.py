@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
+import os
+from functools import cache
 from types import ModuleType
 from typing import NamedTuple
 
@@ -21,13 +24,55 @@ def _load_cpu() -> tuple[ModuleType | None, str]:
         return None, f"extension midlevel_fast._C failed to import ({e}); reinstall with `pip install -e .`"
 
 
+def _load_cuda() -> tuple[ModuleType | None, str]:
+    # Importing needs no GPU and no CUDA runtime: cudart is linked statically and finds the driver lazily.
+    if importlib.util.find_spec("midlevel_fast._cuda") is None:
+        return None, ("CUDA extension midlevel_fast._cuda is not built: nvcc was not found at install time, or "
+                      "MIDLEVEL_FAST_CUDA=0 (reinstall with nvcc on PATH; MIDLEVEL_FAST_CUDA=1 makes it required)")
+    try:
+        return importlib.import_module("midlevel_fast._cuda"), "CUDA extension midlevel_fast._cuda"
+    except ImportError as e:
+        return None, f"CUDA extension midlevel_fast._cuda failed to import ({e})"
+
+
 cpu_ext, _cpu_detail = _load_cpu()
+cuda_ext, _cuda_detail = _load_cuda()
+
+
+def triton_interpreted() -> bool:
+    """Whether Triton kernels run under its CPU interpreter (``TRITON_INTERPRET=1``, read when the kernels are
+    first imported): then they take CPU tensors, slowly, for tests."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+@cache
+def _cuda_status() -> BackendStatus:
+    # Cached: the device count cannot change within a process, and probing initialises the CUDA driver.
+    if cuda_ext is None:
+        return BackendStatus(False, _cuda_detail)
+    built = f"{_cuda_detail} (built for {cuda_ext.compiled_targets()})"
+    count, why = cuda_ext.device_count()
+    if count == 0:
+        return BackendStatus(False, f"{built}, but no CUDA device: {why}")
+    import torch
+
+    if not torch.cuda.is_available():
+        return BackendStatus(False, f"{built}; the driver sees {count} device(s) but this torch build has no CUDA")
+    return BackendStatus(True, built)
 
 
 def _triton_status() -> BackendStatus:
     if importlib.util.find_spec("triton") is None:
         return BackendStatus(False, "triton is not installed (pip install 'midlevel_fast[triton]')")
-    return BackendStatus(False, "triton is installed but this version ships no Triton kernels yet")
+    version = importlib.metadata.version("triton")
+    if triton_interpreted():
+        return BackendStatus(True, f"Triton {version} kernels under TRITON_INTERPRET=1: CPU tensors, slow, for tests")
+    import torch
+
+    if not torch.cuda.is_available():
+        return BackendStatus(False, f"triton {version} is installed, but there is no CUDA device "
+                                    "(TRITON_INTERPRET=1 runs the kernels on CPU tensors, for tests)")
+    return BackendStatus(True, f"Triton {version} kernels on CUDA tensors")
 
 
 def backends() -> dict[str, BackendStatus]:
@@ -35,6 +80,6 @@ def backends() -> dict[str, BackendStatus]:
     works and is not listed)."""
     return {
         "cpu": BackendStatus(cpu_ext is not None, _cpu_detail),
-        "cuda": BackendStatus(False, "this version ships no CUDA kernels yet"),
+        "cuda": _cuda_status(),
         "triton": _triton_status(),
     }

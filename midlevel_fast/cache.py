@@ -13,8 +13,10 @@ disagree with the manifest, raises ``ValueError`` rather than mixing features.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -169,3 +171,28 @@ def build_cache(
         cache.add(image_id, feats, boxes, scale_index, (img.shape[0], img.shape[1]))
         bar.set_postfix(patches=len(boxes), elapsed=f"{time.perf_counter() - start:.0f}s")
     return cache
+
+
+def default_cache_root() -> Path:
+    """``$MIDLEVEL_FAST_CACHE`` or ``~/.cache/midlevel_fast``."""
+    env = os.environ.get("MIDLEVEL_FAST_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "midlevel_fast"
+
+
+def open_cache(base: str | Path, config: CacheConfig) -> FeatureCache:
+    """The cache for ``config`` under ``base``, in a subdirectory named after the config so that different
+    settings never share a directory."""
+    digest = hashlib.sha1(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:8]
+    return FeatureCache(Path(base) / f"{config.backbone}-{config.mode}-{digest}", config)
+
+
+def fill_cache(cache: FeatureCache, backbone: torch.nn.Module, items: Iterable[tuple[str, str | Path]],
+               progress: bool = True) -> FeatureCache:
+    """Caches the patch features of ``items`` (``(image_id, path)``) as ``cache.config`` says."""
+    from midlevel_fast.score import patch_features
+
+    cfg = cache.config
+    if backbone.name != cfg.backbone or backbone.feature_dim != cfg.feature_dim:
+        raise ValueError(f"backbone {backbone.name} does not match cache config {cfg.backbone}")
+    return build_cache(cache, items, lambda img: patch_features(backbone, img, cfg.mode, cfg.scales,
+                                                                 cfg.grid_stride, cfg.q), progress)

@@ -5,6 +5,7 @@ import argparse
 import json
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -70,6 +71,95 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _voc_cache(args: argparse.Namespace, backbone, scales, grid_stride):
+    from midlevel_fast.cache import CacheConfig, default_cache_root, open_cache
+
+    config = CacheConfig(backbone=backbone.name, mode=args.mode, scales=list(scales), grid_stride=grid_stride,
+                         q=args.q, feature_dim=backbone.feature_dim)
+    return open_cache(args.cache or default_cache_root(), config)
+
+
+def _cached_split(args, backbone, cache, split: str):
+    from midlevel_fast.cache import fill_cache
+    from midlevel_fast.voc import load_split
+
+    images = load_split(args.voc, split)
+    fill_cache(cache, backbone, [(im.image_id, im.path) for im in images])
+    return images
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from midlevel_fast.backbones import get_backbone
+    from midlevel_fast.evaluate import format_ap_table
+    from midlevel_fast.grid import PAPER_SCALES, PAPER_STRIDE
+    from midlevel_fast.model import HeadInfo, save_head
+    from midlevel_fast.train import TrainConfig, config_dict, eval_set, patch_set, train_head
+    from midlevel_fast.voc import VOC_CLASSES
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = TrainConfig(layers=args.layers, hidden=args.hidden, objective=args.objective, k=args.k,
+                         max_epochs=args.epochs, seed=args.seed)
+    backbone = get_backbone(args.backbone)
+    cache = _voc_cache(args, backbone, PAPER_SCALES, PAPER_STRIDE)
+    train_images = [im for split in args.split for im in _cached_split(args, backbone, cache, split)]
+    val_images = _cached_split(args, backbone, cache, args.val_split) if args.val_split else None
+    t0 = time.perf_counter()
+    train = patch_set(cache, train_images, VOC_CLASSES, config.bg_fraction, config.seed, config.objective)
+    val = eval_set(cache, val_images, VOC_CLASSES) if val_images else None
+    print(f"{len(train.features)} training patches from {len(train_images)} images "
+          f"({int(train.counts[-1])} background kept), loaded in {time.perf_counter() - t0:.1f} s")
+    result = train_head(train, len(VOC_CLASSES), config, val)
+    info = HeadInfo(backbone=backbone.name, class_names=list(VOC_CLASSES), k=config.k, scales=list(PAPER_SCALES),
+                    grid_stride=PAPER_STRIDE, layers=config.layers, hidden=config.hidden,
+                    extra={"train": config_dict(config), "mode": args.mode, "q": args.q, "splits": args.split,
+                           "best_epoch": result.best_epoch, "val_map": result.best_map,
+                           "objective": config.objective})
+    save_head(args.out, result.head, info, dtype=torch.float16 if args.half else torch.float32)
+    print(f"trained in {result.seconds:.1f} s, best epoch {result.best_epoch}; head written to {args.out}")
+    if val is not None:
+        from midlevel_fast.train import evaluate_head
+
+        rows = {f"{args.val_split} {m}": evaluate_head(result.head, val, config.objective, config.k, m)[0]
+                for m in ("voc2007", "voc2010")}
+        print(format_ap_table(VOC_CLASSES, rows))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from midlevel_fast.evaluate import format_ap_table
+    from midlevel_fast.model import load_model
+    from midlevel_fast.train import eval_set, evaluate_head
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.head)
+    objective = model.info.extra.get("objective", "softmax")
+    cache = _voc_cache(args, model.backbone, model.info.scales, model.info.grid_stride)
+    images = _cached_split(args, model.backbone, cache, args.split)
+    data = eval_set(cache, images, model.class_names)
+    rows = {}
+    for k in args.k or [model.info.k]:
+        for method in ("voc2007", "voc2010"):
+            rows[f"k={k:g} {method}"] = evaluate_head(model.head, data, objective, k, method)[0]
+    print(f"{args.split}: {len(images)} images, {len(data.features)} patches ({args.mode})")
+    print(format_ap_table(model.class_names, rows))
+    return 0
+
+
+def _add_voc_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--voc", required=True, help="VOCdevkit/VOC2012 directory")
+    p.add_argument("--mode", choices=("dense", "batched"), default="dense", help="how patch features are computed")
+    p.add_argument("--q", type=int, default=None, help="dense window step in trunk cells")
+    p.add_argument("--cache", default=None, help="feature cache directory (default $MIDLEVEL_FAST_CACHE or "
+                                                 "~/.cache/midlevel_fast)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="midlevel-fast", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +180,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=cmd_score)
+
+    t = sub.add_parser("train", help="train an adaptation head on a VOC-style data set")
+    _add_voc_options(t)
+    t.add_argument("--split", nargs="+", default=["train"], help="training split(s), e.g. train or train val")
+    t.add_argument("--val-split", default="val", help="split for per-epoch validation mAP ('' for none)")
+    t.add_argument("--backbone", default="efficientnet_lite0")
+    t.add_argument("--out", required=True, help="head file to write (.safetensors)")
+    t.add_argument("--layers", type=int, default=2, help="adaptation layers: 1, 2 (paper) or 3")
+    t.add_argument("--hidden", type=int, default=2048)
+    t.add_argument("--objective", choices=("softmax", "multilabel"), default="softmax")
+    t.add_argument("--k", type=float, default=5.0, help="power-mean exponent used for validation and stored")
+    t.add_argument("--epochs", type=int, default=30, help="at most this many epochs")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--half", action="store_true", help="store the weights as float16")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="VOC classification AP of a head")
+    _add_voc_options(e)
+    e.add_argument("--split", default="val")
+    e.add_argument("--head", required=True, help="head file (.safetensors)")
+    e.add_argument("--k", type=float, nargs="*", help="power-mean exponents to compare (default: the head's)")
+    e.set_defaults(func=cmd_eval)
     return parser
 
 

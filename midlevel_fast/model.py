@@ -159,8 +159,13 @@ class PatchClassifier(nn.Module):
         return self.info.class_names
 
     def probabilities(self, features: torch.Tensor) -> torch.Tensor:
-        """``(B, feature_dim)`` mid-level vectors -> ``(B, C)`` probabilities of the reported classes."""
-        probs = torch.softmax(self.head(features).float(), dim=1)
+        """``(B, feature_dim)`` mid-level vectors -> ``(B, C)`` probabilities of the reported classes: a softmax
+        over all outputs, or per-output sigmoids for heads trained with the multi-label objective."""
+        logits = self.head(features).float()
+        if self.info.extra.get("objective") == "multilabel":
+            probs = torch.sigmoid(logits)
+        else:
+            probs = torch.softmax(logits, dim=1)
         return probs[:, : len(self.info.class_names)]
 
 

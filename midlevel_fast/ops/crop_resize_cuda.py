@@ -1,0 +1,46 @@
+"""Launcher of the CUDA C++ crop_resize kernel (``csrc/cuda/crop_resize.cu`` via ``midlevel_fast._cuda``).
+
+The extension is torch-free: this module hands it the data pointers and element strides of tensors that
+:func:`midlevel_fast.crop_resize` has validated, the tap tables of :mod:`midlevel_fast.ops.taps` (computed on the
+image's device) and the current stream of that device. The launch is asynchronous on that stream, like a torch op.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from midlevel_fast.backends import backends, cuda_ext
+from midlevel_fast.ops.crop_resize import image_hwc
+from midlevel_fast.ops.taps import kernel_setup
+
+
+def crop_resize_cuda(image: torch.Tensor, boxes: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                     antialias: bool, padding_mode: str, out: torch.Tensor) -> torch.Tensor:
+    """Writes the crops of validated ``boxes`` (float64 ``(N, 4)``, any device) of ``image`` (uint8 HWC or
+    float32 CHW, on a CUDA device, any strides) into ``out`` (contiguous ``(N, C, h, w)`` float32/float16 on the
+    image's device) and returns ``out``. Raises ``RuntimeError`` when the CUDA backend is unavailable."""
+    if cuda_ext is None:
+        raise RuntimeError(backends()["cuda"].detail)
+    n = boxes.shape[0]
+    if n == 0:
+        return out
+    h, w, c = image_hwc(image)
+    uint8 = image.dtype == torch.uint8
+    if uint8:
+        layout, (sy, sx, sc) = 0, image.stride()
+    else:
+        layout, (sc, sy, sx) = 1, image.stride()
+    out_h, out_w = out.shape[2], out.shape[3]
+    setup = kernel_setup(boxes, h, w, out_h, out_w, mean, std, uint8, antialias, padding_mode, image.device)
+    rows, cols = setup.rows, setup.cols
+    device = image.device.index if image.device.index is not None else torch.cuda.current_device()
+    stream = torch.cuda.current_stream(device).cuda_stream
+    cuda_ext.crop_resize(
+        image.data_ptr(), layout, h, w, c, sy, sx, sc, n, out_h, out_w,
+        rows.index.data_ptr(), rows.weight.data_ptr(), rows.count.data_ptr(), rows.index.shape[1],
+        cols.index.data_ptr(), cols.weight.data_ptr(), cols.count.data_ptr(), cols.index.shape[1],
+        setup.scale, setup.shift, 0 if out.dtype == torch.float32 else 1, out.data_ptr(),
+        device, stream,
+    )
+    return out

@@ -1,0 +1,238 @@
+"""Training the adaptation head on cached mid-level vectors (Oquab et al., section 3.2).
+
+The frozen network has already run (see :mod:`midlevel_fast.cache`); here only FCa/FCb learn:
+
+* rows: each cached patch of each training image, labelled by :func:`midlevel_fast.labels.patch_labels`, with a
+  seeded random ``bg_fraction`` (10 %) of the background kept (:func:`midlevel_fast.labels.resample_background`);
+* objective: cross-entropy over C + 1 outputs (``"softmax"``, the paper's), or per-output binary cross-entropy
+  on multi-hot targets (``"multilabel"``, the paper's suggested fix for co-occurring objects: a patch that
+  qualifies for objects of several classes is kept with all of them instead of being dropped);
+* SGD with momentum and dropout; the paper's schedule: learning rate 0.01, divided by 10 each time the
+  training loss stops falling (relative improvement below ``min_improvement``), three times, then stop;
+* after every epoch the validation mAP (power mean of patch scores, VOC2010+ AP) is measured and the best
+  epoch's weights are kept.
+
+Everything is seeded: the same inputs and config give bit-identical weights.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from midlevel_fast.cache import FeatureCache
+from midlevel_fast.evaluate import mean_average_precision
+from midlevel_fast.labels import DROPPED, patch_labels, qualification, resample_background
+from midlevel_fast.model import AdaptationHead
+from midlevel_fast.voc import VocImage, image_labels, object_arrays
+
+OBJECTIVES = ("softmax", "multilabel")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters; the defaults are the paper's where it gives them."""
+
+    layers: int = 2
+    hidden: int = 2048
+    dropout: float = 0.5
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    max_epochs: int = 30
+    lr_drops: int = 3
+    min_improvement: float = 0.01
+    bg_fraction: float = 0.1
+    objective: str = "softmax"
+    k: float = 5.0
+    seed: int = 0
+    # bfloat16 matrix products (fp32 master weights): 3-4x faster on CPUs with native bf16, same mAP.
+    bf16: bool = True
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if not (0 < self.lr and 0 <= self.bg_fraction <= 1 and self.batch_size >= 1 and self.max_epochs >= 1):
+            raise ValueError("need lr > 0, bg_fraction in [0, 1], batch_size >= 1 and max_epochs >= 1")
+
+
+@dataclass
+class PatchSet:
+    """Training rows: ``features`` float16 ``(R, F)``; ``targets`` int64 ``(R,)`` (softmax, class ``C`` is
+    background) or float32 ``(R, C + 1)`` multi-hot (multilabel); ``counts`` per class (index ``C``:
+    background kept)."""
+
+    features: torch.Tensor
+    targets: torch.Tensor
+    counts: np.ndarray
+
+
+@dataclass
+class EvalSet:
+    """All cached patches of evaluation images: ``features`` float16 ``(P, F)``, ``image_index`` int64
+    ``(P,)`` and per-image VOC ground truth ``positives``/``ignore`` bool ``(n, C)``."""
+
+    features: torch.Tensor
+    image_index: torch.Tensor
+    positives: np.ndarray
+    ignore: np.ndarray
+
+
+@dataclass
+class TrainResult:
+    head: AdaptationHead
+    config: TrainConfig
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_map: float = float("nan")
+    seconds: float = 0.0
+
+
+def patch_set(cache: FeatureCache, images: Sequence[VocImage], classes: Sequence[str], bg_fraction: float = 0.1,
+              seed: int = 0, objective: str = "softmax") -> PatchSet:
+    """Labels and resamples the cached patches of ``images`` (see the module docstring)."""
+    num_classes = len(classes)
+    cached, labels, hots = [], [], []
+    for img in images:
+        c = cache.load(img.image_id)
+        boxes, cls, difficult = object_arrays(img, classes)
+        if objective == "softmax":
+            labels.append(patch_labels(c.boxes, boxes, cls, num_classes, difficult))
+        else:
+            overlaps, qualifies = qualification(c.boxes, boxes)
+            clean = (qualifies & ~difficult[None, :]).double()
+            hot = torch.zeros(len(c.boxes), num_classes + 1)
+            hot[:, :num_classes] = (clean @ F.one_hot(cls, num_classes).double()).clamp(max=1).float()
+            background = ~overlaps.any(dim=1)
+            hot[background, num_classes] = 1
+            # Same patches as the softmax labelling, except that several clean objects are allowed.
+            positive = hot[:, :num_classes].any(dim=1) & ~(qualifies & difficult[None, :]).any(dim=1)
+            labels.append(torch.where(background, num_classes, torch.where(positive, 0, DROPPED)))
+            hots.append(hot)
+        cached.append(c)
+    # One draw over the whole split, so that exactly bg_fraction of its background is kept.
+    keep = resample_background(torch.cat(labels), num_classes, bg_fraction, seed)
+    feats, start = [], 0
+    for c in cached:
+        mask = keep[start: start + len(c.boxes)].numpy()
+        feats.append(torch.from_numpy(np.asarray(c.features[mask])))
+        start += len(c.boxes)
+    if objective == "softmax":
+        targets = torch.cat(labels)[keep]
+        counts = torch.bincount(targets, minlength=num_classes + 1).numpy()
+    else:
+        targets = torch.cat(hots)[keep]
+        counts = targets.sum(dim=0).long().numpy()
+    return PatchSet(torch.cat(feats), targets, counts)
+
+
+def eval_set(cache: FeatureCache, images: Sequence[VocImage], classes: Sequence[str]) -> EvalSet:
+    """Every cached patch of ``images`` with their images' VOC ground truth."""
+    feats, index, pos, ign = [], [], [], []
+    for i, img in enumerate(images):
+        cached = cache.load(img.image_id)
+        feats.append(torch.from_numpy(np.asarray(cached.features)))
+        index.append(torch.full((len(cached.boxes),), i, dtype=torch.int64))
+        p, g = image_labels(img, classes)
+        pos.append(p)
+        ign.append(g)
+    return EvalSet(torch.cat(feats), torch.cat(index), np.stack(pos), np.stack(ign))
+
+
+def patch_probabilities(head: torch.nn.Module, features: torch.Tensor, objective: str, num_classes: int,
+                        chunk: int = 16384) -> torch.Tensor:
+    """``(P, C)`` float32 probabilities of the reported classes (softmax over C + 1, or per-class sigmoid)."""
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(features), chunk):
+            logits = head(features[start: start + chunk].float())
+            probs = torch.softmax(logits, 1) if objective == "softmax" else torch.sigmoid(logits)
+            out.append(probs[:, :num_classes])
+    return torch.cat(out)
+
+
+def image_scores(probs: torch.Tensor, image_index: torch.Tensor, n_images: int, k: float) -> torch.Tensor:
+    """Power mean ``1/M Σ y^k`` of patch probabilities ``(P, C)`` per image: ``(n_images, C)`` float64."""
+    sums = torch.zeros(n_images, probs.shape[1], dtype=torch.float64).index_add_(0, image_index, probs.double() ** k)
+    counts = torch.bincount(image_index, minlength=n_images).clamp(min=1).double()
+    return sums / counts[:, None]
+
+
+def evaluate_head(head: torch.nn.Module, data: EvalSet, objective: str, k: float,
+                  method: str = "voc2010") -> tuple[np.ndarray, float]:
+    """Per-class AP and mAP of ``head`` on ``data`` with power-mean image scores."""
+    was_training = head.training
+    head.eval()
+    probs = patch_probabilities(head, data.features, objective, data.positives.shape[1])
+    head.train(was_training)
+    scores = image_scores(probs, data.image_index, len(data.positives), k).numpy()
+    return mean_average_precision(scores, data.positives, data.ignore, method)
+
+
+def train_head(train: PatchSet, num_classes: int, config: TrainConfig = TrainConfig(),
+               val: EvalSet | None = None, log: Callable[[str], None] | None = print) -> TrainResult:
+    """Trains an :class:`AdaptationHead` on ``train`` by the schedule of the module docstring."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    head = AdaptationHead(train.features.shape[1], num_classes + 1, config.layers, config.hidden, config.dropout)
+    opt = torch.optim.SGD(head.parameters(), lr=config.lr, momentum=config.momentum,
+                          weight_decay=config.weight_decay)
+    result = TrainResult(head, config)
+    best_loss, drops, lr = math.inf, 0, config.lr
+    start = time.perf_counter()
+    n = len(train.features)
+    for epoch in range(config.max_epochs):
+        head.train()
+        order = torch.randperm(n, generator=generator)
+        total = 0.0
+        for s in range(0, n, config.batch_size):
+            idx = order[s: s + config.batch_size]
+            x, y = train.features[idx].float(), train.targets[idx]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                logits = head(x)
+            logits = logits.float()
+            loss = (F.cross_entropy(logits, y) if config.objective == "softmax"
+                    else F.binary_cross_entropy_with_logits(logits, y))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        epoch_loss = total / n
+        record = {"epoch": epoch, "lr": lr, "loss": epoch_loss}
+        if val is not None:
+            _, record["val_map"] = evaluate_head(head, val, config.objective, config.k)
+            if not result.best_map >= record["val_map"]:
+                result.best_map, result.best_epoch = record["val_map"], epoch
+                best_state = copy.deepcopy(head.state_dict())
+        record["seconds"] = time.perf_counter() - start
+        result.history.append(record)
+        if log:
+            val_text = f"  val mAP {100 * record['val_map']:.2f}" if val is not None else ""
+            log(f"epoch {epoch:2d}  lr {lr:.0e}  loss {epoch_loss:.4f}{val_text}  ({record['seconds']:.0f} s)")
+        if epoch_loss > best_loss * (1 - config.min_improvement):
+            if drops == config.lr_drops:
+                break
+            drops += 1
+            lr /= 10
+            for group in opt.param_groups:
+                group["lr"] = lr
+        best_loss = min(best_loss, epoch_loss)
+    if val is not None:
+        head.load_state_dict(best_state)
+    else:
+        result.best_epoch = len(result.history) - 1
+    head.eval()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def config_dict(config: TrainConfig) -> dict:
+    """The config as plain values, for head metadata."""
+    return asdict(config)
