@@ -8,11 +8,27 @@ from __future__ import annotations
 import torch
 
 
-def power_mean(probs: torch.Tensor, k: float = 5.0) -> torch.Tensor:
+IMPLS: tuple[str, ...] = ("torch", "triton")
+
+
+def _check_impl(impl: str) -> None:
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if impl == "triton":
+        from midlevel_fast.backends import backends
+
+        status = backends()["triton"]
+        if not status.available:
+            raise RuntimeError(f"impl='triton' is unavailable: {status.detail}")
+
+
+def power_mean(probs: torch.Tensor, k: float = 5.0, impl: str = "torch") -> torch.Tensor:
     """Image score per class: ``score(C) = 1/M Σ_i y(C|P_i)^k`` over the ``M`` rows of ``probs (M, C)``.
 
     ``k = 1`` is the mean; large ``k`` approaches the max (the paper uses ``k = 5``). Returns ``(C,)`` in the
-    dtype of ``probs``; an empty ``probs`` raises ``ValueError``.
+    dtype of ``probs``; an empty ``probs`` raises ``ValueError``. ``impl``: ``"torch"`` (float64, any device) or
+    ``"triton"`` (the fused kernel of :mod:`midlevel_fast.triton.aggregate`, float32 accumulation, on CUDA
+    tensors).
     """
     if probs.ndim != 2:
         raise ValueError(f"probs must be (M, C), got shape {tuple(probs.shape)}")
@@ -20,6 +36,11 @@ def power_mean(probs: torch.Tensor, k: float = 5.0) -> torch.Tensor:
         raise ValueError("probs has no patches to aggregate")
     if not k > 0:
         raise ValueError(f"k must be > 0, got {k}")
+    _check_impl(impl)
+    if impl == "triton":
+        from midlevel_fast.triton.aggregate import aggregate_triton
+
+        return aggregate_triton(probs, k=float(k))[0].to(probs.dtype)
     return probs.double().pow(k).mean(dim=0).to(probs.dtype)
 
 
@@ -30,15 +51,23 @@ def covered_range(lo: torch.Tensor, hi: torch.Tensor, n: int) -> tuple[torch.Ten
     return first, torch.maximum(first, last)
 
 
-def output_maps(boxes: torch.Tensor, probs: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def output_maps(boxes: torch.Tensor, probs: torch.Tensor, height: int, width: int,
+                impl: str = "torch") -> torch.Tensor:
     """``(C, height, width)`` float32 maps: per pixel, the mean probability of the patches covering it (0 where
     none does). ``boxes (M, 4)``, ``probs (M, C)``.
 
-    Runs in ``O(M·C + C·H·W)``: every box adds its probabilities at the corners of a difference image, whose 2-D
-    prefix sum is the per-pixel total; the same trick counts the coverage.
+    ``impl="torch"`` runs in ``O(M·C + C·H·W)`` on the CPU: every box adds its probabilities at the corners of a
+    difference image, whose 2-D prefix sum is the per-pixel total; the same trick counts the coverage.
+    ``impl="triton"`` runs the fused tile kernel of :mod:`midlevel_fast.triton.aggregate` on ``probs``' CUDA
+    device (float32 accumulation) and returns the maps there.
     """
     if boxes.ndim != 2 or boxes.shape[1] != 4 or probs.ndim != 2 or probs.shape[0] != boxes.shape[0]:
         raise ValueError(f"need boxes (M, 4) and probs (M, C), got {tuple(boxes.shape)} and {tuple(probs.shape)}")
+    _check_impl(impl)
+    if impl == "triton":
+        from midlevel_fast.triton.aggregate import aggregate_triton
+
+        return aggregate_triton(probs, boxes=boxes, height=height, width=width)[1]
     b = boxes.double().cpu()
     x0, x1 = covered_range(b[:, 0], b[:, 2], width)
     y0, y1 = covered_range(b[:, 1], b[:, 3], height)

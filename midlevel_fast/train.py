@@ -138,7 +138,7 @@ def eval_set(cache: FeatureCache, images: Sequence[VocImage], classes: Sequence[
     feats, index, pos, ign = [], [], [], []
     for i, img in enumerate(images):
         cached = cache.load(img.image_id)
-        feats.append(torch.from_numpy(np.asarray(cached.features)))
+        feats.append(torch.from_numpy(np.array(cached.features)))
         index.append(torch.full((len(cached.boxes),), i, dtype=torch.int64))
         p, g = image_labels(img, classes)
         pos.append(p)

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from midlevel_fast.backends import backends, cpu_ext
+from midlevel_fast.backends import backends, cpu_ext, triton_interpreted
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -174,13 +174,57 @@ def _check_out(out: Any, shape: tuple[int, ...], dtype: torch.dtype, device: tor
     return out
 
 
+def _gpu_backend() -> str | None:
+    """The backend ``impl="auto"`` uses for CUDA images: Triton when installed, else the CUDA extension."""
+    status = backends()
+    return next((name for name in ("triton", "cuda") if status[name].available), None)
+
+
+def _launch_gpu(which: str, image: torch.Tensor, boxes: torch.Tensor, mean: list[float], std: list[float],
+                antialias: bool, padding: int, out: torch.Tensor) -> torch.Tensor:
+    if which == "triton":
+        from midlevel_fast.triton.crop_resize import crop_resize_triton as launch
+    else:
+        from midlevel_fast.ops.crop_resize_cuda import crop_resize_cuda as launch
+    return launch(image, boxes, mean, std, antialias, PADDING_MODES[padding], out)
+
+
+@_crop_resize_op.register_kernel("cuda")
+def _(image, boxes, out_h, out_w, mean, std, antialias, padding, half, num_threads):
+    which = _gpu_backend()
+    if which is None:
+        raise RuntimeError(f"no GPU crop_resize backend: triton: {backends()['triton'].detail}; "
+                           f"cuda: {backends()['cuda'].detail}")
+    c = image_hwc(image)[2]
+    out = torch.empty((boxes.shape[0], c, out_h, out_w), dtype=torch.float16 if half else torch.float32,
+                      device=image.device)
+    return _launch_gpu(which, image, boxes, mean, std, antialias, padding, out)
+
+
+@_crop_resize_out_op.register_kernel("cuda")
+def _(image, boxes, mean, std, antialias, padding, num_threads, out):
+    which = _gpu_backend()
+    if which is None:
+        raise RuntimeError(f"no GPU crop_resize backend: triton: {backends()['triton'].detail}; "
+                           f"cuda: {backends()['cuda'].detail}")
+    _launch_gpu(which, image, boxes, mean, std, antialias, padding, out)
+
+
 def _resolve_impl(impl: str, image: torch.Tensor) -> str:
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    on_cuda = image.device.type == "cuda"
     if impl == "auto":
-        return "cpu" if image.device.type == "cpu" and cpu_ext is not None else "reference"
+        if image.device.type == "cpu":
+            return "cpu" if cpu_ext is not None else "reference"
+        return (_gpu_backend() if on_cuda else None) or "reference"
     if impl in ("cuda", "triton"):
-        raise RuntimeError(f"impl={impl!r} is unavailable: {backends()[impl].detail}")
+        status = backends()[impl]
+        if not status.available:
+            raise RuntimeError(f"impl={impl!r} is unavailable: {status.detail}")
+        # Under Triton's interpreter the Triton kernels take CPU tensors (tests); otherwise both need CUDA.
+        if not on_cuda and not (impl == "triton" and triton_interpreted() and image.device.type == "cpu"):
+            raise ValueError(f"image: impl={impl!r} needs an image on a CUDA device, got one on {image.device}")
     if impl == "cpu" and image.device.type != "cpu":
         raise ValueError(f"impl='cpu' needs a CPU image, got one on {image.device}")
     return impl
@@ -203,9 +247,11 @@ def crop_resize(
 
     See the module docstring for the conventions. ``image``: uint8 HWC/HW (numpy or torch, any strides) or
     float32 CHW. ``boxes``: ``(N, 4)``. ``size``: int or ``(h, w)``. Returns a contiguous ``(N, C, h, w)``
-    tensor of ``out_dtype``, written into ``out`` when given. ``impl``: ``"auto"`` (the C++ kernel when built),
-    ``"cpu"``, ``"reference"`` (slow pure torch). ``num_threads`` defaults to ``torch.get_num_threads()``.
-    Bad arguments raise ``ValueError`` naming the argument.
+    tensor of ``out_dtype`` on the image's device, written into ``out`` when given. ``impl``: ``"auto"`` (CPU
+    images: the C++ kernel when built; CUDA images: Triton when installed, else the CUDA extension), ``"cpu"``,
+    ``"cuda"``, ``"triton"`` (both need a CUDA image), ``"reference"`` (slow pure torch). ``num_threads`` (CPU
+    only) defaults to ``torch.get_num_threads()``. Bad arguments raise ``ValueError`` naming the argument; an
+    unavailable backend raises ``RuntimeError`` saying why (see :func:`midlevel_fast.backends`).
     """
     img = as_image_tensor(image)
     b = as_boxes(boxes)
@@ -224,10 +270,13 @@ def crop_resize(
         from midlevel_fast.reference import crop_resize_reference
 
         result = crop_resize_reference(img, b, (out_h, out_w), mean_v, std_v, antialias, padding_mode, out_dtype)
-        return out.copy_(result) if out is not None else result
+        return out.copy_(result) if out is not None else result.to(img.device)
     threads = int(num_threads) if num_threads is not None else torch.get_num_threads()
     if threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads!r}")
+    if which in ("cuda", "triton"):
+        dest = out if out is not None else torch.empty(shape, dtype=out_dtype, device=img.device)
+        return _launch_gpu(which, img, b, mean_v, std_v, bool(antialias), pad, dest)
     if out is not None:
         _crop_resize_out_op(img, b, mean_v, std_v, bool(antialias), pad, threads, out)
         return out
