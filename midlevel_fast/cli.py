@@ -88,6 +88,23 @@ def _cached_split(args, backbone, cache, split: str):
     return images
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    import torch
+
+    from midlevel_fast.backbones import get_backbone
+    from midlevel_fast.grid import PAPER_SCALES, PAPER_STRIDE
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    backbone = get_backbone(args.backbone)
+    cache = _voc_cache(args, backbone, PAPER_SCALES, PAPER_STRIDE)
+    for split in args.split:
+        _cached_split(args, backbone, cache, split)
+    cache.verify()
+    print(f"{len(cache.image_ids)} images cached in {cache.root}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -180,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=cmd_score)
+
+    c = sub.add_parser("cache", help="compute and store the frozen patch features of VOC splits")
+    _add_voc_options(c)
+    c.add_argument("--split", nargs="+", default=["train", "val"])
+    c.add_argument("--backbone", default="efficientnet_lite0")
+    c.set_defaults(func=cmd_cache)
 
     t = sub.add_parser("train", help="train an adaptation head on a VOC-style data set")
     _add_voc_options(t)

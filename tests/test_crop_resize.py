@@ -273,3 +273,11 @@ def test_reference_reads_real_pixels_outside_the_box():
     # Output 1 is centred at x = 3.75 with a 2.5-wide triangle: taps x = 1..5 weigh .1 .5 .9 .7 .3 (sum 2.5), so
     # pixel 5, past the box, contributes 0.3 / 2.5.
     assert math.isclose(out[1].item(), 0.12, rel_tol=1e-5)
+
+
+def test_float16_output_is_the_rounded_float32_output():
+    img = random_image(120, 160, 3, seed=4)
+    boxes = grid(160, 120).boxes[::7]
+    f32 = crop_resize(img, boxes, size=37)
+    f16 = crop_resize(img, boxes, size=37, out_dtype=torch.float16)
+    assert torch.equal(f16, f32.half())

@@ -2,10 +2,15 @@
 
 #include <omp.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -131,6 +136,80 @@ void rebase(int32_t* index, int64_t count, int64_t n, int64_t scale, int64_t* lo
     *hi_out = hi;
 }
 
+// One pixel's channels as a GCC/Clang vector, so the horizontal pass filters them with one SIMD op.
+// IEEE binary16 with round-to-nearest-even, as torch's .half(): the portable path (GCC lowers _Float16 casts
+// to a libgcc call per element).
+inline uint16_t float_to_half(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, sizeof(x));
+    const uint32_t sign = (x >> 16) & 0x8000u;
+    x &= 0x7fffffffu;
+    // Subnormal results: adding 0.5 aligns the 10 mantissa bits at the bottom and rounds them (RNE).
+    const uint32_t denorm_magic = ((127u - 15u) + (23u - 10u) + 1u) << 23;
+    float aligned;
+    std::memcpy(&aligned, &x, sizeof(aligned));
+    float magic;
+    std::memcpy(&magic, &denorm_magic, sizeof(magic));
+    aligned += magic;
+    uint32_t sub;
+    std::memcpy(&sub, &aligned, sizeof(sub));
+    sub -= denorm_magic;
+    const uint32_t normal = (x + ((15u - 127u) << 23) + 0xfffu + ((x >> 13) & 1u)) >> 13;
+    const uint32_t special = x > 0x7f800000u ? 0x7e00u : 0x7c00u;
+    const uint32_t h = x >= 0x47800000u ? special : (x < 0x38800000u ? sub : normal);
+    return static_cast<uint16_t>(h | sign);
+}
+
+// dst[j] = half(src[j] * a + b), with F16C conversions where the CPU has them (the common x86-64-v3 case).
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma,f16c"))) void store_half_f16c(uint16_t* dst, const float* src, int64_t n, float a,
+                                                              float b) {
+    const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(src + j), va, vb);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; j < n; ++j) dst[j] = float_to_half(std::fma(src[j], a, b));
+}
+
+const bool kHasF16c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                      __builtin_cpu_supports("f16c");
+#endif
+
+inline void store_half(uint16_t* dst, const float* src, int64_t n, float a, float b) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (kHasF16c) {
+        store_half_f16c(dst, src, n, a, b);
+        return;
+    }
+#endif
+    for (int64_t j = 0; j < n; ++j) dst[j] = float_to_half(src[j] * a + b);
+}
+
+typedef float Float4 __attribute__((vector_size(16)));
+
+template <int P>
+struct PixelType {
+    using type = float;
+};
+template <>
+struct PixelType<4> {
+    using type = Float4;
+};
+template <int P>
+using Pixel = typename PixelType<P>::type;
+
+template <int P>
+inline __attribute__((always_inline)) Pixel<P> load_pixel(const float* p) {
+    Pixel<P> v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+inline float lane(float v, int64_t) { return v; }
+inline float lane(Float4 v, int64_t c) { return v[c]; }
+
 // Which output rows [i0, i1) of which box of which call a work item covers.
 struct BandId {
     uint64_t call;
@@ -179,17 +258,18 @@ inline __attribute__((always_inline)) void band_kernel(const ImageView& im, cons
     for (int64_t r = 0; r < n_rows; ++r) {
         load_segment<P>(im, ry0 + r, cx0, seg_len, seg);
         float* dst = rows + r * ow;
-        for (int64_t j = 0; j < ow; ++j) {
-            float v[P];
-            const float* src = seg + ix[j * tx];
-            const float w0 = wx[j * tx];
-            for (int c = 0; c < P; ++c) v[c] = w0 * src[c];
-            for (int64_t t = 1; t < tx; ++t) {
-                const float* sp = seg + ix[j * tx + t];
-                const float wt = wx[j * tx + t];
-                for (int c = 0; c < P; ++c) v[c] += wt * sp[c];
+        if (tx == 2) {
+            // Enlarged boxes, the common case: two taps, unrolled so the pixel stays in one register.
+            for (int64_t j = 0; j < ow; ++j) {
+                Pixel<P> v = load_pixel<P>(seg + ix[2 * j]) * wx[2 * j] + load_pixel<P>(seg + ix[2 * j + 1]) * wx[2 * j + 1];
+                for (int64_t c = 0; c < C; ++c) dst[c * plane + j] = lane(v, c);
             }
-            for (int64_t c = 0; c < C; ++c) dst[c * plane + j] = v[c];
+            continue;
+        }
+        for (int64_t j = 0; j < ow; ++j) {
+            Pixel<P> v = load_pixel<P>(seg + ix[j * tx]) * wx[j * tx];
+            for (int64_t t = 1; t < tx; ++t) v += load_pixel<P>(seg + ix[j * tx + t]) * wx[j * tx + t];
+            for (int64_t c = 0; c < C; ++c) dst[c * plane + j] = lane(v, c);
         }
     }
     for (int64_t c = 0; c < C; ++c) std::fill_n(rows + c * plane + n_rows * ow, ow, 0.0f);
@@ -212,8 +292,7 @@ inline __attribute__((always_inline)) void band_kernel(const ImageView& im, cons
                 float* dst = static_cast<float*>(out_box) + offset;
                 for (int64_t j = 0; j < ow; ++j) dst[j] = acc[j] * a[c] + b[c];
             } else {
-                _Float16* dst = static_cast<_Float16*>(out_box) + offset;
-                for (int64_t j = 0; j < ow; ++j) dst[j] = static_cast<_Float16>(acc[j] * a[c] + b[c]);
+                store_half(static_cast<uint16_t*>(out_box) + offset, acc, ow, a[c], b[c]);
             }
         }
     }

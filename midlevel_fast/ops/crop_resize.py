@@ -180,6 +180,15 @@ def _gpu_backend() -> str | None:
     return next((name for name in ("triton", "cuda") if status[name].available), None)
 
 
+def _require_gpu_backend() -> str:
+    which = _gpu_backend()
+    if which is None:
+        status = backends()
+        raise RuntimeError(f"no GPU crop_resize backend (triton: {status['triton'].detail}; "
+                           f"cuda: {status['cuda'].detail})")
+    return which
+
+
 def _launch_gpu(which: str, image: torch.Tensor, boxes: torch.Tensor, mean: list[float], std: list[float],
                 antialias: bool, padding: int, out: torch.Tensor) -> torch.Tensor:
     if which == "triton":
@@ -191,23 +200,15 @@ def _launch_gpu(which: str, image: torch.Tensor, boxes: torch.Tensor, mean: list
 
 @_crop_resize_op.register_kernel("cuda")
 def _(image, boxes, out_h, out_w, mean, std, antialias, padding, half, num_threads):
-    which = _gpu_backend()
-    if which is None:
-        raise RuntimeError(f"no GPU crop_resize backend: triton: {backends()['triton'].detail}; "
-                           f"cuda: {backends()['cuda'].detail}")
     c = image_hwc(image)[2]
     out = torch.empty((boxes.shape[0], c, out_h, out_w), dtype=torch.float16 if half else torch.float32,
                       device=image.device)
-    return _launch_gpu(which, image, boxes, mean, std, antialias, padding, out)
+    return _launch_gpu(_require_gpu_backend(), image, boxes, mean, std, antialias, padding, out)
 
 
 @_crop_resize_out_op.register_kernel("cuda")
 def _(image, boxes, mean, std, antialias, padding, num_threads, out):
-    which = _gpu_backend()
-    if which is None:
-        raise RuntimeError(f"no GPU crop_resize backend: triton: {backends()['triton'].detail}; "
-                           f"cuda: {backends()['cuda'].detail}")
-    _launch_gpu(which, image, boxes, mean, std, antialias, padding, out)
+    _launch_gpu(_require_gpu_backend(), image, boxes, mean, std, antialias, padding, out)
 
 
 def _resolve_impl(impl: str, image: torch.Tensor) -> str:

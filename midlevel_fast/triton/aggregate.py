@@ -51,11 +51,11 @@ def _aggregate_kernel(
     classes = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     class_ok = classes < C
     if t == n_tiles:
-        total = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        power_sum = tl.zeros((BLOCK_C,), dtype=tl.float32)
         for m in range(0, M):
             p = tl.load(probs_ptr + m * stride_pm + classes * stride_pc, mask=class_ok, other=0.0)
-            total += _power(p.to(tl.float32), k, K_INT)
-        tl.store(scores_ptr + classes, total * inv_m, mask=class_ok)
+            power_sum += _power(p.to(tl.float32), k, K_INT)
+        tl.store(scores_ptr + classes, power_sum * inv_m, mask=class_ok)
     else:
         ty0 = (t // tiles_x) * TILE_H
         tx0 = (t % tiles_x) * TILE_W
@@ -119,5 +119,6 @@ def aggregate_triton(probs: torch.Tensor, k: float | None = None, boxes: torch.T
         m, c, height, width, probs.stride(0), probs.stride(1),
         tiles_x, n_tiles, float(k) if k is not None else 1.0, 1.0 / m,
         K_INT=k_int, BLOCK_C=block_c, TILE_H=TILE_H, TILE_W=TILE_W,
+        enable_fp_fusion=True,  # explicit: Triton's default is changing
     )
     return scores, maps

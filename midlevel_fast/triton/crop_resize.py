@@ -8,6 +8,7 @@ counts, so small boxes of a many-scale batch cost no more than alone. Output row
 """
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import torch
@@ -20,6 +21,9 @@ from midlevel_fast.ops.taps import kernel_setup
 
 # triton.jit picks the interpreter when this module is imported; the tile choice follows the same decision.
 INTERPRETED = triton_interpreted()
+# MIDLEVEL_FAST_TRITON_AUTOTUNE=0 (read at import) keeps the first GPU config: tests then compile one variant per
+# shape instead of timing five.
+AUTOTUNE = os.environ.get("MIDLEVEL_FAST_TRITON_AUTOTUNE", "1") != "0"
 
 if INTERPRETED:
     # The interpreter runs each program as numpy ops: few large tiles are fastest, and there is nothing to time.
@@ -27,8 +31,8 @@ if INTERPRETED:
 else:
     _CONFIGS = [
         triton.Config({"BLOCK_H": bh, "BLOCK_W": bw}, num_warps=nw)
-        for bh, bw, nw in ((8, 64, 4), (16, 64, 4), (8, 128, 4), (16, 128, 8), (32, 64, 8))
-    ]
+        for bh, bw, nw in ((16, 64, 4), (8, 64, 4), (8, 128, 4), (16, 128, 8), (32, 64, 8))
+    ][: None if AUTOTUNE else 1]
 
 
 @triton.autotune(configs=_CONFIGS, key=["out_h", "out_w", "C"])
@@ -105,5 +109,7 @@ def crop_resize_triton(image: torch.Tensor, boxes: torch.Tensor, mean: Sequence[
         out_h, out_w, rows.index.shape[1], cols.index.shape[1],
         *scale, *shift,
         C=c,
+        # Fused multiply-adds, as the C++ kernel is compiled; explicit because Triton's default is changing.
+        enable_fp_fusion=True,
     )
     return out

@@ -1,0 +1,132 @@
+"""The CUDA C++ extension: built and importable wherever nvcc was (CI has it), clear errors without a GPU, and,
+on a GPU, the same numbers as the C++ CPU kernel and the reference on the same tolerance table."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from midlevel_fast import PADDING_MODES, backends, crop_resize, grid
+from midlevel_fast.backends import cuda_ext
+from midlevel_fast.ops import crop_resize as op_module
+
+from .test_crop_resize import TOLERANCES, case, random_image
+
+HAS_GPU = torch.cuda.is_available() and backends()["cuda"].available
+needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="no CUDA device (or torch without CUDA)")
+needs_ext = pytest.mark.skipif(cuda_ext is None, reason="CUDA extension not built (no nvcc at install time)")
+no_gpu = pytest.mark.skipif(HAS_GPU, reason="checks the behaviour without a CUDA device")
+
+
+def test_extension_is_built_when_nvcc_is_there():
+    if os.environ.get("MIDLEVEL_FAST_CUDA") == "0" or shutil.which("nvcc") is None:
+        pytest.skip("no nvcc, or MIDLEVEL_FAST_CUDA=0: the CUDA extension is not expected")
+    assert cuda_ext is not None, backends()["cuda"].detail
+
+
+def test_backends_lists_cuda_and_says_why_not():
+    status = backends()["cuda"]
+    if cuda_ext is None:
+        assert not status.available and "not built" in status.detail
+    elif not HAS_GPU:
+        assert not status.available and "no CUDA device" in status.detail
+    else:
+        assert status.available
+    if cuda_ext is not None:
+        assert "sm_" in cuda_ext.compiled_targets()
+
+
+@needs_ext
+@no_gpu
+def test_calling_without_a_device_raises_a_clear_error():
+    assert cuda_ext.device_count()[0] == 0
+    # Null pointers on purpose: the device check comes first, before anything is dereferenced.
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        cuda_ext.crop_resize(0, 0, 4, 4, 3, 12, 3, 1, 1, 2, 2, 0, 0, 0, 2, 0, 0, 0, 2, [1.0] * 3, [0.0] * 3, 0, 0,
+                             0, 0)
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        crop_resize(np.zeros((4, 4, 3), np.uint8), [[0, 0, 4, 4]], size=2, impl="cuda")
+
+
+def gpu_vs_cpu(image, boxes, out_dtype=torch.float32, **kw) -> torch.Tensor:
+    """Runs the CUDA kernel and checks it against the C++ CPU kernel and the float64 reference."""
+    atol = dict(TOLERANCES)[out_dtype]
+    img = torch.as_tensor(image)
+    got = crop_resize(img.cuda(), boxes, impl="cuda", out_dtype=out_dtype, **kw)
+    assert got.is_cuda and got.dtype == out_dtype and got.is_contiguous()
+    got = got.cpu().float()
+    ref = crop_resize(img, boxes, impl="reference", **kw)
+    torch.testing.assert_close(got, ref, atol=atol, rtol=0)
+    torch.testing.assert_close(got, crop_resize(img, boxes, impl="cpu", out_dtype=out_dtype, **kw).float(),
+                               atol=atol, rtol=0)
+    return got
+
+
+@needs_gpu
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("padding_mode", PADDING_MODES)
+@settings(max_examples=20)
+@given(data=case(), antialias=st.booleans(), seed=st.integers(0, 2**16))
+def test_matches_cpu_and_reference(data, padding_mode, out_dtype, antialias, seed):
+    h, w, c, boxes, size = data
+    gpu_vs_cpu(random_image(h, w, c, seed), boxes, out_dtype, size=size, padding_mode=padding_mode,
+               antialias=antialias)
+
+
+@needs_gpu
+@pytest.mark.parametrize("shape", [(1, 1), (7, 5), (333, 501)])
+@pytest.mark.parametrize("padding_mode", PADDING_MODES)
+def test_float_chw_odd_shapes_and_wide_filters(shape, padding_mode):
+    h, w = shape
+    img = torch.from_numpy(random_image(h, w, 3, seed=h * w)).permute(2, 0, 1).float() / 255.0
+    # The last box shrinks ~40x: more column taps than the kernel keeps in registers.
+    boxes = [[-0.3 * w, 0.2 * h, 0.9 * w, 1.4 * h + 1], [0.25, 0.5, w - 0.25, h - 0.5], [-w, -h, 2 * w, 2 * h]]
+    gpu_vs_cpu(img, boxes, size=(7, 5), padding_mode=padding_mode)
+
+
+@needs_gpu
+def test_paper_grid_strided_inputs_and_out():
+    base = random_image(375, 500, 3, seed=7)
+    boxes = grid(500, 375).boxes
+    gpu_vs_cpu(base, boxes)
+    gpu_vs_cpu(torch.from_numpy(base)[::2, ::3], boxes[::7], size=33)
+    gpu_vs_cpu(base[:, :, 0], boxes[::7], size=(17, 29), padding_mode="reflect")
+    out = torch.empty(len(boxes), 3, 224, 224, device="cuda")
+    assert crop_resize(torch.from_numpy(base).cuda(), boxes, impl="cuda", out=out) is out
+
+
+@needs_gpu
+def test_runs_on_the_current_stream():
+    img = torch.from_numpy(random_image(60, 80, 3, seed=8)).cuda()
+    boxes = [[0, 0, 80, 60], [10, 5, 30, 25]]
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        out = crop_resize(img, boxes, size=32, impl="cuda")
+    side.synchronize()
+    torch.testing.assert_close(out.cpu(), crop_resize(img.cpu(), boxes, size=32), atol=1e-4, rtol=0)
+
+
+@needs_gpu
+def test_auto_picks_a_gpu_backend_and_the_op_dispatches_on_cuda():
+    img = torch.from_numpy(random_image(30, 40, 3)).cuda()
+    assert op_module._resolve_impl("auto", img) in ("triton", "cuda")
+    boxes = torch.tensor([[-2.0, 1.0, 30.5, 29.0], [5, 5, 6, 7]], dtype=torch.float64)
+    mean, std = list(op_module.IMAGENET_MEAN), list(op_module.IMAGENET_STD)
+    got = op_module._crop_resize_op(img, boxes, 9, 11, mean, std, True, 0, False, 1)
+    torch.testing.assert_close(got.cpu(), crop_resize(img.cpu(), boxes, size=(9, 11)), atol=1e-4, rtol=0)
+    torch.library.opcheck(op_module._crop_resize_op, (img, boxes, 9, 11, mean, std, True, 0, False, 1))
+
+
+@needs_gpu
+def test_cuda_and_triton_agree():
+    pytest.importorskip("triton")
+    img = torch.from_numpy(random_image(120, 90, 3, seed=9)).cuda()
+    boxes = grid(90, 120).boxes
+    a = crop_resize(img, boxes, size=64, impl="cuda")
+    b = crop_resize(img, boxes, size=64, impl="triton")
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
