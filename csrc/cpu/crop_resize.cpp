@@ -162,19 +162,18 @@ inline uint16_t float_to_half(float f) {
 
 // dst[j] = half(src[j] * a + b), with F16C conversions where the CPU has them (the common x86-64-v3 case).
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2,fma,f16c"))) void store_half_f16c(uint16_t* dst, const float* src, int64_t n, float a,
+__attribute__((target("avx2,f16c"))) void store_half_f16c(uint16_t* dst, const float* src, int64_t n, float a,
                                                               float b) {
     const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
-        const __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(src + j), va, vb);
+        const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(src + j), va), vb);
         _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
     }
-    for (; j < n; ++j) dst[j] = float_to_half(std::fma(src[j], a, b));
+    for (; j < n; ++j) dst[j] = float_to_half(src[j] * a + b);
 }
 
-const bool kHasF16c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                      __builtin_cpu_supports("f16c");
+const bool kHasF16c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
 #endif
 
 inline void store_half(uint16_t* dst, const float* src, int64_t n, float a, float b) {

@@ -152,7 +152,14 @@ int device_count(std::string* why) {
     const cudaError_t err = cudaGetDeviceCount(&count);
     if (err != cudaSuccess) {
         cudaGetLastError();  // consume the error so that the next runtime call does not report it again
-        if (why) *why = cudaGetErrorString(err);
+        if (why) {
+            // The runtime says "insufficient driver" also when there is no driver at all, the usual case here.
+            *why = err == cudaErrorInsufficientDriver
+                       ? "no NVIDIA driver, or one older than this module's CUDA " +
+                             std::to_string(CUDART_VERSION / 1000) + "." + std::to_string(CUDART_VERSION % 1000 / 10) +
+                             " needs"
+                       : std::string(cudaGetErrorString(err));
+        }
         return 0;
     }
     if (count == 0 && why) *why = "the CUDA runtime reports 0 devices";
