@@ -61,11 +61,13 @@ def _cuda_status() -> BackendStatus:
     return BackendStatus(True, built)
 
 
-def _triton_status() -> BackendStatus:
+@cache
+def _triton_status(interpreted: bool) -> BackendStatus:
+    # Cached per interpreter setting: GPU calls ask on every launch, and package metadata is slow to read.
     if importlib.util.find_spec("triton") is None:
         return BackendStatus(False, "triton is not installed (pip install 'midlevel_fast[triton]')")
     version = importlib.metadata.version("triton")
-    if triton_interpreted():
+    if interpreted:
         return BackendStatus(True, f"Triton {version} kernels under TRITON_INTERPRET=1: CPU tensors, slow, for tests")
     import torch
 
@@ -81,5 +83,5 @@ def backends() -> dict[str, BackendStatus]:
     return {
         "cpu": BackendStatus(cpu_ext is not None, _cpu_detail),
         "cuda": _cuda_status(),
-        "triton": _triton_status(),
+        "triton": _triton_status(triton_interpreted()),
     }
