@@ -5,19 +5,10 @@ At the end of the run a table prints, per group, the median of each row and its 
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def voc_root() -> Path | None:
-    env = os.environ.get("MIDLEVEL_FAST_VOC")
-    root = Path(env) if env else REPO.parent / "shared" / "data" / "VOCdevkit" / "VOC2012"
-    return root if (root / "JPEGImages").is_dir() else None
+from tests.conftest import voc_root
 
 
 @pytest.fixture(scope="session")

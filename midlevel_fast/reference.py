@@ -86,51 +86,31 @@ def crop_resize_pil_loop(
     size: int = 224,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    float_channels: bool = False,
 ) -> torch.Tensor:
     """The naive per-patch loop users write: PIL ``resize(BILINEAR, box=...)`` per box, to float, normalise.
 
     ``image`` is uint8 HWC RGB (or HW grey); boxes are clipped to the image because Pillow refuses boxes that
-    leave it. Pillow rounds to uint8 and renormalises its taps at the image border. Returns ``(N, C, size,
-    size)`` float32.
-    """
-    pil = Image.fromarray(np.ascontiguousarray(image))
-    wd, ht = pil.size
-    mean_a = np.asarray(mean, dtype=np.float32)
-    std_a = np.asarray(std, dtype=np.float32)
-    patches = []
-    for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.float64).tolist():
-        box = (max(x0, 0.0), max(y0, 0.0), min(x1, wd), min(y1, ht))
-        arr = np.asarray(pil.resize((size, size), Image.BILINEAR, box=box), dtype=np.float32) / 255.0
-        if arr.ndim == 2:
-            arr = arr[:, :, None]
-        patches.append(torch.from_numpy(((arr - mean_a[: arr.shape[2]]) / std_a[: arr.shape[2]]).transpose(2, 0, 1)))
-    return torch.stack(patches) if patches else torch.empty((0, 3, size, size))
-
-
-def crop_resize_pil_float_loop(
-    image: np.ndarray,
-    boxes: np.ndarray | torch.Tensor,
-    size: int = 224,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> torch.Tensor:
-    """The same PIL loop on 32-bit float channel images (mode ``F``), so nothing is rounded to uint8.
-
-    Rounding patches to uint8 alone moves EfficientNet-Lite0's patch probabilities by up to 0.02, which would
-    hide real differences when the naive scorer is compared with the fused one; float channels keep the loop
-    honest and exact up to Pillow's border renormalisation. Returns ``(N, C, size, size)`` float32.
+    leave it. Pillow renormalises its taps at the image border. By default it also rounds every patch to uint8;
+    with ``float_channels`` each channel is resized as a 32-bit float image (mode ``F``) instead, so nothing is
+    rounded: rounding alone moves EfficientNet-Lite0's patch probabilities by up to 0.02, which would hide real
+    differences when the naive scorer is compared with the fused one. Returns ``(N, C, size, size)`` float32.
     """
     arr = image[:, :, None] if image.ndim == 2 else image
-    channels = [Image.fromarray(np.ascontiguousarray(arr[:, :, c], dtype=np.float32)) for c in range(arr.shape[2])]
-    wd, ht = channels[0].size
-    mean_a = np.asarray(mean, dtype=np.float32)[: len(channels), None, None]
-    std_a = np.asarray(std, dtype=np.float32)[: len(channels), None, None]
+    if float_channels:
+        sources = [Image.fromarray(np.ascontiguousarray(arr[:, :, c], dtype=np.float32)) for c in range(arr.shape[2])]
+    else:
+        sources = [Image.fromarray(np.ascontiguousarray(image))]
+    wd, ht = sources[0].size
+    mean_a = np.asarray(mean, dtype=np.float32)[: arr.shape[2], None, None]
+    std_a = np.asarray(std, dtype=np.float32)[: arr.shape[2], None, None]
     patches = []
     for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.float64).tolist():
         box = (max(x0, 0.0), max(y0, 0.0), min(x1, wd), min(y1, ht))
-        planes = np.stack([np.asarray(ch.resize((size, size), Image.BILINEAR, box=box)) for ch in channels])
-        patches.append(torch.from_numpy((planes / 255.0 - mean_a) / std_a))
-    return torch.stack(patches) if patches else torch.empty((0, len(channels), size, size))
+        planes = [np.asarray(src.resize((size, size), Image.BILINEAR, box=box), dtype=np.float32) for src in sources]
+        chw = np.stack(planes) if float_channels else np.atleast_3d(planes[0]).transpose(2, 0, 1)
+        patches.append(torch.from_numpy((chw / 255.0 - mean_a) / std_a))
+    return torch.stack(patches) if patches else torch.empty((0, arr.shape[2], size, size))
 
 
 def crop_resize_interpolate_loop(
@@ -172,7 +152,7 @@ def output_maps_reference(boxes: torch.Tensor, probs: torch.Tensor, height: int,
 
 def patch_probabilities_naive(model: torch.nn.Module, image: np.ndarray, boxes: torch.Tensor) -> torch.Tensor:
     """The per-patch loop: for every box, a PIL crop + resize (float channels, see
-    :func:`crop_resize_pil_float_loop`), normalisation, and one forward pass at batch 1.
+    :func:`crop_resize_pil_loop`), normalisation, and one forward pass at batch 1.
 
     ``model`` is a :class:`midlevel_fast.model.PatchClassifier`; ``image`` RGB uint8 HWC. Returns ``(M, C)``.
     """
@@ -180,7 +160,7 @@ def patch_probabilities_naive(model: torch.nn.Module, image: np.ndarray, boxes: 
     device = next(model.parameters()).device
     probs = []
     for box in boxes.tolist():
-        patch = crop_resize_pil_float_loop(image, [box], bb.input_size, bb.mean, bb.std).to(device)
+        patch = crop_resize_pil_loop(image, [box], bb.input_size, bb.mean, bb.std, float_channels=True).to(device)
         probs.append(model.probabilities(bb(patch)).cpu())
     return torch.cat(probs)
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Backbone
+from .base import Backbone, check_state_dict
 
 _FC = 4096
 
@@ -92,21 +92,6 @@ def _random_init(model: AlexNet) -> None:
             nn.init.zeros_(module.bias)
 
 
-def _check_state_dict(model: AlexNet, state: Mapping[str, Tensor]) -> None:
-    wanted = {k: v.shape for k, v in model.state_dict().items()}
-    problems = [f"missing {k}" for k in sorted(wanted.keys() - state.keys())]
-    problems += [f"unexpected {k}" for k in sorted(state.keys() - wanted.keys())]
-    problems += [
-        f"{k}: shape {tuple(state[k].shape)}, expected {tuple(shape)}"
-        for k, shape in wanted.items()
-        if k in state and state[k].shape != shape
-    ]
-    if problems:
-        raise ValueError(
-            f"not a torchvision AlexNet state dict ({len(problems)} problems): " + "; ".join(problems[:5])
-        )
-
-
 def alexnet(*, pretrained: bool = True, weights_path: str | os.PathLike[str] | None = None) -> AlexNet:
     """Build a frozen AlexNet backbone in eval mode (float32, CPU).
 
@@ -149,7 +134,7 @@ def alexnet(*, pretrained: bool = True, weights_path: str | os.PathLike[str] | N
             raise ValueError(f"cannot read AlexNet weights from {path!r}: {exc}") from exc
         if not isinstance(state, Mapping):
             raise ValueError(f"{path!r} holds a {type(state).__name__}, expected a state dict")
-        _check_state_dict(model, state)
+        check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state, "a torchvision AlexNet state dict")
         model.load_state_dict(state)
     model._finalize()
     return model

@@ -19,11 +19,26 @@ Conventions:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 
 import torch
 from torch import Tensor, nn
+
+
+def check_state_dict(wanted: Mapping[str, torch.Size], state: Mapping[str, Tensor], what: str) -> None:
+    """Raises ``ValueError`` naming the first missing, unexpected or wrongly shaped entries of ``state`` against
+    the ``wanted`` shapes; ``what`` names the expected kind of file in the message."""
+    problems = [f"missing {k}" for k in sorted(wanted.keys() - state.keys())]
+    problems += [f"unexpected {k}" for k in sorted(state.keys() - wanted.keys())]
+    problems += [
+        f"{k}: shape {tuple(state[k].shape)}, expected {tuple(shape)}"
+        for k, shape in wanted.items()
+        if k in state and state[k].shape != shape
+    ]
+    if problems:
+        raise ValueError(f"not {what} ({len(problems)} problems): " + "; ".join(problems[:5]))
 
 
 @cache

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Backbone
+from .base import Backbone, check_state_dict
 
 _BN_EPS = 1e-3
 _STEM, _HEAD, _NUM_CLASSES = 32, 1280, 1000
@@ -143,18 +143,8 @@ def _fold_state_dict(model: EfficientNetLite0, raw: Mapping[str, Tensor]) -> dic
         out_channels = wanted[f"{c}.weight"][0]
         wanted.update({f"{bn}.{f}": torch.Size([out_channels]) for f in bn_fields})
     wanted.update({"_fc.weight": model._fc.weight.shape, "_fc.bias": model._fc.bias.shape})
-    present = {k for k in raw if not k.endswith("num_batches_tracked")}
-    problems = [f"missing {k}" for k in sorted(wanted.keys() - present)]
-    problems += [f"unexpected {k}" for k in sorted(present - wanted.keys())]
-    problems += [
-        f"{k}: shape {tuple(raw[k].shape)}, expected {tuple(shape)}"
-        for k, shape in wanted.items()
-        if k in raw and raw[k].shape != shape
-    ]
-    if problems:
-        raise ValueError(
-            f"not an EfficientNet-Lite0 state dict ({len(problems)} problems): " + "; ".join(problems[:5])
-        )
+    present = {k: v for k, v in raw.items() if not k.endswith("num_batches_tracked")}
+    check_state_dict(wanted, present, "an EfficientNet-Lite0 state dict")
     folded = {"_fc.weight": raw["_fc.weight"], "_fc.bias": raw["_fc.bias"]}
     for c, bn in convs.items():
         weight, bias, mean, var = (raw[f"{bn}.{f}"].double() for f in bn_fields)
