@@ -10,6 +10,16 @@ Every file is written to a temporary name and renamed, and an image enters the m
 its files are in place, so a build killed at any instant (even ``kill -9``) resumes by recomputing just the
 images missing from the manifest. Opening a cache whose config differs from the requested one, or whose files
 disagree with the manifest, raises ``ValueError`` rather than mixing features.
+
+Sharded builds (``torchrun``): a cache opened with ``rank=r`` records the images it adds in its own
+``manifest.rank<r>.json`` (same layout as ``manifest.json``, which then only carries the config), so there is one
+writer per manifest file and ranks never rewrite each other's. Every cache reads the union of all manifest files;
+:meth:`FeatureCache.refresh` re-reads the other writers' files. :func:`open_cache` opens the cache as this rank's
+writer under an initialised ``torch.distributed`` group, and :func:`fill_cache` then computes only this rank's
+share (:func:`midlevel_fast.distributed.shard` of the item list, which must be the same on every rank) between two
+barriers, so every rank returns with the whole cache visible. The result is the cache a single process builds:
+the same image files, with the entries spread over several manifest files. Ranks must reach the same directory
+(a shared filesystem).
 """
 from __future__ import annotations
 
@@ -17,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,9 +36,11 @@ from typing import Callable, Iterable, NamedTuple
 import numpy as np
 import torch
 
+from midlevel_fast.distributed import barrier, current, shard
 from midlevel_fast.model import atomic_write_bytes
 
 CACHE_FORMAT = "midlevel_fast.cache/1"
+_RANK_MANIFEST = re.compile(r"manifest\.rank(\d+)\.json")
 
 
 @dataclass
@@ -66,46 +79,75 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 
 class FeatureCache:
-    """A cache directory for one :class:`CacheConfig`, created if missing."""
+    """A cache directory for one :class:`CacheConfig`, created if missing.
 
-    def __init__(self, root: str | Path, config: CacheConfig):
+    ``rank``: ``None`` for the single writer (records go to ``manifest.json``), or the rank of one writer of a
+    sharded build (records go to ``manifest.rank<rank>.json``); see the module docstring.
+    """
+
+    def __init__(self, root: str | Path, config: CacheConfig, rank: int | None = None):
         self.root = Path(root)
         self.config = config
+        self.rank = rank
         self._manifest_path = self.root / "manifest.json"
-        if self._manifest_path.exists():
-            try:
-                raw = json.loads(self._manifest_path.read_text())
-                self._manifest = _Manifest(**raw)
-            except (json.JSONDecodeError, TypeError) as e:
-                raise ValueError(f"cache {self.root}: unreadable manifest.json ({e})") from None
-            if self._manifest.format != CACHE_FORMAT:
-                raise ValueError(f"cache {self.root}: format {self._manifest.format!r}, expected {CACHE_FORMAT!r}")
-            if self._manifest.config != asdict(config):
-                diff = {k: (self._manifest.config.get(k), v) for k, v in asdict(config).items()
-                        if self._manifest.config.get(k) != v}
-                raise ValueError(f"cache {self.root} was built with different settings (cached, requested): {diff}; "
-                                 "use another directory or delete it")
-        else:
-            self._manifest = _Manifest(CACHE_FORMAT, asdict(config))
+        if not self._manifest_path.exists():
+            # Ranks of a sharded build may all get here at once: they write the same bytes, each atomically.
             (self.root / "images").mkdir(parents=True, exist_ok=True)
-            self._write_manifest()
-        # Temporaries of a killed writer; one writer per cache directory is assumed.
+            atomic_write_bytes(self._manifest_path, self._encode(_Manifest(CACHE_FORMAT, asdict(config))))
+        self._own_path = self._manifest_path if rank is None else self.root / f"manifest.rank{rank}.json"
+        self._own = (self._read(self._own_path) if self._own_path.exists()
+                     else _Manifest(CACHE_FORMAT, asdict(config)))
+        self._images: dict[str, dict] = {}
+        self.refresh()
+        # Temporaries of a killed writer. One writer per manifest file is assumed, and the ranks of a sharded build
+        # all open the cache before any of them writes (fill_cache starts with a barrier).
         for stale in (self.root / "images").glob(".*.tmp"):
             stale.unlink(missing_ok=True)
 
+    @staticmethod
+    def _encode(manifest: _Manifest) -> bytes:
+        return json.dumps(asdict(manifest), indent=1).encode()
+
+    def _read(self, path: Path) -> _Manifest:
+        try:
+            manifest = _Manifest(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise ValueError(f"cache {self.root}: unreadable {path.name} ({e})") from None
+        if manifest.format != CACHE_FORMAT:
+            raise ValueError(f"cache {self.root}: {path.name} has format {manifest.format!r}, "
+                             f"expected {CACHE_FORMAT!r}")
+        if manifest.config != asdict(self.config):
+            diff = {k: (manifest.config.get(k), v) for k, v in asdict(self.config).items()
+                    if manifest.config.get(k) != v}
+            raise ValueError(f"cache {self.root} was built with different settings (cached, requested): {diff}; "
+                             "use another directory or delete it")
+        return manifest
+
+    def refresh(self) -> None:
+        """Re-reads the manifest files of the other writers (this writer's own records are kept as they are)."""
+        ranked = sorted((int(m.group(1)), p) for p in self.root.glob("manifest.rank*.json")
+                        if (m := _RANK_MANIFEST.fullmatch(p.name)))
+        images: dict[str, dict] = {}
+        for path in [self._manifest_path] + [p for _, p in ranked]:
+            if path != self._own_path:
+                images.update(self._read(path).images)
+        images.update(self._own.images)
+        self._images = images
+
     def _write_manifest(self) -> None:
-        atomic_write_bytes(self._manifest_path, json.dumps(asdict(self._manifest), indent=1).encode())
+        atomic_write_bytes(self._own_path, self._encode(self._own))
 
     def _paths(self, image_id: str) -> tuple[Path, Path]:
         return self.root / "images" / f"{image_id}.f16.npy", self.root / "images" / f"{image_id}.meta.npz"
 
     @property
     def image_ids(self) -> list[str]:
-        """Finished images, in the order they were added."""
-        return list(self._manifest.images)
+        """Finished images: the other writers' (``manifest.json``, then each rank's by rank), then this writer's,
+        each in the order they were added."""
+        return list(self._images)
 
     def __contains__(self, image_id: str) -> bool:
-        return image_id in self._manifest.images
+        return image_id in self._images
 
     def add(self, image_id: str, features: torch.Tensor, boxes: torch.Tensor, scale_index: torch.Tensor,
             size: tuple[int, int]) -> None:
@@ -122,12 +164,13 @@ class FeatureCache:
         np.savez(meta, boxes=boxes.detach().cpu().numpy().astype(np.float32),
                  scale_index=scale_index.detach().cpu().numpy().astype(np.int64), size=np.asarray(size, np.int64))
         atomic_write_bytes(mpath, meta.getvalue())
-        self._manifest.images[image_id] = {"n": int(feats.shape[0]), "bytes": fpath.stat().st_size}
+        entry = {"n": int(feats.shape[0]), "bytes": fpath.stat().st_size}
+        self._own.images[image_id] = self._images[image_id] = entry
         self._write_manifest()
 
     def load(self, image_id: str) -> CachedImage:
         """One finished image; ``ValueError`` when its files disagree with the manifest."""
-        entry = self._manifest.images.get(image_id)
+        entry = self._images.get(image_id)
         if entry is None:
             raise KeyError(f"{image_id} is not in cache {self.root}")
         fpath, mpath = self._paths(image_id)
@@ -145,7 +188,7 @@ class FeatureCache:
 
     def verify(self) -> None:
         """Checks every finished image against the manifest (shapes, dtypes, sizes)."""
-        for image_id in self._manifest.images:
+        for image_id in self._images:
             self.load(image_id)
 
 
@@ -154,15 +197,29 @@ def build_cache(
     items: Iterable[tuple[str, str | Path]],
     extract: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     progress: bool = True,
+    part: tuple[int, int] | None = None,
 ) -> FeatureCache:
     """Adds every ``(image_id, path)`` not yet in ``cache``, computing ``extract(rgb_uint8_hwc) -> (features,
-    boxes, scale_index)``. Resumes where a previous (killed) build stopped. Shows a tqdm bar in images/s."""
+    boxes, scale_index)``. Resumes where a previous (killed) build stopped. Shows a tqdm bar in images/s.
+
+    ``part``: ``(rank, world_size)`` to compute only that rank's share of ``items`` (round-robin by position);
+    with ``world_size > 1`` the cache must be that rank's writer (``FeatureCache(..., rank=rank)``).
+    """
     from tqdm import tqdm
 
     from midlevel_fast.image_io import load_image
 
+    items = list(items)
+    desc = f"caching {cache.config.mode} features"
+    if part is not None and part[1] > 1:
+        rank, world = part
+        if cache.rank != rank:
+            raise ValueError(f"rank {rank} of a sharded build must write through FeatureCache(..., rank={rank}), "
+                             f"not a cache opened with rank={cache.rank}")
+        items = shard(items, rank, world)
+        desc += f" (rank {rank}/{world})"
     todo = [(i, p) for i, p in items if i not in cache]
-    bar = tqdm(todo, unit="img", disable=not progress, desc=f"caching {cache.config.mode} features")
+    bar = tqdm(todo, unit="img", disable=not progress, desc=desc)
     start = time.perf_counter()
     for image_id, path in bar:
         img = load_image(path)
@@ -181,18 +238,35 @@ def default_cache_root() -> Path:
 
 def open_cache(base: str | Path, config: CacheConfig) -> FeatureCache:
     """The cache for ``config`` under ``base``, in a subdirectory named after the config so that different
-    settings never share a directory."""
+    settings never share a directory. Under an initialised ``torch.distributed`` group of several ranks it is
+    opened as this rank's writer (see the module docstring)."""
     digest = hashlib.sha1(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:8]
-    return FeatureCache(Path(base) / f"{config.backbone}-{config.mode}-{digest}", config)
+    ctx = current()
+    return FeatureCache(Path(base) / f"{config.backbone}-{config.mode}-{digest}", config,
+                        rank=ctx.rank if ctx.distributed else None)
 
 
 def fill_cache(cache: FeatureCache, backbone: torch.nn.Module, items: Iterable[tuple[str, str | Path]],
                progress: bool = True) -> FeatureCache:
-    """Caches the patch features of ``items`` (``(image_id, path)``) as ``cache.config`` says."""
+    """Caches the patch features of ``items`` (``(image_id, path)``) as ``cache.config`` says.
+
+    When ``cache`` is a rank's writer under an initialised process group of several ranks, this rank computes its
+    share only, and every rank returns once the whole of ``items`` is cached (``items`` must be the same list on
+    every rank)."""
     from midlevel_fast.score import patch_features
 
     cfg = cache.config
     if backbone.name != cfg.backbone or backbone.feature_dim != cfg.feature_dim:
         raise ValueError(f"backbone {backbone.name} does not match cache config {cfg.backbone}")
-    return build_cache(cache, items, lambda img: patch_features(backbone, img, cfg.mode, cfg.scales,
-                                                                 cfg.grid_stride, cfg.q), progress)
+
+    def extract(img: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return patch_features(backbone, img, cfg.mode, cfg.scales, cfg.grid_stride, cfg.q)
+
+    ctx = current()
+    if not (ctx.distributed and cache.rank is not None):
+        return build_cache(cache, items, extract, progress)
+    barrier(ctx)  # every rank has opened the cache (and swept stale temporaries) before any rank writes
+    build_cache(cache, items, extract, progress, part=(ctx.rank, ctx.world_size))
+    barrier(ctx)
+    cache.refresh()
+    return cache

@@ -225,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--head", required=True, help="head file (.safetensors)")
     e.add_argument("--k", type=float, nargs="*", help="power-mean exponents to compare (default: the head's)")
     e.set_defaults(func=cmd_eval)
+    from midlevel_fast.cli_distributed import register  # score-dir, and torchrun support for cache/train
+    register(sub)
     return parser
 
 

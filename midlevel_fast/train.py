@@ -12,7 +12,9 @@ The frozen network has already run (see :mod:`midlevel_fast.cache`); here only F
 * after every epoch the validation mAP (power mean of patch scores, VOC2010+ AP) is measured and the best
   epoch's weights are kept.
 
-Everything is seeded: the same inputs and config give bit-identical weights.
+Everything is seeded: the same inputs and config give bit-identical weights. Under an initialised
+``torch.distributed`` group of several ranks the head trains with DistributedDataParallel and matches the
+single-process result to float32 rounding (see :mod:`midlevel_fast.train_ddp`).
 """
 from __future__ import annotations
 
@@ -147,12 +149,13 @@ def eval_set(cache: FeatureCache, images: Sequence[VocImage], classes: Sequence[
 
 
 def patch_probabilities(head: torch.nn.Module, features: torch.Tensor, objective: str, num_classes: int,
-                        chunk: int = 16384) -> torch.Tensor:
-    """``(P, C)`` float32 probabilities of the reported classes (softmax over C + 1, or per-class sigmoid)."""
+                        chunk: int = 16384, bf16: bool = False) -> torch.Tensor:
+    """``(P, C)`` float32 probabilities of the reported classes (softmax over C + 1, or per-class sigmoid);
+    ``bf16`` runs the matrix products in bfloat16."""
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for start in range(0, len(features), chunk):
-            logits = head(features[start: start + chunk].float())
+            logits = head(features[start: start + chunk].float()).float()
             probs = torch.softmax(logits, 1) if objective == "softmax" else torch.sigmoid(logits)
             out.append(probs[:, :num_classes])
     return torch.cat(out)
@@ -166,22 +169,51 @@ def image_scores(probs: torch.Tensor, image_index: torch.Tensor, n_images: int, 
 
 
 def evaluate_head(head: torch.nn.Module, data: EvalSet, objective: str, k: float,
-                  method: str = "voc2010") -> tuple[np.ndarray, float]:
+                  method: str = "voc2010", bf16: bool = False) -> tuple[np.ndarray, float]:
     """Per-class AP and mAP of ``head`` on ``data`` with power-mean image scores."""
     was_training = head.training
     head.eval()
-    probs = patch_probabilities(head, data.features, objective, data.positives.shape[1])
+    probs = patch_probabilities(head, data.features, objective, data.positives.shape[1], bf16=bf16)
     head.train(was_training)
     scores = image_scores(probs, data.image_index, len(data.positives), k).numpy()
     return mean_average_precision(scores, data.positives, data.ignore, method)
 
 
+def batch_loss(logits: torch.Tensor, targets: torch.Tensor, objective: str,
+               global_batch: tuple[int, int] | None = None) -> torch.Tensor:
+    """The loss to back-propagate: the mean over the batch (over its elements for ``"multilabel"``).
+
+    ``global_batch``: ``(rows, world_size)`` when ``logits`` are one rank's slice of a global batch of ``rows``;
+    the slice's summed loss is then scaled so that averaging the ranks' gradients gives the global mean's.
+    """
+    if global_batch is None:
+        return (F.cross_entropy(logits, targets) if objective == "softmax"
+                else F.binary_cross_entropy_with_logits(logits, targets))
+    rows, world_size = global_batch
+    if objective == "softmax":
+        return F.cross_entropy(logits, targets, reduction="sum") * (world_size / rows)
+    summed = F.binary_cross_entropy_with_logits(logits, targets, reduction="sum")
+    return summed * (world_size / (rows * logits.shape[1]))
+
+
 def train_head(train: PatchSet, num_classes: int, config: TrainConfig = TrainConfig(),
-               val: EvalSet | None = None, log: Callable[[str], None] | None = print) -> TrainResult:
-    """Trains an :class:`AdaptationHead` on ``train`` by the schedule of the module docstring."""
+               val: EvalSet | None = None, log: Callable[[str], None] | None = print,
+               data_parallel: bool | None = None) -> TrainResult:
+    """Trains an :class:`AdaptationHead` on ``train`` by the schedule of the module docstring.
+
+    ``data_parallel``: ``None`` trains with DDP when a ``torch.distributed`` group of several ranks is initialised
+    (every rank passes the same ``train``, ``val`` and ``config``, and gets the same weights; only rank 0 logs),
+    ``False`` always trains locally.
+    """
+    from midlevel_fast.train_ddp import replica_for
+
+    replica = replica_for(data_parallel)
+    if replica is not None and not replica.ctx.is_main:
+        log = None
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     head = AdaptationHead(train.features.shape[1], num_classes + 1, config.layers, config.hidden, config.dropout)
+    model = head if replica is None else replica.wrap(head)
     opt = torch.optim.SGD(head.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay)
     result = TrainResult(head, config)
@@ -194,20 +226,21 @@ def train_head(train: PatchSet, num_classes: int, config: TrainConfig = TrainCon
         total = 0.0
         for s in range(0, n, config.batch_size):
             idx = order[s: s + config.batch_size]
-            x, y = train.features[idx].float(), train.targets[idx]
+            rows = idx if replica is None else replica.rows(idx)
+            x, y = train.features[rows].float(), train.targets[rows]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                logits = head(x)
+                logits = model(x)
             logits = logits.float()
-            loss = (F.cross_entropy(logits, y) if config.objective == "softmax"
-                    else F.binary_cross_entropy_with_logits(logits, y))
+            loss = batch_loss(logits, y, config.objective, None if replica is None else (len(idx), replica.world_size))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
-        epoch_loss = total / n
+        # A replica's loss is its slice's share scaled by world_size, so the mean over ranks is the global total.
+        epoch_loss = (total if replica is None else replica.mean(total)) / n
         record = {"epoch": epoch, "lr": lr, "loss": epoch_loss}
         if val is not None:
-            _, record["val_map"] = evaluate_head(head, val, config.objective, config.k)
+            _, record["val_map"] = evaluate_head(head, val, config.objective, config.k, bf16=config.bf16)
             if not result.best_map >= record["val_map"]:
                 result.best_map, result.best_epoch = record["val_map"], epoch
                 best_state = copy.deepcopy(head.state_dict())
@@ -224,6 +257,8 @@ def train_head(train: PatchSet, num_classes: int, config: TrainConfig = TrainCon
             for group in opt.param_groups:
                 group["lr"] = lr
         best_loss = min(best_loss, epoch_loss)
+    if replica is not None:
+        replica.unwrap(head)
     if val is not None:
         head.load_state_dict(best_state)
     else:

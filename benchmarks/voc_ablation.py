@@ -1,0 +1,99 @@
+"""The paper's procedure on real VOC data, train → val, with its ablations, in one table.
+
+    python -m benchmarks.voc_ablation [--voc ROOT] [--cache DIR] [--batched] [--out results.json]
+
+Needs the dense feature cache of train and val (``midlevel-fast cache --voc ROOT --split train val``; with
+``--batched`` also the batched one, ``--mode batched``), which it builds when missing. Rows: the paper's head
+(softmax over 20 + background, FCa 2048 + FCb, k = 5), k = 1 and 10, 1 and 3 adaptation layers, the multi-label
+objective, batched instead of dense features, and the whole-image linear probe on the same backbone. Every
+head keeps its best validation epoch, as `midlevel-fast train` does.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from midlevel_fast.backbones import get_backbone
+from midlevel_fast.cache import CacheConfig, default_cache_root, fill_cache, open_cache
+from midlevel_fast.evaluate import format_ap_table
+from midlevel_fast.grid import PAPER_SCALES, PAPER_STRIDE
+from midlevel_fast.probe import train_probe, whole_image_features
+from midlevel_fast.train import TrainConfig, eval_set, evaluate_head, patch_set, train_head
+from midlevel_fast.voc import VOC_CLASSES, image_labels, load_split
+
+from .conftest import voc_root
+
+
+def caches(backbone, base, mode, splits):
+    cache = open_cache(base, CacheConfig(backbone.name, mode, list(PAPER_SCALES), PAPER_STRIDE, None,
+                                         backbone.feature_dim))
+    for images in splits:
+        fill_cache(cache, backbone, [(im.image_id, im.path) for im in images])
+    return cache
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--voc", default=None)
+    parser.add_argument("--cache", default=None)
+    parser.add_argument("--batched", action="store_true", help="also the batched-features row")
+    parser.add_argument("--out", default=None, help="write the numbers as JSON")
+    args = parser.parse_args()
+    root = args.voc or voc_root()
+    if root is None:
+        raise SystemExit("VOC data not found (--voc or MIDLEVEL_FAST_VOC)")
+    base = args.cache or default_cache_root()
+    backbone = get_backbone("efficientnet_lite0")
+    train_images, val_images = load_split(root, "train"), load_split(root, "val")
+    rows: dict[str, np.ndarray] = {}
+    summary: dict[str, dict] = {}
+
+    def record(name, head, objective, data, k, seconds):
+        ap10, m10 = evaluate_head(head, data, objective, k, "voc2010")
+        _, m07 = evaluate_head(head, data, objective, k, "voc2007")
+        rows[name] = ap10
+        summary[name] = {"mAP_voc2010": 100 * m10, "mAP_voc2007": 100 * m07, "train_seconds": seconds}
+        print(f"{name:<28} mAP {100 * m10:.2f} (VOC2007 11-pt {100 * m07:.2f}), trained in {seconds:.1f} s",
+              flush=True)
+
+    modes = ["dense"] + (["batched"] if args.batched else [])
+    for mode in modes:
+        cache = caches(backbone, base, mode, [train_images, val_images])
+        val = eval_set(cache, val_images, VOC_CLASSES)
+        variants = [("paper", TrainConfig())] if mode == "batched" else [
+            ("paper", TrainConfig()), ("1 layer", TrainConfig(layers=1)), ("3 layers", TrainConfig(layers=3)),
+            ("multi-label", TrainConfig(objective="multilabel"))]
+        for name, cfg in variants:
+            train = patch_set(cache, train_images, VOC_CLASSES, cfg.bg_fraction, cfg.seed, cfg.objective)
+            res = train_head(train, len(VOC_CLASSES), cfg, val, log=None)
+            label = f"{mode} {name}"
+            record(label + " (k=5)", res.head, cfg.objective, val, 5.0, res.seconds)
+            if mode == "dense" and name == "paper":
+                for k in (1.0, 10.0):
+                    record(f"{mode} {name} (k={k:g})", res.head, cfg.objective, val, k, res.seconds)
+                summary[label + " (k=5)"]["train_rows"] = int(len(train.features))
+                summary[label + " (k=5)"]["epochs"] = len(res.history)
+
+    t0 = time.perf_counter()
+    xt = whole_image_features(backbone, [im.path for im in train_images])
+    xv = whole_image_features(backbone, [im.path for im in val_images])
+    pos_t = np.stack([image_labels(im)[0] for im in train_images])
+    pos_v, ign_v = (np.stack(a) for a in zip(*[image_labels(im) for im in val_images]))
+    _, ap, m = train_probe(xt, pos_t, xv, pos_v, ign_v)
+    rows["whole-image linear probe"] = ap
+    summary["whole-image linear probe"] = {"mAP_voc2010": 100 * m, "train_seconds": time.perf_counter() - t0}
+    print(f"whole-image linear probe      mAP {100 * m:.2f}")
+    print()
+    print(format_ap_table(VOC_CLASSES, rows))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(summary, f, indent=1)
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main()

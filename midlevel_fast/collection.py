@@ -1,0 +1,229 @@
+"""Scoring a collection of images into one table, resumable after a kill and sharded across ``torchrun`` ranks.
+
+Output files (``out``, its ``.meta.json``, ``.errors.jsonl`` and per-rank parts) and their crash safety are
+described in :mod:`midlevel_fast.results`.
+
+Row: ``{"path", "width", "height", "mode", "k", "backbone", "patches", "top": [{"class", "score"}, ...],
+"seconds"}``, plus ``"scores": [float, ...]`` (every class, in the order of ``class_names`` in the meta file:
+ImageNet has two classes named "crane", so names cannot be keys) with ``full_scores``, and ``"maps": [file, ...]``
+(relative to ``maps_dir``) with ``maps_dir``. ``path`` is relative to the directory when a directory is scored
+(POSIX separators), else the path as given; it is the key for resuming and merging. A run whose settings differ
+from the meta file's refuses to add to an existing output.
+
+Pipeline: a ``DataLoader`` with ``num_workers`` processes decodes images ahead of the model; images are scored one
+at a time (they differ in size; :func:`midlevel_fast.score.score_image` batches the patches or windows of each).
+A row is appended to the rank's part after the image's maps are on disk, so ``kill -9`` loses at most the image in
+flight.
+
+Failures: a file that cannot be decoded or scored is logged (``logging`` warning ``skipped PATH: REASON``) and
+recorded in the errors file, and the run goes on. Failed images are retried by the next run, so a fixed file or a
+transient read error heals; a row in ``out`` means the image was scored.
+
+Resume and sharding: every rank lists the inputs (sorted; all ranks must see the same list, which is checked),
+takes its share with :func:`midlevel_fast.distributed.shard`, and skips the images that already have a row in
+``out`` or in any part, whatever world size wrote it. After a barrier rank 0 merges ``out`` and all parts into
+``out``. Ranks need a shared filesystem for ``out``'s directory.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from midlevel_fast.distributed import DistContext, all_gather_objects, barrier, current, shard
+from midlevel_fast.image_io import load_image
+from midlevel_fast.results import (PartWriter, check_meta, merge_outputs, output_format, output_paths,
+                                   pyarrow_modules, scored_paths)
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+
+
+@dataclass
+class CollectionResult:
+    """What one rank did: ``scored`` images scored now, ``resumed`` images of its share found already scored,
+    ``failed`` images of its share that could not be read or scored, ``seconds`` of its scoring loop;
+    ``rows``/``errors``: lines of the merged ``out`` and errors file (rank 0 only, else ``None``)."""
+
+    out: Path
+    scored: int
+    resumed: int
+    failed: int
+    seconds: float
+    rows: int | None = None
+    errors: int | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        """Images this rank scored per second of its scoring loop."""
+        return self.scored / self.seconds if self.seconds > 0 else 0.0
+
+
+def list_images(inputs: str | os.PathLike | Sequence[str | os.PathLike],
+                exclude: Sequence[Path] = ()) -> list[tuple[str, Path]]:
+    """``(key, path)`` of the images to score, sorted by key.
+
+    A directory is searched recursively for files with an image suffix (hidden files and folders and anything
+    under ``exclude`` are left out); keys are paths relative to it. A sequence of paths is taken as given
+    (duplicates removed), keys are the paths as strings.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        root = Path(inputs)
+        if not root.is_dir():
+            raise NotADirectoryError(f"{str(root)!r} is not a directory; pass a directory or a list of image paths")
+        base = root.resolve()
+        skip = [s.resolve().relative_to(base).parts for s in exclude if s.resolve().is_relative_to(base)]
+        found = []
+        for path in root.rglob("*"):
+            rel = path.relative_to(root).parts
+            if (path.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in rel)
+                    and not any(rel[: len(s)] == s for s in skip) and path.is_file()):
+                found.append(("/".join(rel), path))
+        return sorted(found)
+    return sorted({os.fspath(p): Path(p) for p in inputs}.items())
+
+
+class _Decode(torch.utils.data.Dataset):
+    """Decodes in DataLoader workers: ``(key, rgb uint8 HWC or None, error or None)``."""
+
+    def __init__(self, items: Sequence[tuple[str, Path]]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[str, np.ndarray | None, str | None]:
+        key, path = self.items[i]
+        try:
+            return key, load_image(path), None
+        except Exception as e:  # one bad file must never stop the run
+            return key, None, str(e) or type(e).__name__
+
+
+def _as_is(sample: Any) -> Any:
+    return sample
+
+
+def _map_file(key: str, place: int, cls: str) -> str:
+    """A flat, unique file name for the map of the ``place``-th class of image ``key``."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", key.replace("/", "__")).lstrip(".")
+    return f"{stem}_{place}_{re.sub(r'[^A-Za-z0-9]+', '_', cls).strip('_')[:40] or 'class'}.png"
+
+
+def score_collection(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    model: Any = None,
+    *,
+    mode: str = "dense",
+    k: float | None = None,
+    top: int = 5,
+    full_scores: bool = False,
+    maps_dir: str | os.PathLike | None = None,
+    batch_size: int | None = None,
+    q: int | None = None,
+    num_workers: int = 2,
+    progress: bool = True,
+    ctx: DistContext | None = None,
+) -> CollectionResult:
+    """Scores every image of ``inputs`` (a directory or a list of paths) into ``out`` (see the module docstring).
+
+    ``model``: a :class:`midlevel_fast.model.PatchClassifier` (default: the default model). ``mode``, ``k``,
+    ``batch_size`` (patches or windows per forward) and ``q`` are :func:`midlevel_fast.score.score_image`'s;
+    images are scored one at a time, since they differ in size. ``top``: classes per row (and maps per image
+    with ``maps_dir``). ``num_workers``: DataLoader processes decoding ahead of the model (0: decode in this
+    process). ``ctx``: the rank of this process (default: from the initialised ``torch.distributed`` group,
+    else a single process); every rank must call this with the same arguments.
+    """
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from midlevel_fast.model import default_model
+    from midlevel_fast.score import MODES, score_image
+
+    out = Path(out)
+    if output_format(out) == "parquet":
+        pyarrow_modules()
+    # Checked here, as score_image's ValueErrors otherwise count as a failure of every image.
+    if mode not in MODES or top < 1 or (k is not None and not k > 0) or (batch_size is not None and batch_size < 1):
+        raise ValueError(f"need mode in {MODES}, top >= 1, k > 0 and batch_size >= 1; got mode {mode!r}, top {top}, "
+                         f"k {k}, batch_size {batch_size}")
+    ctx = current() if ctx is None else ctx
+    model = (default_model() if model is None else model).to(ctx.device).eval()
+    settings = {"mode": mode, "k": float(model.info.k if k is None else k), "backbone": model.info.backbone}
+    parts, _, _ = output_paths(out)
+    maps = Path(maps_dir) if maps_dir is not None else None
+    items = list_images(inputs, exclude=[parts] + ([maps] if maps else []))
+    digest = hashlib.sha1("\n".join(key for key, _ in items).encode()).hexdigest()
+    if len(set(all_gather_objects(digest))) > 1:
+        raise RuntimeError(f"the ranks see different lists of images in {inputs!r}; they need the same files "
+                           "(a shared filesystem, or identical copies)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    check_meta(out, {**settings, "class_names": list(model.class_names)}, writer=ctx.is_main)
+    done = scored_paths(out)
+    mine = shard(items, ctx.rank, ctx.world_size)
+    todo = [(key, path) for key, path in mine if key not in done]
+    result = CollectionResult(out, scored=0, resumed=len(mine) - len(todo), failed=0, seconds=0.0)
+    if result.resumed:
+        log.info("rank %d: %d of its %d images already scored", ctx.rank, result.resumed, len(mine))
+    loader = torch.utils.data.DataLoader(_Decode(todo), batch_size=None, num_workers=num_workers if todo else 0,
+                                         collate_fn=_as_is)
+    writer = PartWriter(parts / f"rank{ctx.rank:05d}.jsonl")
+    desc = f"scoring (rank {ctx.rank}/{ctx.world_size})" if ctx.distributed else "scoring"
+    start = time.perf_counter()
+    try:
+        with (tqdm(total=len(todo), unit="img", desc=desc, disable=not progress, smoothing=0.1) as bar,
+              logging_redirect_tqdm()):
+            for key, image, error in loader:
+                res = None
+                if error is None:
+                    try:
+                        res = score_image(image, model, mode=mode, k=k, return_maps=top if maps else False,
+                                          batch_size=batch_size, device=ctx.device, q=q)
+                    except ValueError as e:
+                        error = str(e)
+                if res is None:
+                    log.warning("skipped %s: %s", key, error)
+                    writer.write({"path": key, "error": error})
+                    result.failed += 1
+                else:
+                    writer.write(_row(key, res, settings, top, full_scores, maps, image))
+                    result.scored += 1
+                bar.update()
+    finally:
+        writer.close()
+    result.seconds = time.perf_counter() - start
+    barrier(ctx)
+    if ctx.is_main:
+        result.rows, result.errors = merge_outputs(out)
+    return result
+
+
+def _row(key: str, res: Any, settings: dict, top: int, full_scores: bool, maps: Path | None,
+         image: np.ndarray) -> dict:
+    """The output row of one scored image, writing its map overlays first (a row implies its maps exist)."""
+    row: dict[str, Any] = {"path": key, "width": res.image_size[1], "height": res.image_size[0], **settings,
+                           "patches": len(res.boxes), "top": [{"class": c, "score": s} for c, s in res.top(top)]}
+    if full_scores:
+        row["scores"] = res.scores.tolist()
+    if maps is not None:
+        from midlevel_fast.overlay import overlay, save_png
+
+        row["maps"] = []
+        # Maps come for the best classes, best first; names cannot find scores (two ImageNet classes are "crane").
+        best = torch.topk(res.scores, len(res.map_classes)).values.tolist()
+        for place, (cls, heat, score) in enumerate(zip(res.map_classes, res.maps, best), 1):
+            name = _map_file(key, place, cls)
+            save_png(overlay(image, heat, f"{cls}: {score:.3f}"), maps / name)
+            row["maps"].append(name)
+    row["seconds"] = round(res.seconds, 4)
+    return row

@@ -1,0 +1,142 @@
+"""One rank of the multi-process tests, launched by ``torchrun --standalone --nproc-per-node 2`` from
+tests/test_collection.py and tests/test_distributed.py (not a test module itself).
+
+    score IMAGES OUT REPORT_DIR [--slow SECONDS]   score_collection; writes REPORT_DIR/rank<r>.json
+    cache-train IMAGES CACHE_BASE REPORT_DIR       sharded fill_cache, then DDP train_head on synthetic rows
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from midlevel_fast.cache import CacheConfig
+from midlevel_fast.train import EvalSet, PatchSet, TrainConfig
+
+WORKER = os.path.abspath(__file__)
+CACHE_CONFIG = CacheConfig(backbone="efficientnet_lite0", mode="dense", scales=[1.0], grid_stride=1 / 3, q=None,
+                           feature_dim=1280)
+# 201 rows in batches of 25: the last global batch has one row, so rank 1 of 2 gets an empty slice.
+TRAIN_CONFIGS = {
+    "softmax": TrainConfig(hidden=32, batch_size=25, max_epochs=4, bf16=False, dropout=0.5),
+    "multilabel": TrainConfig(hidden=32, batch_size=25, max_epochs=4, bf16=False, dropout=0.5,
+                              objective="multilabel"),
+}
+
+
+def write_images(folder: Path, n: int, corrupt: tuple[int, ...] = ()) -> list[Path]:
+    """``n`` small random PNGs ``im00.png``...; those at ``corrupt`` positions are cut short."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        p = folder / f"im{i:02d}.png"
+        Image.fromarray(rng.integers(0, 256, (40 + i, 56, 3), dtype=np.uint8)).save(p)
+        if i in corrupt:
+            p.write_bytes(p.read_bytes()[:200])
+        paths.append(p)
+    return paths
+
+
+def synthetic_rows(n: int = 201, dim: int = 16, classes: int = 3) -> tuple[PatchSet, EvalSet]:
+    """Training rows whose features are their label's prototype plus noise, and a small evaluation set."""
+    rng = np.random.default_rng(0)
+    proto = rng.normal(size=(classes + 1, dim)) * 2
+    labels = rng.integers(0, classes + 1, n)
+    feats = torch.from_numpy(proto[labels] + rng.normal(size=(n, dim))).half()
+    train = PatchSet(feats, torch.from_numpy(labels), np.bincount(labels, minlength=classes + 1))
+    images, per_image = 8, 10
+    val_labels = rng.integers(0, classes + 1, images * per_image)
+    val = EvalSet(torch.from_numpy(proto[val_labels] + rng.normal(size=(len(val_labels), dim))).half(),
+                  torch.arange(images).repeat_interleave(per_image),
+                  np.stack([np.isin(np.arange(classes), val_labels[i * per_image:(i + 1) * per_image])
+                            for i in range(images)]),
+                  np.zeros((images, classes), bool))
+    return train, val
+
+
+def multilabel(train: PatchSet, classes: int = 3) -> PatchSet:
+    """``train`` with one-hot float targets, for the multi-label objective."""
+    hot = torch.nn.functional.one_hot(train.targets, classes + 1).float()
+    return PatchSet(train.features, hot, train.counts)
+
+
+def tiny_model():
+    """EfficientNet-Lite0's ImageNet classifier at one scale: about 25 ms per 64x48 image on one thread."""
+    from midlevel_fast.model import load_model
+
+    model = load_model("imagenet")
+    model.info.scales = [1.0]
+    return model
+
+
+def score(args: argparse.Namespace, ctx) -> None:
+    import midlevel_fast.score
+    from midlevel_fast.collection import list_images, score_collection
+    from midlevel_fast.distributed import shard
+
+    if args.slow:
+        fast = midlevel_fast.score.score_image
+
+        def slow(*a, **kw):
+            time.sleep(args.slow)
+            return fast(*a, **kw)
+
+        midlevel_fast.score.score_image = slow
+    report = Path(args.report)
+    (report / f"pid{ctx.rank}").write_text(str(os.getpid()))
+    res = score_collection(args.images, args.out, tiny_model(), top=3, num_workers=1, progress=False)
+    keys = [key for key, _ in shard(list_images(args.images), ctx.rank, ctx.world_size)]
+    (report / f"rank{ctx.rank}.json").write_text(json.dumps(
+        {"shard": keys, "scored": res.scored, "resumed": res.resumed, "failed": res.failed, "rows": res.rows}))
+
+
+def cache_train(args: argparse.Namespace, ctx) -> None:
+    from midlevel_fast.cache import fill_cache, open_cache
+    from midlevel_fast.train import train_head
+
+    model = tiny_model()
+    cache = open_cache(args.cache, CACHE_CONFIG)
+    items = [(p.stem, p) for p in sorted(Path(args.images).glob("*.png"))]
+    fill_cache(cache, model.backbone, items, progress=False)
+    report = Path(args.report)
+    (report / f"cache{ctx.rank}.json").write_text(json.dumps({"rank": cache.rank, "ids": cache.image_ids}))
+    train, val = synthetic_rows()
+    for name, config in TRAIN_CONFIGS.items():
+        res = train_head(train if name == "softmax" else multilabel(train), 3, config, val, log=None)
+        torch.save({"state": res.head.state_dict(), "history": res.history, "best_epoch": res.best_epoch},
+                   report / f"{name}{ctx.rank}.pt")
+
+
+def main() -> None:
+    from midlevel_fast.distributed import cleanup, init_distributed
+
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("score")
+    s.add_argument("images")
+    s.add_argument("out")
+    s.add_argument("report")
+    s.add_argument("--slow", type=float, default=0.0)
+    c = sub.add_parser("cache-train")
+    c.add_argument("images")
+    c.add_argument("cache")
+    c.add_argument("report")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    ctx = init_distributed()
+    try:
+        (score if args.command == "score" else cache_train)(args, ctx)
+    finally:
+        cleanup(ctx)
+
+
+if __name__ == "__main__":
+    main()

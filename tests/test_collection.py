@@ -1,0 +1,177 @@
+"""Scoring a collection: corrupt files, resume after kill -9, torn part lines, and sharding over 2 torchrun ranks."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from midlevel_fast.collection import score_collection
+from midlevel_fast.results import read_part, read_rows
+from tests.distributed_worker import WORKER, tiny_model, write_images
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def torchrun(*args: str, cwd) -> subprocess.Popen:
+    """Starts tests/distributed_worker.py on 2 local CPU ranks, logging to ``cwd/torchrun.log`` (a file, not a
+    pipe: the DataLoader worker of a killed rank keeps a pipe open for seconds after its parent died)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           "--monitor-interval=0.2", WORKER, *args]
+    with open(cwd / "torchrun.log", "w") as log:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def finish(proc: subprocess.Popen, cwd: Path, timeout: float = 120) -> None:
+    assert proc.wait(timeout=timeout) == 0, (cwd / "torchrun.log").read_text()[-4000:]
+
+
+def paths(rows):
+    return [r["path"] for r in rows]
+
+
+def test_corrupt_image_in_the_middle_is_logged_skipped_and_retried(tmp_path, model, caplog):
+    images = write_images(tmp_path / "images", 9, corrupt=(4,))
+    out = tmp_path / "scores.jsonl"
+    with caplog.at_level(logging.WARNING, logger="midlevel_fast.collection"):
+        res = score_collection(tmp_path / "images", out, model, top=3, num_workers=1, progress=False)
+    assert (res.scored, res.failed, res.rows, res.errors) == (8, 1, 8, 1)
+    assert any("skipped im04.png" in r.getMessage() and "cannot decode" in r.getMessage() for r in caplog.records)
+    rows = read_rows(out)
+    assert paths(rows) == [f"im{i:02d}.png" for i in range(9) if i != 4]
+    assert all(len(r["top"]) == 3 and r["width"] == 56 and r["height"] == 40 + int(r["path"][2:4]) for r in rows)
+    errors = read_rows(tmp_path / "scores.errors.jsonl")
+    assert paths(errors) == ["im04.png"] and "im04.png" in errors[0]["error"]
+    assert not (tmp_path / "scores.jsonl.parts").exists()
+
+    again = score_collection(tmp_path / "images", out, model, top=3, num_workers=0, progress=False)
+    assert (again.scored, again.resumed, again.failed) == (0, 8, 1)  # failures are retried, successes kept
+    write_images(tmp_path / "fixed", 5)[4].replace(images[4])
+    healed = score_collection(tmp_path / "images", out, model, top=3, num_workers=0, progress=False)
+    assert (healed.scored, healed.rows, healed.errors) == (1, 9, 0)
+    assert not (tmp_path / "scores.errors.jsonl").exists()
+    with pytest.raises(ValueError, match=r"other settings \(recorded, requested\): \{'k': \(5.0, 1.0\)\}"):
+        score_collection(tmp_path / "images", out, model, k=1.0, progress=False)
+
+
+def test_torn_lines_and_duplicates_never_survive_the_merge(tmp_path, model, caplog):
+    write_images(tmp_path / "images", 6)
+    out = tmp_path / "scores.jsonl"
+    score_collection(tmp_path / "images", out, model, num_workers=0, progress=False)
+    full = read_rows(out)
+    # The state a killed 2-rank run leaves: some rows merged, some in parts (with duplicates), a torn line, garbage.
+    line = [json.dumps(r) + "\n" for r in full]
+    out.write_text("".join(line[:3]))
+    parts = tmp_path / "scores.jsonl.parts"
+    parts.mkdir()
+    (parts / "rank00000.jsonl").write_text(line[3] + line[4] + line[5][:25])
+    (parts / "rank00001.jsonl").write_text(line[3] + "\0\0\0\n" + line[1])
+    with caplog.at_level(logging.WARNING, logger="midlevel_fast.collection"):
+        res = score_collection(tmp_path / "images", out, model, num_workers=0, progress=False)
+    assert (res.scored, res.resumed, res.rows) == (1, 5, 6)
+    assert any("truncated last line" in r.getMessage() for r in caplog.records)
+    rows = read_rows(out)
+    assert paths(rows) == paths(full)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in full]
+    assert not parts.exists()
+
+
+def test_bad_arguments_are_refused_before_scoring(tmp_path, model):
+    with pytest.raises(ValueError, match="suffix"):
+        score_collection(tmp_path, tmp_path / "scores.csv", model)
+    with pytest.raises(ValueError, match="mode 'fast'"):
+        score_collection(tmp_path, tmp_path / "scores.jsonl", model, mode="fast")
+    with pytest.raises(NotADirectoryError, match="not a directory"):
+        score_collection(tmp_path / "nope", tmp_path / "scores.jsonl", model)
+
+
+def test_parquet_needs_pyarrow(tmp_path, model):
+    if importlib.util.find_spec("pyarrow") is None:
+        with pytest.raises(ImportError, match=r"midlevel_fast\[parquet\]"):
+            score_collection(tmp_path, tmp_path / "scores.parquet", model)
+        return
+    write_images(tmp_path / "images", 3, corrupt=(1,))
+    res = score_collection(tmp_path / "images", tmp_path / "scores.parquet", model, full_scores=True, progress=False)
+    rows = read_rows(tmp_path / "scores.parquet")
+    assert (res.rows, paths(rows)) == (2, ["im00.png", "im02.png"])
+    names = json.loads((tmp_path / "scores.meta.json").read_text())["class_names"]
+    assert len(rows[0]["scores"]) == len(names) == 1000
+    assert rows[0]["scores"][names.index(rows[0]["top"][0]["class"])] == rows[0]["top"][0]["score"]
+    again = score_collection(tmp_path / "images", tmp_path / "scores.parquet", model, progress=False)
+    assert (again.scored, again.resumed) == (0, 2)
+
+
+def test_sharded_over_two_ranks_every_image_once(tmp_path, model):
+    images = tmp_path / "images"
+    write_images(images, 9, corrupt=(4,))
+    finish(torchrun("score", str(images), str(tmp_path / "scores.jsonl"), str(tmp_path), cwd=tmp_path), tmp_path)
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    shards = [set(r["shard"]) for r in reports]
+    everything = {f"im{i:02d}.png" for i in range(9)}
+    assert not shards[0] & shards[1] and shards[0] | shards[1] == everything
+    assert [r["scored"] + r["failed"] for r in reports] == [len(s) for s in shards]
+    assert reports[0]["rows"] == 8 and reports[1]["rows"] is None  # rank 0 merged
+    rows = read_rows(tmp_path / "scores.jsonl")
+    assert paths(rows) == sorted(everything - {"im04.png"})
+    assert paths(read_rows(tmp_path / "scores.errors.jsonl")) == ["im04.png"]
+    single = score_collection(images, tmp_path / "single.jsonl", model, top=3, num_workers=0, progress=False)
+    assert single.rows == 8
+    for a, b in zip(rows, read_rows(tmp_path / "single.jsonl")):
+        assert [t["class"] for t in a["top"]] == [t["class"] for t in b["top"]]
+        assert [t["score"] for t in a["top"]] == pytest.approx([t["score"] for t in b["top"]], rel=1e-5)
+
+
+def test_resume_after_a_killed_rank(tmp_path):
+    images = tmp_path / "images"
+    write_images(images, 12)
+    out = tmp_path / "scores.jsonl"
+    proc = torchrun("score", str(images), str(out), str(tmp_path), "--slow", "0.3", cwd=tmp_path)
+    part1 = tmp_path / "scores.jsonl.parts" / "rank00001.jsonl"
+    deadline = time.time() + 90
+    while time.time() < deadline and not (part1.exists() and len(list(read_part(part1))) >= 2):
+        time.sleep(0.05)
+    os.kill(int((tmp_path / "pid1").read_text()), signal.SIGKILL)
+    assert proc.wait(timeout=90) != 0 and not out.exists(), (tmp_path / "torchrun.log").read_text()[-3000:]
+    done = {r["path"] for part in part1.parent.glob("rank*.jsonl") for r in read_part(part)}
+    assert 2 <= len(done) < 12, "the run was not interrupted mid-way"
+
+    finish(torchrun("score", str(images), str(out), str(tmp_path), cwd=tmp_path), tmp_path)
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert sum(r["scored"] for r in reports) == 12 - len(done)  # nothing scored twice, nothing lost
+    assert sum(r["resumed"] for r in reports) == len(done)
+    assert paths(read_rows(out)) == [f"im{i:02d}.png" for i in range(12)]
+    assert out.read_text().count("\n") == 12
+
+
+def test_cli_score_dir(tmp_path, capsys):
+    from midlevel_fast.cli import main
+
+    write_images(tmp_path / "images", 2, corrupt=(1,))
+    out = tmp_path / "scores.jsonl"
+    assert main(["score-dir", str(tmp_path / "images"), "--out", str(out), "--head", "imagenet", "--top", "2",
+                 "--maps", str(tmp_path / "maps"), "--workers", "0", "--no-progress"]) == 0
+    rows = read_rows(out)
+    assert paths(rows) == ["im00.png"] and len(rows[0]["maps"]) == 2
+    assert all((tmp_path / "maps" / name).is_file() for name in rows[0]["maps"])
+    assert "1 unreadable" in capsys.readouterr().err
