@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-DEMO_PHOTOS = ("chelsea", "astronaut", "coffee", "motorcycle_left")
+DEMO_PHOTOS = ("chelsea", "astronaut", "coffee")
 
 
 def _demo_image(name: str):

@@ -50,7 +50,7 @@ class TrainConfig:
     batch_size: int = 256
     max_epochs: int = 30
     lr_drops: int = 3
-    min_improvement: float = 0.01
+    min_improvement: float = 0.05
     bg_fraction: float = 0.1
     objective: str = "softmax"
     k: float = 5.0
