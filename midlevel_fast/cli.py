@@ -60,8 +60,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         if args.maps:
             pixels = load_image(source)
             stem = _slug(Path(name).stem if not name.startswith("demo:") else name)
-            for rank, (cls, heat) in enumerate(zip(res.map_classes, res.maps), 1):
-                score = float(res.scores[res.class_names.index(cls)])
+            # The maps are the best classes in top() order; names alone can repeat (ImageNet has two "crane").
+            for rank, ((cls, score), heat) in enumerate(zip(res.top(len(res.map_classes)), res.maps), 1):
                 out = Path(args.maps) / f"{stem}_{rank}_{_slug(cls)}.png"
                 save_png(overlay(pixels, heat, f"{cls}: {score:.3f}"), out)
                 if not args.json:
