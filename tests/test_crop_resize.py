@@ -281,3 +281,12 @@ def test_float16_output_is_the_rounded_float32_output():
     f32 = crop_resize(img, boxes, size=37)
     f16 = crop_resize(img, boxes, size=37, out_dtype=torch.float16)
     assert torch.equal(f16, f32.half())
+
+
+def test_large_outputs_written_with_streaming_stores_are_identical():
+    """Outputs over 64 MB take the streaming-store path; the values must not change."""
+    img = random_image(375, 500, 3, seed=8)
+    boxes = grid(500, 375).boxes
+    whole = crop_resize(img, boxes)  # 512 x 3 x 224 x 224 x 4 bytes = 308 MB
+    chunks = torch.cat([crop_resize(img, boxes[i: i + 64]) for i in range(0, len(boxes), 64)])
+    assert torch.equal(whole, chunks)
