@@ -68,11 +68,13 @@ def dense_windows(
     scales: Sequence[float] = PAPER_SCALES,
     grid_stride: float = PAPER_STRIDE,
     q: int | None = None,
+    bf16: bool = False,
 ) -> DenseWindows:
     """All windows of ``image`` (RGB uint8 HWC) at every scale; see the module docstring for the geometry.
 
-    ``backbone`` follows :class:`midlevel_fast.backbones.Backbone`. Raises ``ValueError`` for ``q < 1`` or when
-    a scale would exceed :data:`MAX_DENSE_PIXELS` (very elongated images: use ``mode="batched"``).
+    ``backbone`` follows :class:`midlevel_fast.backbones.Backbone`. ``bf16`` runs the trunk and window head
+    under bfloat16 autocast (features come back float32). Raises ``ValueError`` for ``q < 1`` or when a scale
+    would exceed :data:`MAX_DENSE_PIXELS` (very elongated images: use ``mode="batched"``).
     """
     h, w = int(image.shape[0]), int(image.shape[1])
     step_q = default_window_step(backbone.window, grid_stride) if q is None else int(q)
@@ -89,7 +91,8 @@ def dense_windows(
                              f"{MAX_DENSE_PIXELS:,} pixels; use mode='batched' for such elongated images")
         plane = crop_resize(image, [[0.0, 0.0, w, h]], size=(hr, wr), mean=backbone.mean, std=backbone.std)
         plane = plane.to(device).contiguous(memory_format=torch.channels_last)
-        f = backbone.window_head(backbone.trunk(plane), step_q)[0]  # (F, rows, cols)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            f = backbone.window_head(backbone.trunk(plane), step_q)[0].float()  # (F, rows, cols)
         rows, cols = f.shape[1], f.shape[2]
         feats.append(f.flatten(1).t())
         boxes.append(window_boxes(rows, cols, step_px, size, backbone.grid_offset(hr, wr), h / hr, w / wr))

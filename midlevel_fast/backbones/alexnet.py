@@ -37,6 +37,7 @@ class AlexNet(Backbone):
     stride = 32
     window = 6
     feature_dim = _FC
+    batch_size = 64
     mean = (0.485, 0.456, 0.406)
     std = (0.229, 0.224, 0.225)
 

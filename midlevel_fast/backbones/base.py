@@ -60,6 +60,8 @@ class Backbone(nn.Module):
         stride: trunk output stride in input pixels.
         window: ``K``, the number of trunk cells (per side) covering one ``input_size`` patch.
         feature_dim: size of the mid-level vector.
+        batch_size: patches per forward pass that run fastest on a CPU (measured: small batches keep
+            EfficientNet-Lite0's depthwise activations in cache; AlexNet's FC layers want large ones).
         mean, std: input normalisation, in [0, 1] pixel units.
         source_classes: the 1000 ImageNet class names that ``source_head`` scores.
         source_head: ``nn.Linear(feature_dim, 1000)``, the ImageNet classifier on top of the mid-level vector.
@@ -71,6 +73,7 @@ class Backbone(nn.Module):
     stride: int
     window: int
     feature_dim: int
+    batch_size: int = 32
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     source_head: nn.Linear
