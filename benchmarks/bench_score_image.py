@@ -22,6 +22,9 @@ from midlevel_fast.ops.crop_resize import crop_resize
 from .peak_memory import PeakRSS
 
 ROUNDS = {"naive": 1, "batched": 3, "dense": 5}
+# "dense" is the default (precision="auto": bf16 trunk on CPUs with native bf16); "dense fp32" forces float32.
+VARIANTS = {"naive": ("naive", "auto"), "batched": ("batched", "auto"), "dense fp32": ("dense", "fp32"),
+            "dense": ("dense", "auto")}
 
 
 @pytest.fixture(scope="module")
@@ -32,21 +35,23 @@ def models():
     return {"lite0": load_model("imagenet"), "alexnet": alex}
 
 
-@pytest.mark.parametrize("mode", ["naive", "batched", "dense"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("backbone", ["lite0", "alexnet"])
-def test_score_image(benchmark, models, voc_image, backbone, mode):
+def test_score_image(benchmark, models, voc_image, backbone, variant):
     name, img = voc_image
     model = models[backbone]
+    mode, precision = VARIANTS[variant]
     benchmark.group = f"score_image {backbone} 500x375"
     with PeakRSS() as mem:
-        res = benchmark.pedantic(score_image, args=(img, model), kwargs=dict(mode=mode), rounds=ROUNDS[mode],
-                                 warmup_rounds=0 if mode == "naive" else 1)
+        res = benchmark.pedantic(score_image, args=(img, model), kwargs=dict(mode=mode, precision=precision),
+                                 rounds=ROUNDS[mode], warmup_rounds=0 if mode == "naive" else 1)
     benchmark.extra_info.update(patches=len(res.boxes), peak_rss_MB=round(mem.peak_mb), image=name,
                                 baseline=mode == "naive")
 
 
-def conv_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """Multiply-adds ×2 of every Conv2d in ``model`` when run on ``x``."""
+def conv_flops(backbone: torch.nn.Module, x: torch.Tensor, q: int) -> int:
+    """Multiply-adds ×2 of the trunk's Conv2d layers on ``x`` plus FC6 (as a 6×6 convolution) and FC7 (1×1)
+    at every window."""
     total = 0
 
     def hook(mod, inp, out):
@@ -54,12 +59,14 @@ def conv_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
         k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
         total += 2 * k * out.numel()
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    handles = [m.register_forward_hook(hook) for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
     with torch.inference_mode():
-        model(x)
+        windows = backbone.window_head(backbone.trunk(x), q)
     for h in handles:
         h.remove()
-    return total
+    fc6, fc7 = backbone.classifier[1], backbone.classifier[4]
+    per_window = fc6.in_features * fc6.out_features + fc7.in_features * fc7.out_features
+    return total + 2 * per_window * windows.shape[-2] * windows.shape[-1]
 
 
 def sgemm_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -90,7 +97,7 @@ def test_alexnet_conv_phase_vs_sgemm(benchmark, models, voc_image):
             return bb.window_head(bb.trunk(x), q)
 
     phase = Phase()
-    flops = sum(conv_flops(phase, p) for p in planes)
+    flops = sum(conv_flops(bb, p, q) for p in planes)
 
     def run():
         with torch.inference_mode():
