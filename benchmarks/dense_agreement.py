@@ -18,6 +18,7 @@ import torch
 from midlevel_fast import load_image, load_model, score_image
 from midlevel_fast.dense import dense_windows
 from midlevel_fast.ops.crop_resize import crop_resize
+from midlevel_fast.score import resolve_precision
 
 from .conftest import voc_root
 
@@ -43,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=50)
     parser.add_argument("--head", default=None, help="head file, 'imagenet', or the default model")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="of the dense trunk")
     args = parser.parse_args()
     root = voc_root()
     if root is None:
@@ -54,11 +56,12 @@ def main() -> None:
     t0 = time.perf_counter()
     for image_id in ids:
         img = load_image(root / "JPEGImages" / f"{image_id}.jpg")
-        dense = score_image(img, model, mode="dense")
+        dense = score_image(img, model, mode="dense", precision=args.precision)
         batched = score_image(img, model, mode="batched")
         rho = spearman(dense.scores, batched.scores)
         with torch.inference_mode():
-            d = dense_windows(bb, img, model.info.scales, model.info.grid_stride)
+            d = dense_windows(bb, img, model.info.scales, model.info.grid_stride,
+                              bf16=resolve_precision(args.precision, "dense", torch.device("cpu")))
             crops = crop_resize(img, d.boxes, size=bb.input_size, mean=bb.mean, std=bb.std)
             same_boxes = torch.cat([model.probabilities(bb(crops[i: i + 64])) for i in range(0, len(crops), 64)])
             delta = (model.probabilities(d.features) - same_boxes).abs().mean().item()
@@ -67,8 +70,8 @@ def main() -> None:
         top_d, top_b = dense.top(1)[0][0], batched.top(1)[0][0]
         print(f"{image_id}  rho={rho:.3f}  mean|dp|={delta:.2e}  top dense={top_d[:20]!r} batched={top_b[:20]!r}",
               flush=True)
-    print(f"\n{len(ids)} images, {model.backbone.name}, {len(model.class_names)} classes, "
-          f"{time.perf_counter() - t0:.0f} s")
+    print(f"\n{len(ids)} images, {model.backbone.name}, {len(model.class_names)} classes, dense precision "
+          f"{args.precision}, {time.perf_counter() - t0:.0f} s")
     print(f"median Spearman rho (dense vs batched class scores): {statistics.median(rhos):.3f} "
           f"(min {min(rhos):.3f})")
     print(f"median mean|dp| (dense windows vs crops of the same boxes): {statistics.median(deltas):.2e}")
