@@ -2,37 +2,39 @@
 
 Public API only; see the README for conventions.
 """
-from midlevel_fast.backends import BackendStatus, backends
-from midlevel_fast.grid import PAPER_SCALES, PAPER_STRIDE, Grid, grid
 from midlevel_fast.aggregate import output_maps, power_mean
+from midlevel_fast.backends import BackendStatus, backends
+from midlevel_fast.collection import score_collection
 from midlevel_fast.dense import dense_windows
+from midlevel_fast.grid import PAPER_SCALES, PAPER_STRIDE, Grid, grid
 from midlevel_fast.image_io import load_image
 from midlevel_fast.model import AdaptationHead, HeadInfo, PatchClassifier, load_head, load_model, save_head
 from midlevel_fast.ops.crop_resize import IMAGENET_MEAN, IMAGENET_STD, PADDING_MODES, crop_resize
 from midlevel_fast.score import ScoreResult, score_image
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PADDING_MODES",
+    "PAPER_SCALES",
+    "PAPER_STRIDE",
     "AdaptationHead",
     "BackendStatus",
+    "Grid",
     "HeadInfo",
     "PatchClassifier",
     "ScoreResult",
+    "backends",
+    "crop_resize",
     "dense_windows",
+    "grid",
     "load_head",
     "load_image",
     "load_model",
     "output_maps",
     "power_mean",
     "save_head",
+    "score_collection",
     "score_image",
-    "Grid",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "PADDING_MODES",
-    "PAPER_SCALES",
-    "PAPER_STRIDE",
-    "backends",
-    "crop_resize",
-    "grid",
 ]
 __version__ = "0.1.0"
