@@ -99,7 +99,7 @@ def patch_features(backbone: torch.nn.Module, image: np.ndarray, mode: str, scal
     if mode != "batched":
         raise ValueError(f"patch features are computed in mode 'dense' or 'batched', not {mode!r}")
     g = grid(image.shape[1], image.shape[0], scales, grid_stride)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(next(backbone.parameters()).device.type, dtype=torch.bfloat16, enabled=bf16):
         feats = batched_features(backbone, image, g.boxes, batch).float()
     return feats, g.boxes, g.scale_index
 
