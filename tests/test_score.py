@@ -11,7 +11,7 @@ import torch
 from midlevel_fast import grid, load_model, score_image
 from midlevel_fast.backbones import alexnet
 from midlevel_fast.dense import dense_length, dense_windows
-from midlevel_fast.model import HeadInfo, PatchClassifier, source_classifier
+from midlevel_fast.model import PatchClassifier, source_classifier
 from midlevel_fast.ops.crop_resize import crop_resize
 
 from .conftest import load_rgb

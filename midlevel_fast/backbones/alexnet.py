@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Backbone, check_state_dict
+from .base import Backbone, check_state_dict, load_state_file
 
 _FC = 4096
 
@@ -129,12 +128,7 @@ def alexnet(*, pretrained: bool = True, weights_path: str | os.PathLike[str] | N
             raise FileNotFoundError(
                 f"AlexNet weights not found at {path!r}; expected torchvision's alexnet-owt-7be5be79.pth"
             )
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"cannot read AlexNet weights from {path!r}: {exc}") from exc
-        if not isinstance(state, Mapping):
-            raise ValueError(f"{path!r} holds a {type(state).__name__}, expected a state dict")
+        state = load_state_file(path, "AlexNet")
         check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state, "a torchvision AlexNet state dict")
         model.load_state_dict(state)
     model._finalize()

@@ -19,12 +19,28 @@ Conventions:
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 
 import torch
 from torch import Tensor, nn
+
+
+def load_state_file(path: str, what: str) -> Mapping[str, Tensor]:
+    """The state dict in ``path`` (``torch.load`` with ``weights_only``); ``FileNotFoundError`` when missing,
+    ``ValueError`` when unreadable or not a mapping. ``what`` names the weights in the messages."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} weights not found at {path!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"cannot read {what} weights from {path!r}: {exc}") from exc
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path!r} holds a {type(state).__name__}, expected a state dict")
+    return state
 
 
 def check_state_dict(wanted: Mapping[str, torch.Size], state: Mapping[str, Tensor], what: str) -> None:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Backbone, check_state_dict
+from .base import Backbone, check_state_dict, load_state_file
 
 _BN_EPS = 1e-3
 _STEM, _HEAD, _NUM_CLASSES = 32, 1280, 1000
@@ -196,14 +196,7 @@ def efficientnet_lite0(
         model._finalize()
         return model
     path = os.fspath(weights_path) if weights_path is not None else _default_weights_path()
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"EfficientNet-Lite0 weights not found at {path!r}")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"cannot read EfficientNet-Lite0 weights from {path!r}: {exc}") from exc
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"{path!r} holds a {type(raw).__name__}, expected a state dict")
+    raw = load_state_file(path, "EfficientNet-Lite0")
     model = EfficientNetLite0()
     model.load_state_dict(_fold_state_dict(model, raw))
     model._finalize()
