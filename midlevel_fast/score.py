@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from midlevel_fast.aggregate import output_maps, power_mean
+from midlevel_fast.backends import backends
 from midlevel_fast.dense import dense_windows
 from midlevel_fast.grid import grid
 from midlevel_fast.image_io import load_image
@@ -162,7 +163,9 @@ def score_image(
     if return_maps is not False:
         n = len(model.class_names) if return_maps is True else int(return_maps)
         idx = torch.topk(scores, min(max(n, 1), len(model.class_names))).indices
-        result.maps = output_maps(boxes, probs[:, idx], h, w)
+        # On a GPU the fused Triton kernel writes the maps there; the result keeps CPU tensors either way.
+        on_gpu = dev.type == "cuda" and backends()["triton"].available
+        result.maps = output_maps(boxes, probs[:, idx].to(dev), h, w, impl="triton" if on_gpu else "torch").cpu()
         result.map_classes = [model.class_names[i] for i in idx.tolist()]
     result.seconds = time.perf_counter() - t0
     return result

@@ -1,6 +1,7 @@
 """score_image end to end on EfficientNet-Lite0 (ImageNet head) and on random-weight AlexNet."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import warnings
 
@@ -154,3 +155,17 @@ def test_precision_choices(lite0, photo):
     assert torch.equal(fp32.boxes, bf16.boxes)
     assert fp32.top(1)[0][0] == bf16.top(1)[0][0]
     assert (fp32.probs - bf16.probs).abs().mean().item() < 5e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (or torch without CUDA)")
+@pytest.mark.parametrize("mode", ["dense", "batched"])
+def test_cuda_scores_and_maps_match_the_cpu(lite0_two_scales, photo, mode):
+    model = copy.deepcopy(lite0_two_scales)
+    cpu = score_image(photo, model, mode=mode, return_maps=3, precision="fp32", device="cpu")
+    gpu = score_image(photo, model, mode=mode, return_maps=3, precision="fp32", device="cuda")
+    assert torch.equal(cpu.boxes, gpu.boxes) and cpu.map_classes == gpu.map_classes
+    assert gpu.maps.device.type == "cpu" and gpu.maps.shape == cpu.maps.shape
+    # cuDNN may run the convolutions in TF32: agreement to a few 1e-3, not to float32 rounding.
+    torch.testing.assert_close(gpu.probs, cpu.probs, atol=5e-3, rtol=0)
+    torch.testing.assert_close(gpu.maps, cpu.maps, atol=5e-3, rtol=0)
+    torch.testing.assert_close(gpu.scores, cpu.scores, atol=5e-3, rtol=0.05)
