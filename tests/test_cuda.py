@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from midlevel_fast import PADDING_MODES, backends, crop_resize, grid
 from midlevel_fast.backends import cuda_ext
 from midlevel_fast.ops import crop_resize as op_module
+from midlevel_fast.ops import crop_resize_cuda as launcher_module
 
 from .test_crop_resize import TOLERANCES, case, random_image
 
@@ -47,8 +48,8 @@ def test_calling_without_a_device_raises_a_clear_error():
     assert cuda_ext.device_count()[0] == 0
     # Null pointers on purpose: the device check comes first, before anything is dereferenced.
     with pytest.raises(RuntimeError, match="no CUDA device"):
-        cuda_ext.crop_resize(0, 0, 4, 4, 3, 12, 3, 1, 1, 2, 2, 0, 0, 0, 2, 0, 0, 0, 2, [1.0] * 3, [0.0] * 3, 0, 0,
-                             0, 0)
+        cuda_ext.crop_resize(0, 0, 4, 4, 3, 12, 3, 1, 1, 2, 2, 0, 0, 0, 0, 2, 0, 0, 0, 0, 2, 1.0, [1.0] * 3,
+                             [0.0] * 3, 0, 0, 0, 0)
     with pytest.raises(RuntimeError, match="no CUDA device"):
         crop_resize(np.zeros((4, 4, 3), np.uint8), [[0, 0, 4, 4]], size=2, impl="cuda")
 
@@ -98,6 +99,56 @@ def test_paper_grid_strided_inputs_and_out():
     gpu_vs_cpu(base[:, :, 0], boxes[::7], size=(17, 29), padding_mode="reflect")
     out = torch.empty(len(boxes), 3, 224, 224, device="cuda")
     assert crop_resize(torch.from_numpy(base).cuda(), boxes, impl="cuda", out=out) is out
+
+
+def both_paths_boxes(h: int, w: int, oh: int, ow: int) -> list[list[float]]:
+    """Boxes that, in one launch at output size (oh, ow), take both paths of the kernel (tiles of 32 output rows,
+    at most 8 row taps staged, 48 KiB of shared memory): tiles that fit run the shared-memory pipeline, the others
+    the direct one."""
+    return [
+        [3.3, 2.1, 20.7, 15.2],  # enlarged: 2 taps, few slots
+        [-10.0, -5.0, -10.0 + 1.7 * ow, -5.0 + 1.7 * oh],  # the paper grid's largest shrink, across the border
+        [0.5, -2.0, w - 0.5, -2.0 + 3.5 * oh],  # rows shrink 3.5: 7 row taps, ~115 slots per tile
+        [-w, -h, 2.0 * w, -h + 10.0 * oh],  # rows shrink 10: 20 row taps, more than a tile stages (direct)
+        [-w, 3.0, 3.0 * w, 20.0],  # columns shrink ~4w/ow: more column taps than staged, read from the tables
+        [w + 5.0, h + 5.0, w + 30.0, h + 40.0],  # outside the image: zero rows with padding_mode="zeros"
+        [5.0, 5.0, 5.0, 5.0],  # zero-size
+    ]
+
+
+@needs_gpu
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("layout", ["uint8_hwc", "float_chw"])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("padding_mode", PADDING_MODES)
+@pytest.mark.parametrize("antialias", [True, False])
+def test_tiled_and_direct_paths_in_one_launch(antialias, padding_mode, channels, layout, out_dtype):
+    # Without antialias a shrunk box has 2 taps over a wide range of rows: the tiled path then skips the slots
+    # no tap reads (shrink 3.5 for RGB; shrink 10 too for grey, whose slots take a third of the memory).
+    h, w, oh, ow = 61, 47, 45, 37  # partial tiles on both axes, two tiles of rows
+    img = random_image(h, w, channels, seed=channels)
+    image = img if layout == "uint8_hwc" else torch.from_numpy(img).permute(2, 0, 1).float() / 255.0
+    gpu_vs_cpu(image, both_paths_boxes(h, w, oh, ow), out_dtype, size=(oh, ow), padding_mode=padding_mode,
+               antialias=antialias)
+
+
+@needs_gpu
+@pytest.mark.parametrize("max_row_scale", [0.0, float("inf")])
+def test_any_shared_memory_bound_gives_the_same_result(monkeypatch, max_row_scale):
+    """The host sizes shared memory from the largest row scale; an understated one (tiles that no longer fit take
+    the direct path) or an overstated one (every tile gets the whole budget) changes the speed only."""
+    real = cuda_ext
+
+    class Bound:
+        @staticmethod
+        def crop_resize(*args, **kw):
+            return real.crop_resize(*args, **{**kw, "max_row_scale": max_row_scale})
+
+    monkeypatch.setattr(launcher_module, "cuda_ext", Bound)
+    img = random_image(61, 47, 3, seed=11)
+    boxes = both_paths_boxes(61, 47, 45, 37) + grid(47, 61).boxes.tolist()
+    for padding_mode in PADDING_MODES:
+        gpu_vs_cpu(img, boxes, size=(45, 37), padding_mode=padding_mode)
 
 
 @needs_gpu

@@ -13,11 +13,13 @@ namespace midlevel_fast {
 namespace cuda {
 
 // One axis of tap tables, all device pointers: index[n][t][j] (int32, -1 reads zero), weight[n][t][j] (float),
-// count[n] (taps used by box n, <= taps).
+// count[n] (taps used by box n, <= taps), first[n][j] (int32: position of tap 0 before the padding mode,
+// nondecreasing in j; index[n][t][j] is that position + t after the padding mode).
 struct AxisTable {
     const int32_t* index;
     const float* weight;
     const int32_t* count;
+    const int32_t* first;
     int64_t taps;
 };
 
@@ -28,6 +30,9 @@ struct CropResizeArgs {
     int64_t stride_y, stride_x, stride_c;  // in elements
     int64_t n_boxes, out_h, out_w;
     AxisTable rows, cols;
+    // The largest (y1 - y0) / out_h over the boxes: it bounds how many source rows a tile of output rows reads,
+    // which sizes the kernel's shared memory. A bound too small is safe (those tiles take the slower path).
+    double max_row_scale;
     float scale[3], shift[3];  // out = filtered * scale[c] + shift[c]
     int out_dtype;             // 0: float32, 1: float16
     void* out;                 // device pointer, contiguous (n_boxes, channels, out_h, out_w)

@@ -36,11 +36,15 @@ def crop_resize_cuda(image: torch.Tensor, boxes: torch.Tensor, mean: Sequence[fl
     rows, cols = setup.rows, setup.cols
     device = image.device.index if image.device.index is not None else torch.cuda.current_device()
     stream = torch.cuda.current_stream(device).cuda_stream
+    # Sizes the kernel's shared memory; read from the (CPU) boxes, so without a device sync.
+    max_row_scale = float(((boxes[:, 3] - boxes[:, 1]) / out_h).max())
     cuda_ext.crop_resize(
         image.data_ptr(), layout, h, w, c, sy, sx, sc, n, out_h, out_w,
-        rows.index.data_ptr(), rows.weight.data_ptr(), rows.count.data_ptr(), rows.index.shape[1],
-        cols.index.data_ptr(), cols.weight.data_ptr(), cols.count.data_ptr(), cols.index.shape[1],
-        setup.scale, setup.shift, 0 if out.dtype == torch.float32 else 1, out.data_ptr(),
-        device, stream,
+        rows.index.data_ptr(), rows.weight.data_ptr(), rows.count.data_ptr(), rows.first.data_ptr(),
+        rows.index.shape[1],
+        cols.index.data_ptr(), cols.weight.data_ptr(), cols.count.data_ptr(), cols.first.data_ptr(),
+        cols.index.shape[1],
+        max_row_scale=max_row_scale, scale=setup.scale, shift=setup.shift,
+        out_dtype=0 if out.dtype == torch.float32 else 1, out=out.data_ptr(), device=device, stream=stream,
     )
     return out

@@ -26,11 +26,15 @@ class AxisTaps(NamedTuple):
     zero (``padding_mode="zeros"`` outside the image). ``weight (N, T, n_out)`` float32, 0 for such taps.
     ``count (N,)`` int32: taps used by each box; taps ``count[n] .. T-1`` of box ``n`` have weight 0.
     ``T`` is the largest count over the boxes (1 for no boxes).
+    ``first (N, n_out)`` int32: position of tap 0 before the padding mode, so ``index[n, t, j]`` is
+    ``map_index(first[n, j] + t)``; nondecreasing in ``j``, and ``first[n, j + k] − first[n, j]`` is at most
+    ``floor(k·(b1 − b0)/n_out) + 2``. The CUDA kernel places a tile's source pixels with it.
     """
 
     index: torch.Tensor
     weight: torch.Tensor
     count: torch.Tensor
+    first: torch.Tensor
 
 
 def map_index(x: torch.Tensor, n: int, padding_mode: str) -> torch.Tensor:
@@ -74,7 +78,7 @@ def axis_taps(b0: torch.Tensor, b1: torch.Tensor, n_in: int, n_out: int, antiali
     index = map_index(x, n_in, padding_mode)
     weight = torch.where(index < 0, torch.zeros_like(weight), weight)
     return AxisTaps(index.to(torch.int32).contiguous(), weight.to(torch.float32).contiguous(),
-                    count.to(torch.int32))
+                    count.to(torch.int32), first.to(torch.int32).contiguous())
 
 
 class KernelSetup(NamedTuple):
