@@ -39,6 +39,7 @@ EOF
 
 echo "== GPU tests"
 timeout 170 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_triton.py tests/test_taps.py \
+  tests/test_score.py::test_cuda_scores_and_maps_match_the_cpu \
   2>&1 | tee "$out/tests.log"
 tests_rc=${PIPESTATUS[0]}
 echo "== tests done at $((SECONDS - start)) s (exit $tests_rc)"
