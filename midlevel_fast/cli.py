@@ -71,10 +71,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _voc_cache(args: argparse.Namespace, backbone, scales, grid_stride):
+def _voc_cache(args: argparse.Namespace, backbone, scales, grid_stride, mode: str):
     from midlevel_fast.cache import CacheConfig, default_cache_root, open_cache
 
-    config = CacheConfig(backbone=backbone.name, mode=args.mode, scales=list(scales), grid_stride=grid_stride,
+    config = CacheConfig(backbone=backbone.name, mode=mode, scales=list(scales), grid_stride=grid_stride,
                          q=args.q, feature_dim=backbone.feature_dim)
     return open_cache(args.cache or default_cache_root(), config)
 
@@ -97,11 +97,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     backbone = get_backbone(args.backbone)
-    cache = _voc_cache(args, backbone, PAPER_SCALES, PAPER_STRIDE)
-    for split in args.split:
-        _cached_split(args, backbone, cache, split)
-    cache.verify()
-    print(f"{len(cache.image_ids)} images cached in {cache.root}")
+    for mode in args.mode:
+        cache = _voc_cache(args, backbone, PAPER_SCALES, PAPER_STRIDE, mode)
+        for split in args.split:
+            _cached_split(args, backbone, cache, split)
+        cache.verify()
+        print(f"{len(cache.image_ids)} images cached in {cache.root} ({mode})")
     return 0
 
 
@@ -112,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from midlevel_fast.evaluate import format_ap_table
     from midlevel_fast.grid import PAPER_SCALES, PAPER_STRIDE
     from midlevel_fast.model import HeadInfo, save_head
-    from midlevel_fast.train import TrainConfig, config_dict, eval_set, patch_set, train_head
+    from midlevel_fast.train import TrainConfig, config_dict, eval_set, merge_patch_sets, patch_set, train_head
     from midlevel_fast.voc import VOC_CLASSES
 
     if args.threads:
@@ -120,18 +121,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(layers=args.layers, hidden=args.hidden, objective=args.objective, k=args.k,
                          max_epochs=args.epochs, seed=args.seed)
     backbone = get_backbone(args.backbone)
-    cache = _voc_cache(args, backbone, PAPER_SCALES, PAPER_STRIDE)
-    train_images = [im for split in args.split for im in _cached_split(args, backbone, cache, split)]
-    val_images = _cached_split(args, backbone, cache, args.val_split) if args.val_split else None
+    caches = [_voc_cache(args, backbone, PAPER_SCALES, PAPER_STRIDE, mode) for mode in args.mode]
+    train_images = []
+    for split in args.split:
+        for cache in caches:
+            images = _cached_split(args, backbone, cache, split)
+        train_images += images
+    # Validation uses the first mode's features: the mode the head is meant to score with.
+    val_images = _cached_split(args, backbone, caches[0], args.val_split) if args.val_split else None
     t0 = time.perf_counter()
-    train = patch_set(cache, train_images, VOC_CLASSES, config.bg_fraction, config.seed, config.objective)
-    val = eval_set(cache, val_images, VOC_CLASSES) if val_images else None
+    train = merge_patch_sets([patch_set(cache, train_images, VOC_CLASSES, config.bg_fraction, config.seed,
+                                        config.objective) for cache in caches])
+    val = eval_set(caches[0], val_images, VOC_CLASSES) if val_images else None
     print(f"{len(train.features)} training patches from {len(train_images)} images "
           f"({int(train.counts[-1])} background kept), loaded in {time.perf_counter() - t0:.1f} s")
     result = train_head(train, len(VOC_CLASSES), config, val)
     info = HeadInfo(backbone=backbone.name, class_names=list(VOC_CLASSES), k=config.k, scales=list(PAPER_SCALES),
                     grid_stride=PAPER_STRIDE, layers=config.layers, hidden=config.hidden,
-                    extra={"train": config_dict(config), "mode": args.mode, "q": args.q, "splits": args.split,
+                    extra={"train": config_dict(config), "mode": args.mode if len(args.mode) > 1 else args.mode[0], "q": args.q, "splits": args.split,
                            "best_epoch": result.best_epoch, "val_map": result.best_map,
                            "objective": config.objective})
     save_head(args.out, result.head, info, dtype=torch.float16 if args.half else torch.float32)
@@ -156,7 +163,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model = load_model(args.head)
     objective = model.info.extra.get("objective", "softmax")
-    cache = _voc_cache(args, model.backbone, model.info.scales, model.info.grid_stride)
+    cache = _voc_cache(args, model.backbone, model.info.scales, model.info.grid_stride, args.mode)
     images = _cached_split(args, model.backbone, cache, args.split)
     data = eval_set(cache, images, model.class_names)
     rows = {}
@@ -168,9 +175,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_voc_options(p: argparse.ArgumentParser) -> None:
+def _add_voc_options(p: argparse.ArgumentParser, several_modes: bool = False) -> None:
     p.add_argument("--voc", required=True, help="VOCdevkit/VOC2012 directory")
-    p.add_argument("--mode", choices=("dense", "batched"), default="dense", help="how patch features are computed")
+    if several_modes:
+        p.add_argument("--mode", nargs="+", choices=("dense", "batched"), default=["dense"],
+                       help="how patch features are computed; several modes pool their patches")
+    else:
+        p.add_argument("--mode", choices=("dense", "batched"), default="dense", help="how patch features are computed")
     p.add_argument("--q", type=int, default=None, help="dense window step in trunk cells")
     p.add_argument("--cache", default=None, help="feature cache directory (default $MIDLEVEL_FAST_CACHE or "
                                                  "~/.cache/midlevel_fast)")
@@ -199,13 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_score)
 
     c = sub.add_parser("cache", help="compute and store the frozen patch features of VOC splits")
-    _add_voc_options(c)
+    _add_voc_options(c, several_modes=True)
     c.add_argument("--split", nargs="+", default=["train", "val"])
     c.add_argument("--backbone", default="efficientnet_lite0")
     c.set_defaults(func=cmd_cache)
 
     t = sub.add_parser("train", help="train an adaptation head on a VOC-style data set")
-    _add_voc_options(t)
+    _add_voc_options(t, several_modes=True)
     t.add_argument("--split", nargs="+", default=["train"], help="training split(s), e.g. train or train val")
     t.add_argument("--val-split", default="val", help="split for per-epoch validation mAP ('' for none)")
     t.add_argument("--backbone", default="efficientnet_lite0")

@@ -135,6 +135,14 @@ def patch_set(cache: FeatureCache, images: Sequence[VocImage], classes: Sequence
     return PatchSet(torch.cat(feats), targets, counts)
 
 
+def merge_patch_sets(sets: Sequence[PatchSet]) -> PatchSet:
+    """One training set from several (e.g. the dense windows and the grid crops of the same images), rows in order."""
+    if not sets:
+        raise ValueError("no patch set to merge")
+    return PatchSet(torch.cat([s.features for s in sets]), torch.cat([s.targets for s in sets]),
+                    sum((s.counts for s in sets[1:]), sets[0].counts.copy()))
+
+
 def eval_set(cache: FeatureCache, images: Sequence[VocImage], classes: Sequence[str]) -> EvalSet:
     """Every cached patch of ``images`` with their images' VOC ground truth."""
     feats, index, pos, ign = [], [], [], []

@@ -8,7 +8,7 @@ import torch
 from midlevel_fast.cache import CacheConfig, FeatureCache
 from midlevel_fast.grid import grid
 from midlevel_fast.labels import DROPPED, patch_labels
-from midlevel_fast.train import TrainConfig, eval_set, evaluate_head, patch_set, train_head
+from midlevel_fast.train import TrainConfig, eval_set, evaluate_head, merge_patch_sets, patch_set, train_head
 from midlevel_fast.voc import VocImage, VocObject
 
 CLASSES = ["cat", "dog", "bus"]
@@ -62,6 +62,25 @@ def test_patch_set_labels_and_resampling(data):
     assert (ps.counts[:3] == full.counts[:3]).all()
     again = patch_set(cache, images, CLASSES, bg_fraction=0.1, seed=0)
     assert torch.equal(again.targets, ps.targets) and torch.equal(again.features, ps.features)
+
+
+def test_merged_patch_sets_keep_every_row_and_count(data):
+    cache, images, val_cache, val_images = data
+    a, b = patch_set(cache, images, CLASSES), patch_set(val_cache, val_images, CLASSES)
+    merged = merge_patch_sets([a, b])
+    assert torch.equal(merged.features, torch.cat([a.features, b.features]))
+    assert torch.equal(merged.targets, torch.cat([a.targets, b.targets]))
+    assert (merged.counts == a.counts + b.counts).all() and (a.counts == patch_set(cache, images, CLASSES).counts).all()
+    with pytest.raises(ValueError, match="no patch set"):
+        merge_patch_sets([])
+
+
+def test_cli_pools_the_patches_of_several_feature_modes():
+    from midlevel_fast.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["train", "--voc", "v", "--out", "h", "--mode", "dense", "batched"]).mode == ["dense", "batched"]
+    assert parse(["cache", "--voc", "v"]).mode == ["dense"] and parse(["eval", "--voc", "v", "--head", "h"]).mode == "dense"
 
 
 @pytest.mark.parametrize("objective", ["softmax", "multilabel"])
