@@ -224,9 +224,10 @@ __device__ __forceinline__ uint32_t stage_load(const Params& p, int64_t base, co
 
 // The general path: every output pixel of the tile computes its own taps and reads every tap from the image.
 // Per row and column the raw weights are summed first (the normaliser), then each tap's weight is recomputed
-// and normalised as it is used. Not inlined: the tiled path keeps its registers.
+// and normalised as it is used. Not inlined, so the tiled path keeps its registers; Params by value, as a reference
+// would make every block copy the kernel's parameters to local memory.
 template <typename In, typename Out, int C>
-__device__ __noinline__ void direct_tile(const Params& p, int64_t n, int64_t i0, int rows, int64_t j0) {
+__device__ __noinline__ void direct_tile(const Params p, int64_t n, int64_t i0, int rows, int64_t j0) {
     const In* image = static_cast<const In*>(p.image);
     const double* box = p.boxes + 4 * n;
     const filter::Axis ax = filter::make_axis(__ldg(box), __ldg(box + 2), p.width, p.out_w, p.antialias, p.padding);
