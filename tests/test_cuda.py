@@ -48,8 +48,8 @@ def test_calling_without_a_device_raises_a_clear_error():
     assert cuda_ext.device_count()[0] == 0
     # Null pointers on purpose: the device check comes first, before anything is dereferenced.
     with pytest.raises(RuntimeError, match="no CUDA device"):
-        cuda_ext.crop_resize(0, 0, 4, 4, 3, 12, 3, 1, 1, 2, 2, 0, 0, 0, 0, 2, 0, 0, 0, 0, 2, 1.0, [1.0] * 3,
-                             [0.0] * 3, 0, 0, 0, 0)
+        cuda_ext.crop_resize(0, 0, 4, 4, 3, 12, 3, 1, 0, 1, 2, 2, True, 0, 1.0, 1.0, [1.0] * 3, [0.0] * 3, 0, 0, 0,
+                             0)
     with pytest.raises(RuntimeError, match="no CUDA device"):
         crop_resize(np.zeros((4, 4, 3), np.uint8), [[0, 0, 4, 4]], size=2, impl="cuda")
 
@@ -85,7 +85,7 @@ def test_matches_cpu_and_reference(data, padding_mode, out_dtype, antialias, see
 def test_float_chw_odd_shapes_and_wide_filters(shape, padding_mode):
     h, w = shape
     img = torch.from_numpy(random_image(h, w, 3, seed=h * w)).permute(2, 0, 1).float() / 255.0
-    # The last box shrinks ~40x: more column taps than the kernel keeps in registers.
+    # The last box shrinks ~40x: more taps than a tile stages, so its tiles take the direct path.
     boxes = [[-0.3 * w, 0.2 * h, 0.9 * w, 1.4 * h + 1], [0.25, 0.5, w - 0.25, h - 0.5], [-w, -h, 2 * w, 2 * h]]
     gpu_vs_cpu(img, boxes, size=(7, 5), padding_mode=padding_mode)
 
@@ -102,15 +102,16 @@ def test_paper_grid_strided_inputs_and_out():
 
 
 def both_paths_boxes(h: int, w: int, oh: int, ow: int) -> list[list[float]]:
-    """Boxes that, in one launch at output size (oh, ow), take both paths of the kernel (tiles of 32 output rows,
-    at most 8 row taps staged, 48 KiB of shared memory): tiles that fit run the shared-memory pipeline, the others
-    the direct one."""
+    """Boxes that, in one launch at output size (oh, ow), take both paths of the kernel (tiles of 16 output rows
+    and 64 columns, at most 8 taps per axis staged, 48 KiB of shared memory sized from the largest scales): tiles
+    that fit run the shared-memory pipeline, the others the direct one."""
     return [
         [3.3, 2.1, 20.7, 15.2],  # enlarged: 2 taps, few slots
         [-10.0, -5.0, -10.0 + 1.7 * ow, -5.0 + 1.7 * oh],  # the paper grid's largest shrink, across the border
-        [0.5, -2.0, w - 0.5, -2.0 + 3.5 * oh],  # rows shrink 3.5: 7 row taps, ~115 slots per tile
+        [0.5, -2.0, w - 0.5, -2.0 + 3.5 * oh],  # rows shrink 3.5: 7 row taps, ~60 slots per tile
         [-w, -h, 2.0 * w, -h + 10.0 * oh],  # rows shrink 10: 20 row taps, more than a tile stages (direct)
-        [-w, 3.0, 3.0 * w, 20.0],  # columns shrink ~4w/ow: more column taps than staged, read from the tables
+        [-w, 3.0, 3.0 * w, 20.0],  # columns shrink ~4w/ow: more column taps than staged (direct)
+        [-0.6 * w, 1.0, 0.3 * w, 30.0],  # columns across the left border: reflect reads a folded range
         [w + 5.0, h + 5.0, w + 30.0, h + 40.0],  # outside the image: zero rows with padding_mode="zeros"
         [5.0, 5.0, 5.0, 5.0],  # zero-size
     ]
@@ -123,8 +124,8 @@ def both_paths_boxes(h: int, w: int, oh: int, ow: int) -> list[list[float]]:
 @pytest.mark.parametrize("padding_mode", PADDING_MODES)
 @pytest.mark.parametrize("antialias", [True, False])
 def test_tiled_and_direct_paths_in_one_launch(antialias, padding_mode, channels, layout, out_dtype):
-    # Without antialias a shrunk box has 2 taps over a wide range of rows: the tiled path then skips the slots
-    # no tap reads (shrink 3.5 for RGB; shrink 10 too for grey, whose slots take a third of the memory).
+    # Without antialias a shrunk box has 2 taps over a wide range of rows: the tiled path then also filters the
+    # slots no tap reads, when they fit.
     h, w, oh, ow = 61, 47, 45, 37  # partial tiles on both axes, two tiles of rows
     img = random_image(h, w, channels, seed=channels)
     image = img if layout == "uint8_hwc" else torch.from_numpy(img).permute(2, 0, 1).float() / 255.0
@@ -133,16 +134,19 @@ def test_tiled_and_direct_paths_in_one_launch(antialias, padding_mode, channels,
 
 
 @needs_gpu
-@pytest.mark.parametrize("max_row_scale", [0.0, float("inf")])
-def test_any_shared_memory_bound_gives_the_same_result(monkeypatch, max_row_scale):
-    """The host sizes shared memory from the largest row scale; an understated one (tiles that no longer fit take
-    the direct path) or an overstated one (every tile gets the whole budget) changes the speed only."""
+@pytest.mark.parametrize("max_row_scale", [0.0, float("inf"), None])
+@pytest.mark.parametrize("max_col_scale", [0.0, float("inf"), None])
+def test_any_shared_memory_bound_gives_the_same_result(monkeypatch, max_row_scale, max_col_scale):
+    """The host sizes shared memory from the largest row and column scales; understated ones (tiles that no longer
+    fit take the direct path) or overstated ones (no slot, or every tile gets the whole budget) change the speed
+    only."""
     real = cuda_ext
+    bounds = {k: v for k, v in (("max_row_scale", max_row_scale), ("max_col_scale", max_col_scale)) if v is not None}
 
     class Bound:
         @staticmethod
         def crop_resize(*args, **kw):
-            return real.crop_resize(*args, **{**kw, "max_row_scale": max_row_scale})
+            return real.crop_resize(*args, **{**kw, **bounds})
 
     monkeypatch.setattr(launcher_module, "cuda_ext", Bound)
     img = random_image(61, 47, 3, seed=11)

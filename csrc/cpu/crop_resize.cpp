@@ -24,58 +24,21 @@ namespace {
 constexpr int64_t kBandRows = 32;
 constexpr double kStreamBytes = 64.0 * 1024 * 1024;
 
-inline int64_t map_index(int64_t i, int64_t n, Padding padding) {
-    if (i >= 0 && i < n) return i;
-    switch (padding) {
-        case Padding::Edge:
-            return i < 0 ? 0 : n - 1;
-        case Padding::Reflect: {
-            // Mirror without repeating the edge pixel (numpy "reflect"), periodic so far-away taps stay defined.
-            if (n == 1) return 0;
-            const int64_t period = 2 * (n - 1);
-            int64_t m = i % period;
-            if (m < 0) m += period;
-            return m < n ? m : period - m;
-        }
-        case Padding::Zeros:
-        default:
-            return n;
-    }
-}
-
-// std::floor is a libm call on baseline x86-64 (no SSE4.1 roundsd); this runs for every tap of every box.
-inline int64_t floor_int(double v) {
-    const int64_t i = static_cast<int64_t>(v);
-    return i - (static_cast<double>(i) > v);
-}
-
-inline double filter_scale(double b0, double b1, int64_t n_out, bool antialias) {
-    const double scale = (b1 - b0) / static_cast<double>(n_out);
-    return antialias ? std::max(scale, 1.0) : 1.0;
-}
-
-// Taps for outputs [j0, j1) of one axis, laid out [j - j0][tap]. The first tap is the first pixel whose centre
-// lies strictly inside the filter support, so ceil(2 * fscale) taps always suffice.
+// Taps for outputs [j0, j1) of one axis, laid out [j - j0][tap] (the tap math is in taps.h, shared with the
+// CUDA kernel). The first tap is the first pixel whose centre lies strictly inside the filter support, so
+// ceil(2 * fscale) taps always suffice.
 void axis_taps_range(double b0, double b1, int64_t n_in, int64_t n_out, bool antialias, Padding padding,
                      int64_t taps, int64_t j0, int64_t j1, int32_t* index, float* weight) {
-    const double scale = (b1 - b0) / static_cast<double>(n_out);
-    const double fscale = filter_scale(b0, b1, n_out, antialias);
-    const double inv = 1.0 / fscale;
-    std::vector<double> w(static_cast<size_t>(taps));
+    filter::Axis a = filter::make_axis(b0, b1, n_in, n_out, antialias, padding);
+    a.taps = taps;
     for (int64_t j = j0; j < j1; ++j) {
-        const double center = b0 + (static_cast<double>(j) + 0.5) * scale;
-        const int64_t first = floor_int(center - fscale - 0.5) + 1;
-        double total = 0.0;
+        const double c = filter::center(a, j);
+        const int64_t first = filter::first_tap(a, c);
+        const double total = filter::total_weight(a, c, first);
         for (int64_t t = 0; t < taps; ++t) {
-            const double d = std::fabs((static_cast<double>(first + t) + 0.5 - center) * inv);
-            w[t] = d < 1.0 ? 1.0 - d : 0.0;
-            total += w[t];
-        }
-        for (int64_t t = 0; t < taps; ++t) {
-            const int64_t src = map_index(first + t, n_in, padding);
             const size_t k = static_cast<size_t>((j - j0) * taps + t);
-            index[k] = static_cast<int32_t>(src);
-            weight[k] = src == n_in ? 0.0f : static_cast<float>(w[t] / total);
+            index[k] = static_cast<int32_t>(filter::map_index(first + t, n_in, padding));
+            weight[k] = filter::weight(a, c, first, t, total);
         }
     }
 }
@@ -391,7 +354,7 @@ void run(const ImageView& im, const double* boxes, int64_t n_boxes, const CropRe
 }  // namespace
 
 int64_t axis_tap_count(double b0, double b1, int64_t n_out, bool antialias) {
-    return static_cast<int64_t>(std::ceil(2.0 * filter_scale(b0, b1, n_out, antialias)));
+    return filter::tap_count(filter::filter_scale(b0, b1, n_out, antialias));
 }
 
 void axis_taps(double b0, double b1, int64_t n_in, int64_t n_out, bool antialias, Padding padding, int64_t taps,

@@ -3,14 +3,16 @@
 // Convention: boxes are (x0, y0, x1, y1) in continuous pixel coordinates; pixel i covers [i, i+1) and its
 // centre is i + 0.5 (align_corners=False). Output pixel j of a box samples the image at
 // x0 + (j + 0.5) * (x1 - x0) / out_w with a triangle filter whose support widens by the shrink factor when
-// antialiasing. Taps outside the image follow the padding mode.
+// antialiasing. Taps outside the image follow the padding mode. The tap math is in taps.h, shared with the CUDA
+// kernel.
 #pragma once
 #include <cstdint>
+
+#include "../taps.h"
 
 namespace midlevel_fast {
 
 enum class InputLayout : int { U8_HWC = 0, F32_CHW = 1 };
-enum class Padding : int { Edge = 0, Reflect = 1, Zeros = 2 };
 enum class OutDType : int { F32 = 0, F16 = 1 };
 
 struct ImageView {

@@ -1,5 +1,5 @@
-// pybind11 module midlevel_fast._cuda. Arguments arrive as raw device addresses, shapes, element strides and a
-// cudaStream_t as an integer (torch.cuda.current_stream().cuda_stream): the Python side
+// pybind11 module midlevel_fast._cuda. Arguments arrive as raw device addresses (image, float64 boxes, output),
+// shapes, element strides and a cudaStream_t as an integer (torch.cuda.current_stream().cuda_stream): the Python side
 // (midlevel_fast/ops/crop_resize_cuda.py) validated them against the tensors that own the memory. Compiled with
 // the host compiler; everything CUDA lives in crop_resize.cu.
 #include <pybind11/pybind11.h>
@@ -23,17 +23,11 @@ void require_device() {
         throw std::runtime_error("midlevel_fast._cuda: no CUDA device (" + why + ")");
 }
 
-cuda::AxisTable table(uintptr_t index, uintptr_t weight, uintptr_t count, uintptr_t first, int64_t taps) {
-    return {reinterpret_cast<const int32_t*>(index), reinterpret_cast<const float*>(weight),
-            reinterpret_cast<const int32_t*>(count), reinterpret_cast<const int32_t*>(first), taps};
-}
-
 void crop_resize(uintptr_t image, int layout, int64_t height, int64_t width, int64_t channels, int64_t stride_y,
-                 int64_t stride_x, int64_t stride_c, int64_t n_boxes, int64_t out_h, int64_t out_w,
-                 uintptr_t row_index, uintptr_t row_weight, uintptr_t row_count, uintptr_t row_first,
-                 int64_t row_taps, uintptr_t col_index, uintptr_t col_weight, uintptr_t col_count,
-                 uintptr_t col_first, int64_t col_taps, double max_row_scale, const std::vector<float>& scale,
-                 const std::vector<float>& shift, int out_dtype, uintptr_t out, int device, uintptr_t stream) {
+                 int64_t stride_x, int64_t stride_c, uintptr_t boxes, int64_t n_boxes, int64_t out_h, int64_t out_w,
+                 bool antialias, int padding, double max_row_scale, double max_col_scale,
+                 const std::vector<float>& scale, const std::vector<float>& shift, int out_dtype, uintptr_t out,
+                 int device, uintptr_t stream) {
     require_device();
     // Checked here too, before args.scale (3 entries) is filled.
     if (channels != 1 && channels != 3) throw std::invalid_argument("crop_resize_cuda: channels must be 1 or 3");
@@ -48,12 +42,14 @@ void crop_resize(uintptr_t image, int layout, int64_t height, int64_t width, int
     args.stride_y = stride_y;
     args.stride_x = stride_x;
     args.stride_c = stride_c;
+    args.boxes = reinterpret_cast<const double*>(boxes);
     args.n_boxes = n_boxes;
     args.out_h = out_h;
     args.out_w = out_w;
-    args.rows = table(row_index, row_weight, row_count, row_first, row_taps);
-    args.cols = table(col_index, col_weight, col_count, col_first, col_taps);
+    args.antialias = antialias;
+    args.padding = padding;
     args.max_row_scale = max_row_scale;
+    args.max_col_scale = max_col_scale;
     for (int64_t c = 0; c < channels; ++c) {
         args.scale[c] = scale[c];
         args.shift[c] = shift[c];
@@ -77,11 +73,9 @@ PYBIND11_MODULE(_cuda, m) {
         "(number of CUDA devices, the runtime's reason when there is none)");
     m.def("compiled_targets", &cuda::compiled_targets, "GPU architectures this module carries code for");
     m.def("crop_resize", &crop_resize, py::arg("image"), py::arg("layout"), py::arg("height"), py::arg("width"),
-          py::arg("channels"), py::arg("stride_y"), py::arg("stride_x"), py::arg("stride_c"), py::arg("n_boxes"),
-          py::arg("out_h"), py::arg("out_w"), py::arg("row_index"), py::arg("row_weight"), py::arg("row_count"),
-          py::arg("row_first"), py::arg("row_taps"), py::arg("col_index"), py::arg("col_weight"),
-          py::arg("col_count"), py::arg("col_first"), py::arg("col_taps"), py::arg("max_row_scale"),
-          py::arg("scale"), py::arg("shift"), py::arg("out_dtype"), py::arg("out"), py::arg("device"),
+          py::arg("channels"), py::arg("stride_y"), py::arg("stride_x"), py::arg("stride_c"), py::arg("boxes"),
+          py::arg("n_boxes"), py::arg("out_h"), py::arg("out_w"), py::arg("antialias"), py::arg("padding"),
+          py::arg("max_row_scale"), py::arg("max_col_scale"), py::arg("scale"), py::arg("shift"), py::arg("out_dtype"), py::arg("out"), py::arg("device"),
           py::arg("stream"),
           "Enqueues crop_resize on `stream`; raises RuntimeError('... no CUDA device ...') without a GPU.");
 }

@@ -1,30 +1,36 @@
 // CUDA crop_resize: one launch for every box; one block per tile of kTileH x kTileW output pixels of one box.
 //
-// The filter is applied separably in the CPU kernel's order (each source row filtered horizontally, then the
-// rows combined with the row weights, in tap order), so both round alike. The output rows of a tile read a
-// contiguous range of source row positions before the padding mode, [first[i0], first[i_last] + count), as
-// `first` (the position of an output row's tap 0, from the tap tables) never decreases. Each position of that
-// range is a slot of shared memory, and a block works in three phases:
-//   1. it stages the tile's column taps and row weights, and each row tap (i, t) of the tile names the source
-//      row of slot first[i] + t - first[i0] (taps sharing a slot name the same row);
-//   2. one warp per slot filters that source row horizontally for the tile's 32 columns (one thread per
-//      column, the image read through the read-only cache) into shared memory;
-//   3. each thread combines the slots of its output rows with their weights and writes them normalised: a warp
-//      writes 32 neighbouring columns of one row, a whole 128-byte line in float32.
+// The block computes the filter taps of its tile itself, from the box, with the CPU kernel's tap math (taps.h),
+// and filters separably in the CPU kernel's order (each source row filtered horizontally, then the rows combined
+// with the row weights, in tap order), so both round alike. The output rows of a tile read a contiguous range of
+// source row positions before the padding mode, [first tap of row i0, first tap of the last row + taps), as the
+// first tap never decreases; each position of that range is a slot of shared memory. A block works in three
+// phases, one barrier each:
+//   1. it loads the image bytes the tile reads (the slots' source rows, over the range of source columns its
+//      taps read) into shared memory, in aligned 4-byte words with every load in flight before the first is
+//      used, and computes the tile's column taps and row weights meanwhile;
+//   2. one warp per slot filters that row horizontally for the tile's 64 columns (two neighbouring columns per
+//      thread) from shared memory into shared memory;
+//   3. each thread combines the slots of its output rows with their weights and writes two neighbouring columns
+//      at once (float2 / half2, streaming stores: the output is not read back soon).
 // A source row is therefore read and filtered once per tile instead of once per output row that uses it.
 //
-// The host sizes the slots of a block from the largest row scale of the boxes (within the default 48 KiB of
-// shared memory). A tile that needs more slots, or more row taps than kRowTaps (huge shrink factors), is
-// computed directly instead, each thread gathering every tap of its pixels from the tables and the image. Every
-// block checks its tile against its own tables, so no bound or box makes it index shared memory out of range.
+// The host sizes the slots and the staged row length from the largest row and column scales of the boxes
+// (within the default 48 KiB of shared memory). A tile that needs more, or more than kRowTaps / kColTaps taps
+// (shrink factors beyond 4), is computed directly instead, each thread computing the taps of its pixels and
+// reading the image through the read-only cache. Every block checks its own tile against the allocation, so no
+// bound or box makes it index shared memory out of range.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "cuda/crop_resize.h"
+#include "taps.h"
 
 // setup.py passes the targets as bare tokens (sm_80+sm_90+compute_90): no quotes to survive nvcc's command line.
 #define MIDLEVEL_FAST_STR(...) #__VA_ARGS__
@@ -37,38 +43,53 @@ namespace midlevel_fast {
 namespace cuda {
 namespace {
 
-constexpr int kTileW = 32;  // output columns per tile: one warp
-constexpr int kWarps = 8;   // warps per block
-constexpr int kThreads = kTileW * kWarps;
+constexpr int kLanes = 32;
+constexpr int kWarps = 8;  // warps per block
+constexpr int kThreads = kLanes * kWarps;
+constexpr int kTileW = 2 * kLanes;  // output columns per tile: two neighbouring ones per thread
+// Output rows per tile: 16 keeps the slots of the paper grid's largest boxes (shrink 1.7) within 48 KiB next to
+// 64 columns, so no tile of it takes the direct path.
+constexpr int kTileH = 16;
 // Blocks per SM the registers must allow: 64 registers a thread, which this kernel fits without spilling
 // (ptxas otherwise trades spills for occupancy on its own).
 constexpr int kMinBlocks = 4;
-constexpr int kTileH = 32;  // output rows per tile: neighbouring tiles filter few source rows twice
-// Taps a tile stages per axis: shrink factors up to 4. Wider row filters take the direct path; wider column
-// filters read their remaining taps from the tables in global memory.
+// Taps a tile stages per axis: shrink factors up to 4. Wider filters take the direct path.
 constexpr int kRowTaps = 8;
 constexpr int kColTaps = 8;
-constexpr int kUnusedSlot = -2;  // a slot no row tap of the tile reads (-1 is a zero-padded row)
+static_assert(kTileH * kRowTaps <= kThreads, "phase 1 computes one row tap per thread");
 // The dynamic shared memory a launch may use without opting in per device.
 constexpr int kSmemBytes = 48 * 1024;
+// Staging loads a thread issues before it stores the first (more spill registers at 64 a thread).
+constexpr int kBatch = 2;
 
-// A block's shared memory in 4-byte words: column indices and weights [kColTaps][kTileW] each, row weights
-// [kTileH][kRowTaps], the first slot of each output row [kTileH], the source row of each slot [slots], then the
-// filtered slot rows [C][slots][kTileW].
+// A block's shared memory in 4-byte words: column offsets and weights [kColTaps][kTileW] each, row weights
+// [kTileH][kRowTaps], the first slot of each output row [kTileH], the source row of each slot [slots, rounded up
+// to even], the filtered slot rows [C][slots][kTileW] (8-byte aligned: read as float2), then the staged image
+// rows [slots][stage_words].
 constexpr int kFixedWords = 2 * kColTaps * kTileW + kTileH * (kRowTaps + 1);
-__host__ __device__ constexpr int smem_words(int slots, int channels) {
-    return kFixedWords + slots * (1 + channels * kTileW);
+static_assert(kFixedWords % 2 == 0, "the filtered rows must stay 8-byte aligned");
+__host__ __device__ constexpr int slot_row_words(int slots) { return (slots + 1) / 2 * 2; }
+__host__ __device__ constexpr int64_t smem_words(int slots, int channels, int stage_words) {
+    return kFixedWords + slot_row_words(slots) + static_cast<int64_t>(slots) * (channels * kTileW + stage_words);
 }
 
 struct Params {
     const void* image;
-    int64_t stride_y, stride_x, stride_c;
+    int64_t height, width, stride_y, stride_x, stride_c;
+    const double* boxes;
     int64_t out_h, out_w;
-    AxisTable rows, cols;
+    bool antialias;
+    bool paired;  // two neighbouring output columns (even first) can be stored as one aligned pair
+    Padding padding;
     float scale[3], shift[3];
-    int slots;  // slots of shared memory per block
+    int slots;        // slots of shared memory per block
+    int stage_words;  // words of staged image per slot
     void* out;
 };
+
+// A byte as a float without the conversion unit (a quarter of the FP32 rate): 2^23 + b has b in its low
+// mantissa bits.
+__device__ __forceinline__ float byte_to_float(uint32_t b) { return __uint_as_float(0x4B000000u | b) - 8388608.0f; }
 
 template <typename In>
 __device__ __forceinline__ float load_pixel(const In* p) {
@@ -76,215 +97,397 @@ __device__ __forceinline__ float load_pixel(const In* p) {
 }
 
 template <typename Out>
-__device__ __forceinline__ Out to_out(float v);
+__device__ __forceinline__ void store_one(Out* dst, float v);
 template <>
-__device__ __forceinline__ float to_out<float>(float v) {
-    return v;
+__device__ __forceinline__ void store_one<float>(float* dst, float v) {
+    __stcs(dst, v);
 }
 template <>
-__device__ __forceinline__ __half to_out<__half>(float v) {
-    return __float2half_rn(v);
+__device__ __forceinline__ void store_one<__half>(__half* dst, float v) {
+    __stcs(dst, __float2half_rn(v));
+}
+template <typename Out>
+__device__ __forceinline__ void store_two(Out* dst, float v0, float v1);
+template <>
+__device__ __forceinline__ void store_two<float>(float* dst, float v0, float v1) {
+    __stcs(reinterpret_cast<float2*>(dst), make_float2(v0, v1));
+}
+template <>
+__device__ __forceinline__ void store_two<__half>(__half* dst, float v0, float v1) {
+    __stcs(reinterpret_cast<__half2*>(dst), __floats2half2_rn(v0, v1));
 }
 
-// Taps box n uses, never more than its table holds.
-__device__ __forceinline__ int tap_count(const AxisTable& t, int64_t n) {
-    return static_cast<int>(min(static_cast<int64_t>(__ldg(t.count + n)), t.taps));
+// Output columns j and j + 1 of row i, normalised.
+template <typename Out, int C>
+__device__ __forceinline__ void store_pair(const Params& p, int64_t n, int64_t i, int64_t j, const float (&acc)[2][C]) {
+    if (j >= p.out_w) return;
+    Out* dst = static_cast<Out*>(p.out) + (n * C * p.out_h + i) * p.out_w + j;
+    const bool both = j + 1 < p.out_w;
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+        Out* d = dst + c * p.out_h * p.out_w;
+        const float v0 = acc[0][c] * p.scale[c] + p.shift[c];
+        const float v1 = acc[1][c] * p.scale[c] + p.shift[c];
+        if (both && p.paired) {
+            store_two<Out>(d, v0, v1);
+        } else {
+            store_one<Out>(d, v0);
+            if (both) store_one<Out>(d + 1, v1);
+        }
+    }
 }
 
-// The column taps of one output column: taps t < kColTaps staged in shared memory at index[t * kTileW] (index
-// -1 past the box's count), all of them in the global tables at offset table + t * out_w.
-struct ColumnTaps {
-    const int32_t* index;
-    const float* weight;
-    int64_t table;
-    int count;
+// The pixels that positions [a, b] (a <= b) read, as the interval [*lo, *hi] (*lo > *hi: none, all zeros). Each
+// padding mode maps an interval monotonically between its folds (0 and n - 1, every n - 1 positions for
+// Reflect), so the end points and the folds inside bound it.
+__device__ __forceinline__ void mapped_range(int64_t a, int64_t b, int64_t n, Padding padding, int64_t* lo,
+                                             int64_t* hi) {
+    if (padding == Padding::Zeros) {
+        *lo = max(a, int64_t{0});
+        *hi = min(b, n - 1);
+        return;
+    }
+    const int64_t ma = filter::map_index(a, n, padding), mb = filter::map_index(b, n, padding);
+    *lo = min(ma, mb);
+    *hi = max(ma, mb);
+    if (padding != Padding::Reflect || n == 1) return;
+    // The first fold at or after a: position k * (n - 1), which reads 0 for even k and n - 1 for odd k.
+    const int64_t k = a >= 0 ? (a + n - 2) / (n - 1) : -((-a) / (n - 1));
+    if (k * (n - 1) > b) return;
+    if ((k + 1) * (n - 1) <= b) {
+        *lo = 0;
+        *hi = n - 1;
+    } else if (k % 2 == 0) {
+        *lo = 0;
+    } else {
+        *hi = n - 1;
+    }
+}
+
+// Where a tile's staged image lies: element `lo` of an image row (uint8: its byte offset, float: its column
+// times stride_x) is staged first; `plane` elements per channel plane (uint8 HWC: one plane holding every
+// channel), `words` words per slot.
+struct Stage {
+    int64_t lo;
+    int plane, words;
 };
 
-// Horizontal pass of one source row for one output column, all channels, taps in table order. Zero-padded taps
-// (index -1) add nothing.
+// The staged extent for source columns [lo, hi] (lo > hi: none), or words > stage_words when it does not fit.
 template <typename In, int C>
-__device__ __forceinline__ void filter_row(const Params& p, const In* src_row, const ColumnTaps& ct,
-                                           float (&h)[C]) {
-#pragma unroll
-    for (int c = 0; c < C; ++c) h[c] = 0.0f;
-#pragma unroll
-    for (int t = 0; t < kColTaps; ++t) {
-        if (t >= ct.count) break;
-        const int32_t col = ct.index[t * kTileW];
-        if (col < 0) continue;
-        const float w = ct.weight[t * kTileW];
-        const In* px = src_row + col * p.stride_x;
-#pragma unroll
-        for (int c = 0; c < C; ++c) h[c] += w * load_pixel(px + c * p.stride_c);
+__device__ __forceinline__ Stage stage_extent(const Params& p, int64_t lo, int64_t hi) {
+    Stage s{0, 0, 0};
+    if (lo > hi) return s;
+    s.lo = lo * p.stride_x;
+    const int64_t last = hi * p.stride_x;
+    // uint8: up to 3 bytes before the first element to align the words, up to 3 after the last.
+    const int64_t plane = std::is_same<In, uint8_t>::value ? last + (C - 1) * p.stride_c + 1 - s.lo : last + 1 - s.lo;
+    const int64_t words = std::is_same<In, uint8_t>::value ? (plane + 6) / 4 : C * plane;
+    if (words > p.stage_words) {
+        s.words = p.stage_words + 1;
+        return s;
     }
-    for (int t = kColTaps; t < ct.count; ++t) {
-        const int32_t col = __ldg(p.cols.index + ct.table + t * p.out_w);
-        if (col < 0) continue;
-        const float w = __ldg(p.cols.weight + ct.table + t * p.out_w);
-        const In* px = src_row + col * p.stride_x;
-#pragma unroll
-        for (int c = 0; c < C; ++c) h[c] += w * load_pixel(px + c * p.stride_c);
+    s.plane = static_cast<int>(plane);
+    s.words = static_cast<int>(words);
+    return s;
+}
+
+// The staged bytes of a uint8 slot row start `slot_shift` bytes before its first element: the words are those of
+// the image, aligned.
+__device__ __forceinline__ int slot_shift(const Params& p, int src, const Stage& st) {
+    return static_cast<int>(
+        reinterpret_cast<uintptr_t>(static_cast<const uint8_t*>(p.image) + src * p.stride_y + st.lo) & 3);
+}
+
+// Staged word k (slot k / words, word k % words): what the image holds there, 0 for a zero row. uint8 words are
+// read whole where they lie inside the image row, byte by byte at its ends, so nothing outside it is read.
+template <typename In, int C>
+__device__ __forceinline__ uint32_t stage_load(const Params& p, int64_t base, const Stage& st, int k) {
+    const int s = k / st.words, w = k - s * st.words;
+    const int64_t src = filter::map_index(base + s, p.height, p.padding);
+    if (src == p.height) return 0;
+    if (std::is_same<In, uint8_t>::value) {
+        const uintptr_t row = reinterpret_cast<uintptr_t>(static_cast<const uint8_t*>(p.image) + src * p.stride_y);
+        const uintptr_t end = row + (p.width - 1) * p.stride_x + (C - 1) * p.stride_c + 1;
+        const uintptr_t first = row + st.lo;
+        const uintptr_t at = first - (first & 3) + 4 * static_cast<uintptr_t>(w);
+        if (at >= row && at + 4 <= end) return __ldg(reinterpret_cast<const uint32_t*>(at));
+        uint32_t v = 0;
+        for (int q = 0; q < 4; ++q)
+            if (at + q >= row && at + q < end) v |= static_cast<uint32_t>(__ldg(reinterpret_cast<const uint8_t*>(at + q))) << (8 * q);
+        return v;
+    } else {
+        const int c = w / st.plane, e = w - c * st.plane;
+        const float* px = static_cast<const float*>(p.image) + src * p.stride_y + c * p.stride_c + st.lo + e;
+        return __float_as_uint(__ldg(px));
     }
 }
 
-template <typename Out, int C>
-__device__ __forceinline__ void store_pixel(const Params& p, int64_t n, int64_t i, int64_t j, const float (&acc)[C]) {
-    Out* dst = static_cast<Out*>(p.out) + (n * C * p.out_h + i) * p.out_w + j;
-#pragma unroll
-    for (int c = 0; c < C; ++c) dst[c * p.out_h * p.out_w] = to_out<Out>(acc[c] * p.scale[c] + p.shift[c]);
-}
-
-// The general path: output rows i0 .. i0 + rows - 1 of column j, every row tap read from the tables and every
-// source row filtered for each output row that uses it.
+// The general path: every output pixel of the tile computes its own taps and reads every tap from the image.
+// Per row and column the raw weights are summed first (the normaliser), then each tap's weight is recomputed
+// and normalised as it is used. Not inlined, so the tiled path keeps its registers; Params by value, as a reference
+// would make every block copy the kernel's parameters to local memory.
 template <typename In, typename Out, int C>
-__device__ __forceinline__ void direct_tile(const Params& p, int64_t n, int64_t i0, int rows, int64_t j,
-                                         const ColumnTaps& ct) {
+__device__ __noinline__ void direct_tile(const Params p, int64_t n, int64_t i0, int rows, int64_t j0) {
     const In* image = static_cast<const In*>(p.image);
-    const int cy = tap_count(p.rows, n);
+    const double* box = p.boxes + 4 * n;
+    const filter::Axis ax = filter::make_axis(__ldg(box), __ldg(box + 2), p.width, p.out_w, p.antialias, p.padding);
+    const filter::Axis ay = filter::make_axis(__ldg(box + 1), __ldg(box + 3), p.height, p.out_h, p.antialias,
+                                              p.padding);
+    const int64_t j = j0 + 2 * threadIdx.x;
+    double cx[2] = {0.0, 0.0}, tx[2] = {1.0, 1.0};
+    int64_t fx[2] = {0, 0};
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+        if (j + q >= p.out_w) continue;
+        cx[q] = filter::center(ax, j + q);
+        fx[q] = filter::first_tap(ax, cx[q]);
+        tx[q] = filter::total_weight(ax, cx[q], fx[q]);
+    }
     for (int r = threadIdx.y; r < rows; r += kWarps) {
-        const int64_t row_taps = n * p.rows.taps * p.out_h + i0 + r;
-        float acc[C];
+        const double cy = filter::center(ay, i0 + r);
+        const int64_t fy = filter::first_tap(ay, cy);
+        const double ty = filter::total_weight(ay, cy, fy);
+        float acc[2][C];
 #pragma unroll
-        for (int c = 0; c < C; ++c) acc[c] = 0.0f;
-        for (int t = 0; t < cy; ++t) {
-            const int32_t src = __ldg(p.rows.index + row_taps + t * p.out_h);
-            if (src < 0) continue;  // a zero-padded row adds nothing
-            const float w = __ldg(p.rows.weight + row_taps + t * p.out_h);
-            float h[C];
-            filter_row<In, C>(p, image + src * p.stride_y, ct, h);
+        for (int q = 0; q < 2; ++q)
 #pragma unroll
-            for (int c = 0; c < C; ++c) acc[c] += w * h[c];
+            for (int c = 0; c < C; ++c) acc[q][c] = 0.0f;
+        for (int64_t t = 0; t < ay.taps; ++t) {
+            const int64_t src = filter::map_index(fy + t, p.height, p.padding);
+            if (src == p.height) continue;  // a zero row adds nothing
+            const float wy = filter::weight(ay, cy, fy, t, ty);
+            const In* row = image + src * p.stride_y;
+#pragma unroll
+            for (int q = 0; q < 2; ++q) {
+                if (j + q >= p.out_w) continue;
+                float h[C];
+#pragma unroll
+                for (int c = 0; c < C; ++c) h[c] = 0.0f;
+                for (int64_t u = 0; u < ax.taps; ++u) {
+                    const int64_t col = filter::map_index(fx[q] + u, p.width, p.padding);
+                    if (col == p.width) continue;
+                    const float wx = filter::weight(ax, cx[q], fx[q], u, tx[q]);
+#pragma unroll
+                    for (int c = 0; c < C; ++c) h[c] += wx * load_pixel(row + col * p.stride_x + c * p.stride_c);
+                }
+#pragma unroll
+                for (int c = 0; c < C; ++c) acc[q][c] += wy * h[c];
+            }
         }
-        store_pixel<Out, C>(p, n, i0 + r, j, acc);
+        store_pair<Out, C>(p, n, i0 + r, j, acc);
     }
 }
 
 template <typename In, typename Out, int C>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) crop_resize_kernel(const Params p) {
     extern __shared__ float smem[];
-    int* col_index = reinterpret_cast<int*>(smem);                           // [kColTaps][kTileW]
+    int* col_offset = reinterpret_cast<int*>(smem);                          // [kColTaps][kTileW]
     float* col_weight = smem + kColTaps * kTileW;                            // [kColTaps][kTileW]
     float* row_weight = smem + 2 * kColTaps * kTileW;                        // [kTileH][kRowTaps]
     int* row_slot = reinterpret_cast<int*>(row_weight + kTileH * kRowTaps);  // [kTileH]
     int* slot_row = row_slot + kTileH;                                       // [slots]
-    float* filtered = smem + kFixedWords + p.slots;                          // [C][slots][kTileW]
+    float* filtered = smem + kFixedWords + slot_row_words(p.slots);          // [C][slots][kTileW]
+    uint32_t* staged = reinterpret_cast<uint32_t*>(filtered + C * p.slots * kTileW);  // [slots][stage_words]
 
     const int64_t n = blockIdx.x;
     const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kTileH;
     const int64_t j0 = static_cast<int64_t>(blockIdx.z) * kTileW;
     const int rows = static_cast<int>(min(static_cast<int64_t>(kTileH), p.out_h - i0));
-    const int x = threadIdx.x, tid = threadIdx.y * kTileW + threadIdx.x;
-    const int64_t j = j0 + x;
-    // Threads past the last column take part in the staging and the barriers only.
-    const bool active = j < p.out_w;
-    const ColumnTaps ct{col_index + x, col_weight + x, n * p.cols.taps * p.out_w + j, tap_count(p.cols, n)};
+    const int cols = static_cast<int>(min(static_cast<int64_t>(kTileW), p.out_w - j0));
+    const int lane = threadIdx.x, warp = threadIdx.y, tid = warp * kLanes + lane;
 
-    // Block-uniform: every thread reads the same table entries.
-    const int cy = tap_count(p.rows, n);
-    const int32_t* first = p.rows.first + n * p.out_h + i0;
-    const int64_t base = __ldg(first);
-    const int64_t span = __ldg(first + rows - 1) - base + cy;
-    const bool tiled = cy >= 1 && cy <= kRowTaps && span >= 1 && span <= p.slots;
+    // Block-uniform: every thread computes the same from the same box.
+    const double* box = p.boxes + 4 * n;
+    const filter::Axis ax = filter::make_axis(__ldg(box), __ldg(box + 2), p.width, p.out_w, p.antialias, p.padding);
+    const filter::Axis ay = filter::make_axis(__ldg(box + 1), __ldg(box + 3), p.height, p.out_h, p.antialias,
+                                              p.padding);
+    const int64_t base = filter::first_tap(ay, filter::center(ay, i0));
+    const int64_t span = filter::first_tap(ay, filter::center(ay, i0 + rows - 1)) - base + ay.taps;
+    const int64_t col_first = filter::first_tap(ax, filter::center(ax, j0));
+    int64_t lo, hi;
+    mapped_range(col_first, filter::first_tap(ax, filter::center(ax, j0 + cols - 1)) + ax.taps - 1, p.width,
+                 p.padding, &lo, &hi);
+    const Stage st = stage_extent<In, C>(p, lo, hi);
+    const bool tiled = ay.taps <= kRowTaps && ax.taps <= kColTaps && span <= p.slots && st.words <= p.stage_words;
     const int slots = tiled ? static_cast<int>(span) : 0;
+    const int cx = static_cast<int>(ax.taps), cy = static_cast<int>(ay.taps);
 
-    // Phase 1: the column taps, the source row of each slot and the row weights.
-    for (int k = tid; k < kColTaps * kTileW; k += kThreads) {
-        const int t = k / kTileW, xx = k % kTileW;
-        const bool used = t < ct.count && j0 + xx < p.out_w;
-        const int64_t at = n * p.cols.taps * p.out_w + t * p.out_w + j0 + xx;
-        col_index[k] = used ? __ldg(p.cols.index + at) : -1;
-        col_weight[k] = used ? __ldg(p.cols.weight + at) : 0.0f;
+    // Phase 1: the first batch of staging loads in flight while the taps are computed.
+    const int staged_words = slots * st.words;
+    uint32_t batch[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+        const int k = tid + b * kThreads;
+        batch[b] = k < staged_words ? stage_load<In, C>(p, base, st, k) : 0;
     }
-    for (int s = tid; s < slots; s += kThreads) slot_row[s] = kUnusedSlot;
-    __syncthreads();
     bool direct = !tiled;
     if (tiled) {
-        const int64_t row_taps = n * p.rows.taps * p.out_h + i0;
-        for (int k = tid; k < rows * cy; k += kThreads) {
-            const int r = k % rows, t = k / rows;
-            const int64_t s = __ldg(first + r) - base;
-            // Tables whose `first` decreases within the tile would place taps outside the slots.
+        for (int k = tid; k < kColTaps * kTileW; k += kThreads) {
+            const int t = k / kTileW, x = k % kTileW;
+            int offset = -1;  // reads zero
+            float w = 0.0f;
+            if (t < cx && x < cols) {
+                const double c = filter::center(ax, j0 + x);
+                const int64_t f = filter::first_tap(ax, c);
+                const int64_t col = filter::map_index(f + t, p.width, p.padding);
+                if (col < p.width) {
+                    offset = static_cast<int>(col * p.stride_x - st.lo);
+                    w = filter::weight(ax, c, f, t, filter::total_weight(ax, c, f));
+                }
+            }
+            col_offset[k] = offset;
+            col_weight[k] = w;
+        }
+        const int r = tid % kTileH, t = tid / kTileH;
+        if (r < rows && t < cy) {
+            const double c = filter::center(ay, i0 + r);
+            const int64_t f = filter::first_tap(ay, c);
+            const int64_t s = f - base;
+            // A first tap that decreased within the tile would place taps outside the slots.
             if (s < 0 || s + cy > slots) {
                 direct = true;
-                continue;
+            } else {
+                row_weight[r * kRowTaps + t] = filter::weight(ay, c, f, t, filter::total_weight(ay, c, f));
+                if (t == 0) row_slot[r] = static_cast<int>(s);
             }
-            slot_row[s + t] = __ldg(p.rows.index + row_taps + t * p.out_h + r);
-            row_weight[r * kRowTaps + t] = __ldg(p.rows.weight + row_taps + t * p.out_h + r);
-            if (t == 0) row_slot[r] = static_cast<int>(s);
+        }
+        for (int s = tid; s < slots; s += kThreads) {
+            const int64_t src = filter::map_index(base + s, p.height, p.padding);
+            slot_row[s] = src < p.height ? static_cast<int>(src) : -1;
+        }
+    }
+    for (int k0 = tid;; k0 += kBatch * kThreads) {
+#pragma unroll
+        for (int b = 0; b < kBatch; ++b) {
+            const int k = k0 + b * kThreads;
+            if (k < staged_words) staged[k / st.words * p.stage_words + k % st.words] = batch[b];
+        }
+        if (k0 + kBatch * kThreads >= staged_words) break;
+#pragma unroll
+        for (int b = 0; b < kBatch; ++b) {
+            const int k = k0 + (kBatch + b) * kThreads;
+            batch[b] = k < staged_words ? stage_load<In, C>(p, base, st, k) : 0;
         }
     }
     if (__syncthreads_or(direct)) {
-        if (active) direct_tile<In, Out, C>(p, n, i0, rows, j, ct);
+        direct_tile<In, Out, C>(p, n, i0, rows, j0);
         return;
     }
 
-    // Phase 2: the horizontal pass of every slot row the tile reads.
-    const In* image = static_cast<const In*>(p.image);
-    if (active) {
-        for (int s = threadIdx.y; s < slots; s += kWarps) {
-            const int src = slot_row[s];
-            if (src == kUnusedSlot) continue;
-            float h[C];
-            if (src >= 0) {
-                filter_row<In, C>(p, image + src * p.stride_y, ct, h);
-            } else {
+    // Phase 2: the horizontal pass of every slot row, two neighbouring columns per thread, taps in order.
+    const int x0 = 2 * lane;
+    for (int s = warp; s < slots; s += kWarps) {
+        const int src = slot_row[s];
+        float h[2][C];
 #pragma unroll
-                for (int c = 0; c < C; ++c) h[c] = 0.0f;
+        for (int q = 0; q < 2; ++q)
+#pragma unroll
+            for (int c = 0; c < C; ++c) h[q][c] = 0.0f;
+        if (src >= 0) {
+            const uint32_t* row = staged + s * p.stage_words;
+            const int shift = std::is_same<In, uint8_t>::value ? slot_shift(p, src, st) : 0;
+            for (int t = 0; t < cx; ++t) {
+#pragma unroll
+                for (int q = 0; q < 2; ++q) {
+                    const int offset = col_offset[t * kTileW + x0 + q];
+                    if (offset < 0) continue;
+                    const float w = col_weight[t * kTileW + x0 + q];
+#pragma unroll
+                    for (int c = 0; c < C; ++c) {
+                        float v;
+                        if (std::is_same<In, uint8_t>::value)
+                            v = byte_to_float(reinterpret_cast<const uint8_t*>(row)[shift + offset + c * p.stride_c]);
+                        else
+                            v = __uint_as_float(row[c * st.plane + offset]);
+                        h[q][c] += w * v;
+                    }
+                }
             }
-#pragma unroll
-            for (int c = 0; c < C; ++c) filtered[(c * p.slots + s) * kTileW + x] = h[c];
         }
+#pragma unroll
+        for (int c = 0; c < C; ++c)
+            reinterpret_cast<float2*>(filtered + (c * slots + s) * kTileW)[lane] = make_float2(h[0][c], h[1][c]);
     }
     __syncthreads();
-    if (!active) return;
 
     // Phase 3: the vertical combination, in tap order, and the store.
 #pragma unroll
     for (int k = 0; k < kTileH / kWarps; ++k) {
-        const int r = threadIdx.y + k * kWarps;
+        const int r = warp + k * kWarps;
         if (r >= rows) break;
         const float* w = row_weight + r * kRowTaps;
-        const float* h = filtered + row_slot[r] * kTileW + x;
-        float acc[C];
+        const float2* h = reinterpret_cast<const float2*>(filtered + row_slot[r] * kTileW) + lane;
+        float acc[2][C];
 #pragma unroll
-        for (int c = 0; c < C; ++c) acc[c] = 0.0f;
+        for (int q = 0; q < 2; ++q)
+#pragma unroll
+            for (int c = 0; c < C; ++c) acc[q][c] = 0.0f;
         for (int t = 0; t < cy; ++t) {
 #pragma unroll
-            for (int c = 0; c < C; ++c) acc[c] += w[t] * h[(c * p.slots + t) * kTileW];
+            for (int c = 0; c < C; ++c) {
+                const float2 v = h[(c * slots + t) * (kTileW / 2)];
+                acc[0][c] += w[t] * v.x;
+                acc[1][c] += w[t] * v.y;
+            }
         }
-        store_pixel<Out, C>(p, n, i0 + r, j, acc);
+        store_pair<Out, C>(p, n, i0 + r, j0 + x0, acc);
     }
 }
 
-// Slots a tile of kTileH output rows may need: `first` advances by at most floor(k * scale) + 2 over k rows
-// (midlevel_fast/ops/taps.py), and the last row adds its taps. Capped by the shared-memory budget.
-int tile_slots(const CropResizeArgs& a) {
-    const int budget = (kSmemBytes / 4 - kFixedWords) / (1 + static_cast<int>(a.channels) * kTileW);
-    const double need = std::floor((kTileH - 1) * a.max_row_scale) + 2.0 + static_cast<double>(a.rows.taps);
-    return need < budget ? static_cast<int>(need) : budget;
+// Slots a tile of kTileH output rows may need, and words a slot's staged image row may need: the first tap
+// advances by at most floor(k * scale) + 2 over k outputs, and the last output adds its taps. The slots are
+// capped by the shared-memory budget.
+struct Geometry {
+    int slots, stage_words;
+};
+
+Geometry tile_geometry(const CropResizeArgs& a) {
+    const auto span = [&](double scale, int64_t tile, int64_t n_in) {
+        const double taps = static_cast<double>(filter::tap_count(a.antialias && scale > 1.0 ? scale : 1.0));
+        return std::min(std::floor(static_cast<double>(tile - 1) * scale) + 2.0 + taps, static_cast<double>(n_in));
+    };
+    const double cols = span(a.max_col_scale, kTileW, a.width);
+    const bool u8 = a.layout == 0;
+    const double plane = (cols - 1.0) * static_cast<double>(a.stride_x) +
+                         (u8 ? static_cast<double>((a.channels - 1) * a.stride_c) : 0.0) + 1.0;
+    const double words = u8 ? std::floor((plane + 6.0) / 4.0) : static_cast<double>(a.channels) * plane;
+    const double per_slot = 1.0 + static_cast<double>(a.channels * kTileW) + words;
+    const double budget = std::floor((kSmemBytes / 4 - kFixedWords - 1) / per_slot);
+    const double rows = std::floor((kTileH - 1) * a.max_row_scale) + 2.0 +
+                        static_cast<double>(filter::tap_count(a.antialias && a.max_row_scale > 1.0 ? a.max_row_scale : 1.0));
+    Geometry g;
+    g.slots = static_cast<int>(std::max(0.0, std::min(rows, budget)));
+    g.stage_words = g.slots > 0 ? static_cast<int>(words) : 0;
+    return g;
 }
 
 template <typename In, typename Out, int C>
 void launch(const CropResizeArgs& a, cudaStream_t stream) {
     Params p{};
     p.image = a.image;
+    p.height = a.height;
+    p.width = a.width;
     p.stride_y = a.stride_y;
     p.stride_x = a.stride_x;
     p.stride_c = a.stride_c;
+    p.boxes = a.boxes;
     p.out_h = a.out_h;
     p.out_w = a.out_w;
-    p.rows = a.rows;
-    p.cols = a.cols;
+    p.antialias = a.antialias;
+    p.padding = static_cast<Padding>(a.padding);
+    p.paired = a.out_w % 2 == 0 && reinterpret_cast<uintptr_t>(a.out) % (2 * sizeof(Out)) == 0;
     for (int c = 0; c < 3; ++c) {
         p.scale[c] = a.scale[c];
         p.shift[c] = a.shift[c];
     }
-    p.slots = tile_slots(a);
+    const Geometry g = tile_geometry(a);
+    p.slots = g.slots;
+    p.stage_words = g.stage_words;
     p.out = a.out;
-    const dim3 block(kTileW, kWarps);
+    const dim3 block(kLanes, kWarps);
     const dim3 grid(static_cast<unsigned>(a.n_boxes), static_cast<unsigned>((a.out_h + kTileH - 1) / kTileH),
                     static_cast<unsigned>((a.out_w + kTileW - 1) / kTileW));
-    const size_t smem = sizeof(float) * static_cast<size_t>(smem_words(p.slots, C));
+    const size_t smem = sizeof(float) * static_cast<size_t>(smem_words(p.slots, C, p.stage_words));
     crop_resize_kernel<In, Out, C><<<grid, block, smem, stream>>>(p);
 }
 
@@ -338,16 +541,18 @@ int device_count(std::string* why) {
 
 void crop_resize_cuda(const CropResizeArgs& a, int device, void* stream) {
     if (a.n_boxes == 0) return;
-    if (a.image == nullptr || a.out == nullptr || a.rows.index == nullptr || a.rows.weight == nullptr ||
-        a.rows.count == nullptr || a.rows.first == nullptr || a.cols.index == nullptr || a.cols.weight == nullptr ||
-        a.cols.count == nullptr || a.cols.first == nullptr)
+    if (a.image == nullptr || a.out == nullptr || a.boxes == nullptr)
         throw std::invalid_argument("crop_resize_cuda: null pointer");
     if (a.channels != 1 && a.channels != 3) throw std::invalid_argument("crop_resize_cuda: channels must be 1 or 3");
     if (a.layout != 0 && a.layout != 1) throw std::invalid_argument("crop_resize_cuda: unknown layout code");
+    if (a.padding < 0 || a.padding > 2) throw std::invalid_argument("crop_resize_cuda: unknown padding code");
     if (a.out_dtype != 0 && a.out_dtype != 1) throw std::invalid_argument("crop_resize_cuda: unknown out_dtype code");
-    if (a.n_boxes < 0 || a.out_h < 1 || a.out_w < 1 || a.rows.taps < 1 || a.cols.taps < 1)
+    if (a.n_boxes < 0 || a.out_h < 1 || a.out_w < 1 || a.height < 1 || a.width < 1)
         throw std::invalid_argument("crop_resize_cuda: sizes must be positive");
-    if (!(a.max_row_scale >= 0.0)) throw std::invalid_argument("crop_resize_cuda: max_row_scale must be >= 0");
+    if (a.stride_y < 0 || a.stride_x < 0 || a.stride_c < 0)
+        throw std::invalid_argument("crop_resize_cuda: strides must be >= 0");
+    if (!(a.max_row_scale >= 0.0) || !(a.max_col_scale >= 0.0))
+        throw std::invalid_argument("crop_resize_cuda: max_row_scale and max_col_scale must be >= 0");
     // Grid limits: boxes on x (2^31 - 1), row and column tiles on y and z (65535 each).
     if (a.n_boxes > 0x7fffffffLL || (a.out_h + kTileH - 1) / kTileH > 65535 ||
         (a.out_w + kTileW - 1) / kTileW > 65535)

@@ -1,8 +1,7 @@
 // GPU crop + antialiased bilinear resize + normalise: the CUDA counterpart of cpu/crop_resize.h, torch-free.
 //
-// Same conventions as the CPU kernel (see cpu/crop_resize.h). The filter taps are not computed here: the caller
-// hands over per-box tap tables already on the device (midlevel_fast/ops/taps.py builds them, shared with the
-// Triton kernel), laid out [box][tap][output] so that neighbouring threads read neighbouring entries.
+// Same conventions as the CPU kernel (see cpu/crop_resize.h). The kernel computes the filter taps itself, from
+// the boxes, with the CPU kernel's own tap math (taps.h), so the caller hands over only the boxes.
 //
 // This header needs no CUDA header, so the pybind11 binding compiles with the host compiler alone.
 #pragma once
@@ -12,27 +11,19 @@
 namespace midlevel_fast {
 namespace cuda {
 
-// One axis of tap tables, all device pointers: index[n][t][j] (int32, -1 reads zero), weight[n][t][j] (float),
-// count[n] (taps used by box n, <= taps), first[n][j] (int32: position of tap 0 before the padding mode,
-// nondecreasing in j; index[n][t][j] is that position + t after the padding mode).
-struct AxisTable {
-    const int32_t* index;
-    const float* weight;
-    const int32_t* count;
-    const int32_t* first;
-    int64_t taps;
-};
-
 struct CropResizeArgs {
     const void* image;        // device pointer
     int layout;               // 0: uint8 HWC, 1: float32 CHW (the CPU enum's codes)
     int64_t height, width, channels;
-    int64_t stride_y, stride_x, stride_c;  // in elements
+    int64_t stride_y, stride_x, stride_c;  // in elements, >= 0
+    const double* boxes;      // device pointer, n_boxes x 4 (x0, y0, x1, y1), finite, x1 >= x0, y1 >= y0
     int64_t n_boxes, out_h, out_w;
-    AxisTable rows, cols;
-    // The largest (y1 - y0) / out_h over the boxes: it bounds how many source rows a tile of output rows reads,
-    // which sizes the kernel's shared memory. A bound too small is safe (those tiles take the slower path).
-    double max_row_scale;
+    bool antialias;
+    int padding;              // the CPU enum's codes
+    // The largest (y1 - y0) / out_h and (x1 - x0) / out_w over the boxes: they bound how many source rows and
+    // columns a tile of outputs reads, which sizes the kernel's shared memory. Bounds too small are safe (those
+    // tiles take the slower path).
+    double max_row_scale, max_col_scale;
     float scale[3], shift[3];  // out = filtered * scale[c] + shift[c]
     int out_dtype;             // 0: float32, 1: float16
     void* out;                 // device pointer, contiguous (n_boxes, channels, out_h, out_w)

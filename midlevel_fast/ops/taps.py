@@ -1,4 +1,5 @@
-"""Host-side index and weight math of the GPU crop_resize kernels, written once for the CUDA and Triton launchers.
+"""Host-side index and weight math of the Triton crop_resize kernel, and the normalisation constants of both GPU
+launchers (the CUDA kernel computes its taps itself, with the C++ tap math of ``csrc/taps.h``).
 
 Same filter as the C++ kernel's ``axis_taps`` (and :func:`midlevel_fast.reference.resize_matrix`): output ``j``
 of an axis with box ``[b0, b1]`` is centred at ``c = b0 + (j + 0.5)·(b1 − b0)/n_out``; with ``f`` the filter scale
@@ -7,7 +8,7 @@ strictly inside ``(c − f, c + f)`` and weigh ``max(0, 1 − |x + 0.5 − c|/f)
 taps, in float64, rounded to float32 once. Tap indices are mapped through the padding mode.
 
 The tables are plain torch ops on the boxes' device, so on a GPU they are computed there, in one pass over all
-boxes, and the kernels only read them. Layout ``[box][tap][output]``: neighbouring GPU threads handle
+boxes, and the Triton kernel only reads them. Layout ``[box][tap][output]``: neighbouring GPU threads handle
 neighbouring outputs, so their table reads are coalesced.
 """
 from __future__ import annotations
@@ -26,15 +27,11 @@ class AxisTaps(NamedTuple):
     zero (``padding_mode="zeros"`` outside the image). ``weight (N, T, n_out)`` float32, 0 for such taps.
     ``count (N,)`` int32: taps used by each box; taps ``count[n] .. T-1`` of box ``n`` have weight 0.
     ``T`` is the largest count over the boxes (1 for no boxes).
-    ``first (N, n_out)`` int32: position of tap 0 before the padding mode, so ``index[n, t, j]`` is
-    ``map_index(first[n, j] + t)``; nondecreasing in ``j``, and ``first[n, j + k] − first[n, j]`` is at most
-    ``floor(k·(b1 − b0)/n_out) + 2``. The CUDA kernel places a tile's source pixels with it.
     """
 
     index: torch.Tensor
     weight: torch.Tensor
     count: torch.Tensor
-    first: torch.Tensor
 
 
 def map_index(x: torch.Tensor, n: int, padding_mode: str) -> torch.Tensor:
@@ -77,8 +74,7 @@ def axis_taps(b0: torch.Tensor, b1: torch.Tensor, n_in: int, n_out: int, antiali
     weight = w / w.sum(dim=1, keepdim=True)
     index = map_index(x, n_in, padding_mode)
     weight = torch.where(index < 0, torch.zeros_like(weight), weight)
-    return AxisTaps(index.to(torch.int32).contiguous(), weight.to(torch.float32).contiguous(),
-                    count.to(torch.int32), first.to(torch.int32).contiguous())
+    return AxisTaps(index.to(torch.int32).contiguous(), weight.to(torch.float32).contiguous(), count.to(torch.int32))
 
 
 class KernelSetup(NamedTuple):
@@ -96,18 +92,22 @@ def kernel_setup(boxes: torch.Tensor, height: int, width: int, out_h: int, out_w
                  std: Sequence[float], uint8_input: bool, antialias: bool, padding_mode: str,
                  device: torch.device) -> KernelSetup:
     """Tap tables on ``device`` for validated float64 ``boxes (N, 4)`` (best on the CPU, see :func:`axis_taps`),
-    and the normalisation constants.
-
-    The constants are rounded as the C++ kernel rounds them (float32 ``(1/255)/std`` and ``-mean/std``), so every
-    backend normalises identically.
+    and the normalisation constants (:func:`normalisation`).
     """
     b = boxes.to(dtype=torch.float64)
-    mean_t = torch.tensor(mean, dtype=torch.float32)
-    std_t = torch.tensor(std, dtype=torch.float32)
-    in_scale = torch.tensor(1.0 / 255.0 if uint8_input else 1.0, dtype=torch.float32)
+    scale, shift = normalisation(mean, std, uint8_input)
     return KernelSetup(
         rows=axis_taps(b[:, 1], b[:, 3], height, out_h, antialias, padding_mode, device),
         cols=axis_taps(b[:, 0], b[:, 2], width, out_w, antialias, padding_mode, device),
-        scale=(in_scale / std_t).tolist(),
-        shift=(-mean_t / std_t).tolist(),
+        scale=scale,
+        shift=shift,
     )
+
+
+def normalisation(mean: Sequence[float], std: Sequence[float], uint8_input: bool) -> tuple[list[float], list[float]]:
+    """The per-channel ``(scale, shift)`` of ``out = filtered · scale + shift``, rounded as the C++ kernel rounds
+    them (float32 ``(1/255)/std`` and ``-mean/std``), so every backend normalises identically."""
+    mean_t = torch.tensor(mean, dtype=torch.float32)
+    std_t = torch.tensor(std, dtype=torch.float32)
+    in_scale = torch.tensor(1.0 / 255.0 if uint8_input else 1.0, dtype=torch.float32)
+    return (in_scale / std_t).tolist(), (-mean_t / std_t).tolist()
