@@ -175,9 +175,11 @@ def _check_out(out: Any, shape: tuple[int, ...], dtype: torch.dtype, device: tor
 
 
 def _gpu_backend() -> str | None:
-    """The backend ``impl="auto"`` uses for CUDA images: Triton when installed, else the CUDA extension."""
+    """The backend ``impl="auto"`` uses for CUDA images: the CUDA extension when built, else Triton. Measured on
+    an H200 (512 grid patches at 224²): 0.49 ms a call for CUDA, which computes its taps in the kernel, against
+    1.75 ms for Triton, whose tap tables take a dozen small torch launches."""
     status = backends()
-    return next((name for name in ("triton", "cuda") if status[name].available), None)
+    return next((name for name in ("cuda", "triton") if status[name].available), None)
 
 
 def _require_gpu_backend() -> str:
