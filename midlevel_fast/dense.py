@@ -82,6 +82,8 @@ def dense_windows(
         raise ValueError(f"q must be >= 1, got {q}")
     size, step_px = backbone.input_size, backbone.stride * step_q
     device = next(backbone.parameters()).device
+    # On a GPU the planes are resized there from one upload of the image, not resized here and copied over.
+    source = torch.from_numpy(np.ascontiguousarray(image)).to(device) if device.type == "cuda" else image
     feats, boxes, index = [], [], []
     for i, lam in enumerate(scales):
         side = min(w, h) / float(lam)
@@ -89,7 +91,7 @@ def dense_windows(
         if hr * wr > MAX_DENSE_PIXELS:
             raise ValueError(f"image {w}x{h} at scale λ={lam} needs a {wr}x{hr} dense plane, more than "
                              f"{MAX_DENSE_PIXELS:,} pixels; use mode='batched' for such elongated images")
-        plane = crop_resize(image, [[0.0, 0.0, w, h]], size=(hr, wr), mean=backbone.mean, std=backbone.std)
+        plane = crop_resize(source, [[0.0, 0.0, w, h]], size=(hr, wr), mean=backbone.mean, std=backbone.std)
         plane = plane.to(device).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             f = backbone.window_head(backbone.trunk(plane), step_q)[0].float()  # (F, rows, cols)
