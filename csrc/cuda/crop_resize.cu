@@ -203,28 +203,28 @@ __device__ __forceinline__ int row_shift(const Params& p, int64_t src, const Sta
 }
 
 // One slot's image row, as staging reads it: nullptr for a zero row. uint8: the aligned word its staged bytes
-// start at, the row's bytes [row, end), and the words [whole_lo, whole_hi] that lie wholly inside them (the others
-// are read byte by byte, so nothing outside the row is read). float: the element of its first staged column.
+// start at, and the bytes [lo, hi) after it that lie inside the image row (words partly outside are read byte by
+// byte, so nothing outside the row is read); as ints, so that a row stays in few registers across the taps.
+// float: the element of its first staged column.
 struct StageRow {
     const void* at;
-    uintptr_t row, end;
-    int whole_lo, whole_hi;
+    int lo, hi;
 };
 
 template <typename In, int C>
 __device__ __forceinline__ StageRow stage_row(const Params& p, int64_t base, const Stage& st, int s) {
-    StageRow r{nullptr, 0, 0, 0, -1};
+    StageRow r{nullptr, 0, 0};
     const int64_t src = filter::map_index(base + s, p.height, p.padding);
     if (src == p.height) return r;
     if (std::is_same<In, uint8_t>::value) {
-        r.row = reinterpret_cast<uintptr_t>(static_cast<const uint8_t*>(p.image) + src * p.stride_y);
-        r.end = r.row + (p.width - 1) * p.stride_x + (C - 1) * p.stride_c + 1;
-        const uintptr_t first = r.row + st.lo;
+        const uintptr_t row = reinterpret_cast<uintptr_t>(static_cast<const uint8_t*>(p.image) + src * p.stride_y);
+        const uintptr_t end = row + (p.width - 1) * p.stride_x + (C - 1) * p.stride_c + 1;
+        const uintptr_t first = row + st.lo;
         const uintptr_t aligned = first - (first & 3);
         r.at = reinterpret_cast<const void*>(aligned);
-        // first >= row, so only word 0 can start before the row; end > first, so the quotient is >= 0.
-        r.whole_lo = aligned < r.row ? 1 : 0;
-        r.whole_hi = static_cast<int>(min(static_cast<int64_t>((r.end - aligned) / 4) - 1, int64_t{0x7fffffff}));
+        // row <= first < row + 4 or aligned >= row, and end > first: 0 <= lo <= 3 < hi.
+        r.lo = aligned < row ? static_cast<int>(row - aligned) : 0;
+        r.hi = static_cast<int>(min(end - aligned, static_cast<uintptr_t>(0x7fffffff)));
     } else {
         r.at = static_cast<const float*>(p.image) + src * p.stride_y + st.lo;
     }
@@ -236,11 +236,11 @@ template <typename In, int C>
 __device__ __forceinline__ uint32_t stage_word(const Params& p, const Stage& st, const StageRow& r, int w) {
     if (r.at == nullptr) return 0;
     if (std::is_same<In, uint8_t>::value) {
-        const uintptr_t at = reinterpret_cast<uintptr_t>(r.at) + 4 * static_cast<uintptr_t>(w);
-        if (w >= r.whole_lo && w <= r.whole_hi) return __ldg(reinterpret_cast<const uint32_t*>(at));
+        const uint8_t* at = static_cast<const uint8_t*>(r.at) + 4 * w;
+        if (4 * w >= r.lo && 4 * w + 4 <= r.hi) return __ldg(reinterpret_cast<const uint32_t*>(at));
         uint32_t v = 0;
         for (int q = 0; q < 4; ++q)
-            if (at + q >= r.row && at + q < r.end) v |= static_cast<uint32_t>(__ldg(reinterpret_cast<const uint8_t*>(at + q))) << (8 * q);
+            if (4 * w + q >= r.lo && 4 * w + q < r.hi) v |= static_cast<uint32_t>(__ldg(at + q)) << (8 * q);
         return v;
     } else {
         // The channel plane of word w without a division: there are C < 4 of them.
@@ -312,8 +312,9 @@ __device__ __noinline__ void direct_tile(const Params p, int64_t n, int64_t i0, 
 // registers for all its slots; more would spill, so wider filters read them from shared memory per slot. uint8
 // taps that read zero (and columns past the tile) read the slot's first staged byte with weight 0, which adds +0
 // as the CPU kernel's zero pixel does, instead of a branch; a float pixel there could be infinite or NaN, so
-// float skips them.
-template <typename In, int C, int T>
+// float skips them. Step: the element step between a pixel's channels when known at compile time (uint8 RGB
+// interleaved: 1, so the channels are immediate offsets of one address), else 0.
+template <typename In, int C, int T, int Step>
 __device__ __forceinline__ void filter_slots(const Params& p, const Stage& st, int slots, int cx, const int* col_offset,
                                              const float* col_weight, const int* slot_shift, const uint32_t* staged,
                                              float* filtered) {
@@ -333,7 +334,7 @@ __device__ __forceinline__ void filter_slots(const Params& p, const Stage& st, i
         for (int q = 0; q < 2; ++q)
             if (in_registers && t < cx) tap(t, q, &offset[t][q], &weight[t][q]);
     // Channel c of a staged pixel lies c * step elements after channel 0.
-    const int step = u8 ? static_cast<int>(p.stride_c) : st.plane;
+    const int step = Step ? Step : u8 ? static_cast<int>(p.stride_c) : st.plane;
     for (int s = threadIdx.y; s < slots; s += kWarps) {
         const int shift = slot_shift[s];
         float h[2][C];
@@ -406,7 +407,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) crop_resize_kernel(const
     // Phase 1: one warp per slot, its lanes over the slot's words; the first batch of loads in flight while the
     // taps are computed.
     int stage_slot = warp;
-    StageRow sr = stage_slot < slots ? stage_row<In, C>(p, base, st, stage_slot) : StageRow{nullptr, 0, 0, 0, -1};
+    StageRow sr = stage_slot < slots ? stage_row<In, C>(p, base, st, stage_slot) : StageRow{nullptr, 0, 0};
     uint32_t batch[kBatch];
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
@@ -475,10 +476,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) crop_resize_kernel(const
     }
 
     // Phase 2: the horizontal pass of every slot row, two neighbouring columns per thread, taps in order.
-    if (cx <= kRegTaps)
-        filter_slots<In, C, kRegTaps>(p, st, slots, cx, col_offset, col_weight, slot_shift, staged, filtered);
+    constexpr bool interleaved = std::is_same<In, uint8_t>::value && C > 1;
+    if (cx > kRegTaps)
+        filter_slots<In, C, kColTaps, 0>(p, st, slots, cx, col_offset, col_weight, slot_shift, staged, filtered);
+    else if (interleaved && p.stride_c == 1)
+        filter_slots<In, C, kRegTaps, 1>(p, st, slots, cx, col_offset, col_weight, slot_shift, staged, filtered);
     else
-        filter_slots<In, C, kColTaps>(p, st, slots, cx, col_offset, col_weight, slot_shift, staged, filtered);
+        filter_slots<In, C, kRegTaps, 0>(p, st, slots, cx, col_offset, col_weight, slot_shift, staged, filtered);
     __syncthreads();
 
     // Phase 3: the vertical combination, in tap order, and the store.
