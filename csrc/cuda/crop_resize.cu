@@ -7,10 +7,10 @@
 // first tap never decreases; each position of that range is a slot of shared memory. A block works in three
 // phases, one barrier each:
 //   1. it loads the image bytes the tile reads (the slots' source rows, over the range of source columns its
-//      taps read) into shared memory, in aligned 4-byte words with every load in flight before the first is
-//      used, and computes the tile's column taps and row weights meanwhile;
+//      taps read) into shared memory, one warp per slot row, in aligned 4-byte words with a batch of loads in
+//      flight before the first is stored, and computes the tile's column taps and row weights meanwhile;
 //   2. one warp per slot filters that row horizontally for the tile's 64 columns (two neighbouring columns per
-//      thread) from shared memory into shared memory;
+//      thread, its taps in registers) from shared memory into shared memory;
 //   3. each thread combines the slots of its output rows with their weights and writes two neighbouring columns
 //      at once (float2 / half2, streaming stores: the output is not read back soon).
 // A source row is therefore read and filtered once per tile instead of once per output row that uses it.
@@ -59,18 +59,22 @@ constexpr int kColTaps = 8;
 static_assert(kTileH * kRowTaps <= kThreads, "phase 1 computes one row tap per thread");
 // The dynamic shared memory a launch may use without opting in per device.
 constexpr int kSmemBytes = 48 * 1024;
-// Staging loads a thread issues before it stores the first (more spill registers at 64 a thread).
-constexpr int kBatch = 2;
+// Staging loads a thread issues before it stores the first: a slot row of the paper grid's largest boxes (84
+// words) in one round.
+constexpr int kBatch = 3;
+// Column taps the horizontal pass holds in registers (shrink factors up to 2, the paper grid's); wider filters
+// read theirs from shared memory.
+constexpr int kRegTaps = 4;
 
 // A block's shared memory in 4-byte words: column offsets and weights [kColTaps][kTileW] each, row weights
-// [kTileH][kRowTaps], the first slot of each output row [kTileH], the source row of each slot [slots, rounded up
-// to even], the filtered slot rows [C][slots][kTileW] (8-byte aligned: read as float2), then the staged image
-// rows [slots][stage_words].
+// [kTileH][kRowTaps], the first slot of each output row [kTileH], the byte shift of each slot's staged row (-1:
+// a zero row) [slots, rounded up to even], the filtered slot rows [C][slots][kTileW] (8-byte aligned: read as
+// float2), then the staged image rows [slots][stage_words].
 constexpr int kFixedWords = 2 * kColTaps * kTileW + kTileH * (kRowTaps + 1);
 static_assert(kFixedWords % 2 == 0, "the filtered rows must stay 8-byte aligned");
-__host__ __device__ constexpr int slot_row_words(int slots) { return (slots + 1) / 2 * 2; }
+__host__ __device__ constexpr int slot_shift_words(int slots) { return (slots + 1) / 2 * 2; }
 __host__ __device__ constexpr int64_t smem_words(int slots, int channels, int stage_words) {
-    return kFixedWords + slot_row_words(slots) + static_cast<int64_t>(slots) * (channels * kTileW + stage_words);
+    return kFixedWords + slot_shift_words(slots) + static_cast<int64_t>(slots) * (channels * kTileW + stage_words);
 }
 
 struct Params {
@@ -191,34 +195,59 @@ __device__ __forceinline__ Stage stage_extent(const Params& p, int64_t lo, int64
     return s;
 }
 
-// The staged bytes of a uint8 slot row start `slot_shift` bytes before its first element: the words are those of
+// The staged bytes of a uint8 slot row start this many bytes before its first element: the words are those of
 // the image, aligned.
-__device__ __forceinline__ int slot_shift(const Params& p, int src, const Stage& st) {
+__device__ __forceinline__ int row_shift(const Params& p, int64_t src, const Stage& st) {
     return static_cast<int>(
         reinterpret_cast<uintptr_t>(static_cast<const uint8_t*>(p.image) + src * p.stride_y + st.lo) & 3);
 }
 
-// Staged word k (slot k / words, word k % words): what the image holds there, 0 for a zero row. uint8 words are
-// read whole where they lie inside the image row, byte by byte at its ends, so nothing outside it is read.
+// One slot's image row, as staging reads it: nullptr for a zero row. uint8: the aligned word its staged bytes
+// start at, and the bytes [lo, hi) after it that lie inside the image row (words partly outside are read byte by
+// byte, so nothing outside the row is read); as ints, so that a row stays in few registers across the taps.
+// float: the element of its first staged column.
+struct StageRow {
+    const void* at;
+    int lo, hi;
+};
+
 template <typename In, int C>
-__device__ __forceinline__ uint32_t stage_load(const Params& p, int64_t base, const Stage& st, int k) {
-    const int s = k / st.words, w = k - s * st.words;
+__device__ __forceinline__ StageRow stage_row(const Params& p, int64_t base, const Stage& st, int s) {
+    StageRow r{nullptr, 0, 0};
     const int64_t src = filter::map_index(base + s, p.height, p.padding);
-    if (src == p.height) return 0;
+    if (src == p.height) return r;
     if (std::is_same<In, uint8_t>::value) {
         const uintptr_t row = reinterpret_cast<uintptr_t>(static_cast<const uint8_t*>(p.image) + src * p.stride_y);
         const uintptr_t end = row + (p.width - 1) * p.stride_x + (C - 1) * p.stride_c + 1;
         const uintptr_t first = row + st.lo;
-        const uintptr_t at = first - (first & 3) + 4 * static_cast<uintptr_t>(w);
-        if (at >= row && at + 4 <= end) return __ldg(reinterpret_cast<const uint32_t*>(at));
+        const uintptr_t aligned = first - (first & 3);
+        r.at = reinterpret_cast<const void*>(aligned);
+        // row <= first < row + 4 or aligned >= row, and end > first: 0 <= lo <= 3 < hi.
+        r.lo = aligned < row ? static_cast<int>(row - aligned) : 0;
+        r.hi = static_cast<int>(min(end - aligned, static_cast<uintptr_t>(0x7fffffff)));
+    } else {
+        r.at = static_cast<const float*>(p.image) + src * p.stride_y + st.lo;
+    }
+    return r;
+}
+
+// Staged word w of a slot row.
+template <typename In, int C>
+__device__ __forceinline__ uint32_t stage_word(const Params& p, const Stage& st, const StageRow& r, int w) {
+    if (r.at == nullptr) return 0;
+    if (std::is_same<In, uint8_t>::value) {
+        const uint8_t* at = static_cast<const uint8_t*>(r.at) + 4 * w;
+        if (4 * w >= r.lo && 4 * w + 4 <= r.hi) return __ldg(reinterpret_cast<const uint32_t*>(at));
         uint32_t v = 0;
         for (int q = 0; q < 4; ++q)
-            if (at + q >= row && at + q < end) v |= static_cast<uint32_t>(__ldg(reinterpret_cast<const uint8_t*>(at + q))) << (8 * q);
+            if (4 * w + q >= r.lo && 4 * w + q < r.hi) v |= static_cast<uint32_t>(__ldg(at + q)) << (8 * q);
         return v;
     } else {
-        const int c = w / st.plane, e = w - c * st.plane;
-        const float* px = static_cast<const float*>(p.image) + src * p.stride_y + c * p.stride_c + st.lo + e;
-        return __float_as_uint(__ldg(px));
+        // The channel plane of word w without a division: there are C < 4 of them.
+        int c = 0;
+#pragma unroll
+        for (int k = 1; k < C; ++k) c += w >= k * st.plane;
+        return __float_as_uint(__ldg(static_cast<const float*>(r.at) + c * p.stride_c + (w - c * st.plane)));
     }
 }
 
@@ -278,6 +307,66 @@ __device__ __noinline__ void direct_tile(const Params p, int64_t n, int64_t i0, 
     }
 }
 
+// Phase 2 of the kernel: the horizontal pass of every slot row, one warp per slot, two neighbouring columns per
+// thread, taps in order (at most T). Up to kRegTaps taps a thread holds its columns' offsets and weights in
+// registers for all its slots; more would spill, so wider filters read them from shared memory per slot. uint8
+// taps that read zero (and columns past the tile) read the slot's first staged byte with weight 0, which adds +0
+// as the CPU kernel's zero pixel does, instead of a branch; a float pixel there could be infinite or NaN, so
+// float skips them. Step: the element step between a pixel's channels when known at compile time (uint8 RGB
+// interleaved: 1, so the channels are immediate offsets of one address), else 0.
+template <typename In, int C, int T, int Step>
+__device__ __forceinline__ void filter_slots(const Params& p, const Stage& st, int slots, int cx, const int* col_offset,
+                                             const float* col_weight, const int* slot_shift, const uint32_t* staged,
+                                             float* filtered) {
+    constexpr bool u8 = std::is_same<In, uint8_t>::value;
+    constexpr bool in_registers = T <= kRegTaps;
+    const int lane = threadIdx.x;
+    const auto tap = [&](int t, int q, int* offset, float* weight) {
+        const int k = t * kTileW + 2 * lane + q;
+        *offset = u8 ? max(col_offset[k], 0) : col_offset[k];
+        *weight = col_weight[k];
+    };
+    int offset[T][2];
+    float weight[T][2];
+#pragma unroll
+    for (int t = 0; t < T; ++t)
+#pragma unroll
+        for (int q = 0; q < 2; ++q)
+            if (in_registers && t < cx) tap(t, q, &offset[t][q], &weight[t][q]);
+    // Channel c of a staged pixel lies c * step elements after channel 0.
+    const int step = Step ? Step : u8 ? static_cast<int>(p.stride_c) : st.plane;
+    for (int s = threadIdx.y; s < slots; s += kWarps) {
+        const int shift = slot_shift[s];
+        float h[2][C];
+#pragma unroll
+        for (int q = 0; q < 2; ++q)
+#pragma unroll
+            for (int c = 0; c < C; ++c) h[q][c] = 0.0f;
+        if (shift >= 0) {
+            const uint32_t* row = staged + s * p.stage_words;
+            const uint8_t* bytes = reinterpret_cast<const uint8_t*>(row) + shift;
+#pragma unroll
+            for (int t = 0; t < T; ++t) {
+                if (t >= cx) break;
+#pragma unroll
+                for (int q = 0; q < 2; ++q) {
+                    if (!in_registers) tap(t, q, &offset[t][q], &weight[t][q]);
+                    const int o = offset[t][q];
+                    if (!u8 && o < 0) continue;
+#pragma unroll
+                    for (int c = 0; c < C; ++c) {
+                        const float v = u8 ? byte_to_float(bytes[o + c * step]) : __uint_as_float(row[o + c * step]);
+                        h[q][c] += weight[t][q] * v;
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int c = 0; c < C; ++c)
+            reinterpret_cast<float2*>(filtered + (c * slots + s) * kTileW)[lane] = make_float2(h[0][c], h[1][c]);
+    }
+}
+
 template <typename In, typename Out, int C>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) crop_resize_kernel(const Params p) {
     extern __shared__ float smem[];
@@ -285,8 +374,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) crop_resize_kernel(const
     float* col_weight = smem + kColTaps * kTileW;                            // [kColTaps][kTileW]
     float* row_weight = smem + 2 * kColTaps * kTileW;                        // [kTileH][kRowTaps]
     int* row_slot = reinterpret_cast<int*>(row_weight + kTileH * kRowTaps);  // [kTileH]
-    int* slot_row = row_slot + kTileH;                                       // [slots]
-    float* filtered = smem + kFixedWords + slot_row_words(p.slots);          // [C][slots][kTileW]
+    int* slot_shift = row_slot + kTileH;                                     // [slots]
+    float* filtered = smem + kFixedWords + slot_shift_words(p.slots);        // [C][slots][kTileW]
     uint32_t* staged = reinterpret_cast<uint32_t*>(filtered + C * p.slots * kTileW);  // [slots][stage_words]
 
     const int64_t n = blockIdx.x;
@@ -307,18 +396,23 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) crop_resize_kernel(const
     int64_t lo, hi;
     mapped_range(col_first, filter::first_tap(ax, filter::center(ax, j0 + cols - 1)) + ax.taps - 1, p.width,
                  p.padding, &lo, &hi);
+    // A tile whose taps all read zeros still stages column 0, so that every staged row holds a byte that the
+    // uint8 horizontal pass can read for its zero taps.
+    if (lo > hi) lo = hi = 0;
     const Stage st = stage_extent<In, C>(p, lo, hi);
     const bool tiled = ay.taps <= kRowTaps && ax.taps <= kColTaps && span <= p.slots && st.words <= p.stage_words;
     const int slots = tiled ? static_cast<int>(span) : 0;
     const int cx = static_cast<int>(ax.taps), cy = static_cast<int>(ay.taps);
 
-    // Phase 1: the first batch of staging loads in flight while the taps are computed.
-    const int staged_words = slots * st.words;
+    // Phase 1: one warp per slot, its lanes over the slot's words; the first batch of loads in flight while the
+    // taps are computed.
+    int stage_slot = warp;
+    StageRow sr = stage_slot < slots ? stage_row<In, C>(p, base, st, stage_slot) : StageRow{nullptr, 0, 0};
     uint32_t batch[kBatch];
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
-        const int k = tid + b * kThreads;
-        batch[b] = k < staged_words ? stage_load<In, C>(p, base, st, k) : 0;
+        const int w = lane + b * kLanes;
+        batch[b] = w < st.words ? stage_word<In, C>(p, st, sr, w) : 0;
     }
     bool direct = !tiled;
     if (tiled) {
@@ -353,20 +447,27 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) crop_resize_kernel(const
         }
         for (int s = tid; s < slots; s += kThreads) {
             const int64_t src = filter::map_index(base + s, p.height, p.padding);
-            slot_row[s] = src < p.height ? static_cast<int>(src) : -1;
+            slot_shift[s] = src < p.height ? (std::is_same<In, uint8_t>::value ? row_shift(p, src, st) : 0) : -1;
         }
     }
-    for (int k0 = tid;; k0 += kBatch * kThreads) {
+    for (int w0 = 0; stage_slot < slots;) {
+        uint32_t* row = staged + stage_slot * p.stage_words;
 #pragma unroll
         for (int b = 0; b < kBatch; ++b) {
-            const int k = k0 + b * kThreads;
-            if (k < staged_words) staged[k / st.words * p.stage_words + k % st.words] = batch[b];
+            const int w = w0 + lane + b * kLanes;
+            if (w < st.words) row[w] = batch[b];
         }
-        if (k0 + kBatch * kThreads >= staged_words) break;
+        w0 += kBatch * kLanes;
+        if (w0 >= st.words) {
+            w0 = 0;
+            stage_slot += kWarps;
+            if (stage_slot >= slots) break;
+            sr = stage_row<In, C>(p, base, st, stage_slot);
+        }
 #pragma unroll
         for (int b = 0; b < kBatch; ++b) {
-            const int k = k0 + (kBatch + b) * kThreads;
-            batch[b] = k < staged_words ? stage_load<In, C>(p, base, st, k) : 0;
+            const int w = w0 + lane + b * kLanes;
+            batch[b] = w < st.words ? stage_word<In, C>(p, st, sr, w) : 0;
         }
     }
     if (__syncthreads_or(direct)) {
@@ -375,42 +476,17 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) crop_resize_kernel(const
     }
 
     // Phase 2: the horizontal pass of every slot row, two neighbouring columns per thread, taps in order.
-    const int x0 = 2 * lane;
-    for (int s = warp; s < slots; s += kWarps) {
-        const int src = slot_row[s];
-        float h[2][C];
-#pragma unroll
-        for (int q = 0; q < 2; ++q)
-#pragma unroll
-            for (int c = 0; c < C; ++c) h[q][c] = 0.0f;
-        if (src >= 0) {
-            const uint32_t* row = staged + s * p.stage_words;
-            const int shift = std::is_same<In, uint8_t>::value ? slot_shift(p, src, st) : 0;
-            for (int t = 0; t < cx; ++t) {
-#pragma unroll
-                for (int q = 0; q < 2; ++q) {
-                    const int offset = col_offset[t * kTileW + x0 + q];
-                    if (offset < 0) continue;
-                    const float w = col_weight[t * kTileW + x0 + q];
-#pragma unroll
-                    for (int c = 0; c < C; ++c) {
-                        float v;
-                        if (std::is_same<In, uint8_t>::value)
-                            v = byte_to_float(reinterpret_cast<const uint8_t*>(row)[shift + offset + c * p.stride_c]);
-                        else
-                            v = __uint_as_float(row[c * st.plane + offset]);
-                        h[q][c] += w * v;
-                    }
-                }
-            }
-        }
-#pragma unroll
-        for (int c = 0; c < C; ++c)
-            reinterpret_cast<float2*>(filtered + (c * slots + s) * kTileW)[lane] = make_float2(h[0][c], h[1][c]);
-    }
+    constexpr bool interleaved = std::is_same<In, uint8_t>::value && C > 1;
+    if (cx > kRegTaps)
+        filter_slots<In, C, kColTaps, 0>(p, st, slots, cx, col_offset, col_weight, slot_shift, staged, filtered);
+    else if (interleaved && p.stride_c == 1)
+        filter_slots<In, C, kRegTaps, 1>(p, st, slots, cx, col_offset, col_weight, slot_shift, staged, filtered);
+    else
+        filter_slots<In, C, kRegTaps, 0>(p, st, slots, cx, col_offset, col_weight, slot_shift, staged, filtered);
     __syncthreads();
 
     // Phase 3: the vertical combination, in tap order, and the store.
+    const int x0 = 2 * lane;
 #pragma unroll
     for (int k = 0; k < kTileH / kWarps; ++k) {
         const int r = warp + k * kWarps;
@@ -422,12 +498,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) crop_resize_kernel(const
         for (int q = 0; q < 2; ++q)
 #pragma unroll
             for (int c = 0; c < C; ++c) acc[q][c] = 0.0f;
-        for (int t = 0; t < cy; ++t) {
+#pragma unroll
+        for (int t = 0; t < kRowTaps; ++t) {
+            if (t >= cy) break;
+            const float wt = w[t];
 #pragma unroll
             for (int c = 0; c < C; ++c) {
                 const float2 v = h[(c * slots + t) * (kTileW / 2)];
-                acc[0][c] += w[t] * v.x;
-                acc[1][c] += w[t] * v.y;
+                acc[0][c] += wt * v.x;
+                acc[1][c] += wt * v.y;
             }
         }
         store_pair<Out, C>(p, n, i0 + r, j0 + x0, acc);
