@@ -18,6 +18,7 @@ from midlevel_fast.backends import backends
 from midlevel_fast.dense import dense_windows
 from midlevel_fast.grid import grid
 from midlevel_fast.image_io import load_image
+from midlevel_fast.malloc import tune_malloc
 from midlevel_fast.model import PatchClassifier, default_model
 from midlevel_fast.ops.crop_resize import crop_resize
 
@@ -102,6 +103,7 @@ def patch_features(backbone: torch.nn.Module, image: np.ndarray, mode: str, scal
     """``(features (M, F), boxes (M, 4), scale_index (M,))`` of ``image`` in ``mode`` ``"dense"`` (sliding
     window, see :mod:`midlevel_fast.dense`) or ``"batched"`` (the paper grid, cropped and resized); ``bf16``
     runs the network under bfloat16 autocast."""
+    tune_malloc()
     if mode == "dense":
         return dense_windows(backbone, image, scales, grid_stride, q, bf16)
     if mode != "batched":
@@ -139,6 +141,7 @@ def score_image(
     ``"bf16"`` or ``"auto"`` (see :func:`resolve_precision`).
     """
     t0 = time.perf_counter()
+    tune_malloc()
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if mode not in MODES:
