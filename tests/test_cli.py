@@ -26,3 +26,24 @@ def test_bad_file_reports_and_fails(tmp_path, capsys):
 
 def test_no_input_is_a_usage_error(capsys):
     assert main(["score", "--head", "imagenet"]) == 2
+
+
+def test_train_pools_the_patches_of_dense_and_batched_features(tmp_path, capsys):
+    from midlevel_fast.model import load_head
+
+    from .test_voc import make_voc, obj
+
+    voc = make_voc(tmp_path / "voc", obj("cat", (4, 3, 36, 28)))
+    common = ["--voc", str(voc), "--split", "train", "--cache", str(tmp_path / "cache"), "--mode", "dense", "batched"]
+    assert main(["cache", *common]) == 0
+    out = capsys.readouterr().out
+    assert "(dense)" in out and "(batched)" in out
+    head_file = tmp_path / "head.safetensors"
+    assert main(["train", *common, "--val-split", "", "--epochs", "2", "--out", str(head_file)]) == 0
+    rows = int(capsys.readouterr().out.split(" training patches")[0].split()[-1])
+    _, info = load_head(head_file)
+    assert info.extra["mode"] == ["dense", "batched"]
+    single = tmp_path / "dense.safetensors"
+    assert main(["train", *common[:-1], "--val-split", "", "--epochs", "1", "--out", str(single)]) == 0
+    dense_rows = int(capsys.readouterr().out.split(" training patches")[0].split()[-1])
+    assert load_head(single)[1].extra["mode"] == "dense" and 0 < dense_rows < rows
