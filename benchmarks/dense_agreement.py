@@ -74,8 +74,8 @@ def main() -> None:
         rhos.append(rho)
         deltas.append(delta)
         top_d, top_b = dense.top(1)[0][0], batched.top(1)[0][0]
-        print(f"{image_id}  rho={rho:.3f} (context {context_rhos[-1]:.3f}, patch set {set_rhos[-1]:.3f})  mean|dp|={delta:.2e}  top dense={top_d[:20]!r} batched={top_b[:20]!r}",
-              flush=True)
+        print(f"{image_id}  rho={rho:.3f} (context {context_rhos[-1]:.3f}, patch set {set_rhos[-1]:.3f})  "
+              f"mean|dp|={delta:.2e}  top dense={top_d[:20]!r} batched={top_b[:20]!r}", flush=True)
     print(f"\n{len(ids)} images, {model.backbone.name}, {len(model.class_names)} classes, dense precision "
           f"{args.precision}, {time.perf_counter() - t0:.0f} s")
     print(f"median Spearman rho (dense vs batched class scores): {statistics.median(rhos):.3f} "

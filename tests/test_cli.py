@@ -47,3 +47,12 @@ def test_train_pools_the_patches_of_dense_and_batched_features(tmp_path, capsys)
     assert main(["train", *common[:-1], "--val-split", "", "--epochs", "1", "--out", str(single)]) == 0
     dense_rows = int(capsys.readouterr().out.split(" training patches")[0].split()[-1])
     assert load_head(single)[1].extra["mode"] == "dense" and 0 < dense_rows < rows
+
+
+def test_mode_takes_several_values_for_cache_and_train_only():
+    from midlevel_fast.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["train", "--voc", "v", "--out", "h", "--mode", "dense", "batched"]).mode == ["dense", "batched"]
+    assert parse(["cache", "--voc", "v"]).mode == ["dense"]
+    assert parse(["eval", "--voc", "v", "--head", "h"]).mode == "dense"

@@ -1,5 +1,6 @@
 """The Triton launcher's host-side tap tables (midlevel_fast/ops/taps.py) against the reference matrix and the C++
-kernel's own taps (csrc/taps.h, which the CUDA kernel computes on the device). Runs on the CPU; the tables are plain torch ops, the same on any device."""
+kernel's own taps (csrc/taps.h, which the CUDA kernel computes on the device). Runs on the CPU; the tables are
+plain torch ops, the same on any device."""
 from __future__ import annotations
 
 import numpy as np

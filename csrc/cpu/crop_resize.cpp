@@ -228,7 +228,8 @@ inline __attribute__((always_inline)) void band_kernel(const ImageView& im, cons
         if (tx == 2) {
             // Enlarged boxes, the common case: two taps, unrolled so the pixel stays in one register.
             for (int64_t j = 0; j < ow; ++j) {
-                Pixel<P> v = load_pixel<P>(seg + ix[2 * j]) * wx[2 * j] + load_pixel<P>(seg + ix[2 * j + 1]) * wx[2 * j + 1];
+                Pixel<P> v = load_pixel<P>(seg + ix[2 * j]) * wx[2 * j] +
+                             load_pixel<P>(seg + ix[2 * j + 1]) * wx[2 * j + 1];
                 for (int64_t c = 0; c < C; ++c) dst[c * plane + j] = lane(v, c);
             }
             continue;

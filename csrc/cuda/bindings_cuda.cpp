@@ -75,7 +75,7 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("crop_resize", &crop_resize, py::arg("image"), py::arg("layout"), py::arg("height"), py::arg("width"),
           py::arg("channels"), py::arg("stride_y"), py::arg("stride_x"), py::arg("stride_c"), py::arg("boxes"),
           py::arg("n_boxes"), py::arg("out_h"), py::arg("out_w"), py::arg("antialias"), py::arg("padding"),
-          py::arg("max_row_scale"), py::arg("max_col_scale"), py::arg("scale"), py::arg("shift"), py::arg("out_dtype"), py::arg("out"), py::arg("device"),
-          py::arg("stream"),
+          py::arg("max_row_scale"), py::arg("max_col_scale"), py::arg("scale"), py::arg("shift"),
+          py::arg("out_dtype"), py::arg("out"), py::arg("device"), py::arg("stream"),
           "Enqueues crop_resize on `stream`; raises RuntimeError('... no CUDA device ...') without a GPU.");
 }

@@ -532,8 +532,9 @@ Geometry tile_geometry(const CropResizeArgs& a) {
     const double words = u8 ? std::floor((plane + 6.0) / 4.0) : static_cast<double>(a.channels) * plane;
     const double per_slot = 1.0 + static_cast<double>(a.channels * kTileW) + words;
     const double budget = std::floor((kSmemBytes / 4 - kFixedWords - 1) / per_slot);
+    const double row_fscale = a.antialias && a.max_row_scale > 1.0 ? a.max_row_scale : 1.0;
     const double rows = std::floor((kTileH - 1) * a.max_row_scale) + 2.0 +
-                        static_cast<double>(filter::tap_count(a.antialias && a.max_row_scale > 1.0 ? a.max_row_scale : 1.0));
+                        static_cast<double>(filter::tap_count(row_fscale));
     Geometry g;
     g.slots = static_cast<int>(std::max(0.0, std::min(rows, budget)));
     g.stage_words = g.slots > 0 ? static_cast<int>(words) : 0;
