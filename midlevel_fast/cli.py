@@ -118,10 +118,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from midlevel_fast.train import TrainConfig, config_dict, eval_set, merge_patch_sets, patch_set, train_head
     from midlevel_fast.voc import VOC_CLASSES
 
+    if args.consistency and not {"dense", "batched"} <= set(args.mode):
+        raise SystemExit("--consistency pairs dense windows with grid crops: it needs --mode dense batched")
     if args.threads:
         torch.set_num_threads(args.threads)
     config = TrainConfig(layers=args.layers, hidden=args.hidden, objective=args.objective, k=args.k,
-                         max_epochs=args.epochs, seed=args.seed)
+                         max_epochs=args.epochs, seed=args.seed, consistency=args.consistency)
     backbone = get_backbone(args.backbone)
     caches = [_voc_cache(args, backbone, PAPER_SCALES, PAPER_STRIDE, mode) for mode in args.mode]
     train_images = [im for split in args.split for im in _cached_split(args, backbone, caches, split)]
@@ -131,9 +133,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     train = merge_patch_sets([patch_set(cache, train_images, VOC_CLASSES, config.bg_fraction, config.seed,
                                         config.objective) for cache in caches])
     val = eval_set(caches[0], val_images, VOC_CLASSES) if val_images else None
+    pairs = None
+    if config.consistency:
+        from midlevel_fast.consistency import consistency_pairs
+
+        pairs = consistency_pairs(caches[args.mode.index("dense")], caches[args.mode.index("batched")],
+                                  [im.image_id for im in train_images])
     print(f"{len(train.features)} training patches from {len(train_images)} images "
-          f"({int(train.counts[-1])} background kept), loaded in {time.perf_counter() - t0:.1f} s")
-    result = train_head(train, len(VOC_CLASSES), config, val)
+          f"({int(train.counts[-1])} background kept)"
+          + (f", {len(pairs)} dense/crop pairs" if pairs else "")
+          + f", loaded in {time.perf_counter() - t0:.1f} s")
+    result = train_head(train, len(VOC_CLASSES), config, val, pairs=pairs)
     info = HeadInfo(backbone=backbone.name, class_names=list(VOC_CLASSES), k=config.k, scales=list(PAPER_SCALES),
                     grid_stride=PAPER_STRIDE, layers=config.layers, hidden=config.hidden,
                     extra={"train": config_dict(config), "mode": args.mode if len(args.mode) > 1 else args.mode[0],
@@ -226,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--k", type=float, default=5.0, help="power-mean exponent used for validation and stored")
     t.add_argument("--epochs", type=int, default=30, help="at most this many epochs")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--consistency", type=float, default=0.0, metavar="LAMBDA",
+                   help="weight of the dense/crop consistency term (not in the paper; needs --mode dense batched)")
     t.add_argument("--half", action="store_true", help="store the weights as float16")
     t.set_defaults(func=cmd_train)
 

@@ -51,10 +51,14 @@ def _area(b: torch.Tensor) -> torch.Tensor:
     return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
 
 
-def _qualification(p: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _intersection(p: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     iw = (torch.minimum(p[:, None, 2], b[None, :, 2]) - torch.maximum(p[:, None, 0], b[None, :, 0])).clamp(min=0)
     ih = (torch.minimum(p[:, None, 3], b[None, :, 3]) - torch.maximum(p[:, None, 1], b[None, :, 1])).clamp(min=0)
-    inter = iw * ih  # (N, M)
+    return iw * ih  # (N, M)
+
+
+def _qualification(p: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    inter = _intersection(p, b)
     qualifies = (inter > 0) & (5 * inter >= _area(p)[:, None]) & (5 * inter >= 3 * _area(b)[None, :])
     return inter > 0, qualifies
 
@@ -65,6 +69,14 @@ def qualification(patch_boxes: torch.Tensor | np.ndarray,
     conditions (see the module docstring). The building block of :func:`patch_labels` and of the multi-label
     objective in :mod:`midlevel_fast.train`."""
     return _qualification(_boxes("patch_boxes", patch_boxes), _boxes("object_boxes", object_boxes))
+
+
+def box_iou(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Intersection over union, float64 ``(N, M)``, of positive-area boxes ``a (N, 4)`` and ``b (M, 4)``
+    (``(x0, y0, x1, y1)``, ``ValueError`` otherwise)."""
+    p, q = _boxes("a", a), _boxes("b", b)
+    inter = _intersection(p, q)
+    return inter / (_area(p)[:, None] + _area(q)[None, :] - inter)
 
 
 def patch_labels(

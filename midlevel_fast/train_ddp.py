@@ -5,7 +5,8 @@ Parity with a single-process run, by construction:
 
 * every rank holds the whole training set and draws the same seeded epoch order, so the *global* batches are the
   single-process batches; rank ``r`` computes rows ``tensor_split(batch, world)[r]`` of each (an empty slice is
-  fine);
+  fine). With the consistency term a step forwards the rows and both sides of the pairs as one concatenation;
+  each part is split the same way;
 * dropout masks are drawn for the whole global batch on every rank, from the same seeded generator and with the
   same call as the single-process ``nn.Dropout``, and each rank keeps its rows, so the union of the ranks' masks is
   the single-process mask (a rank that drew only its own rows would consume the random stream differently);
@@ -40,9 +41,9 @@ class _GlobalBatchDropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.replica.batch is None:
             return super().forward(x)
-        rows, start, stop = self.replica.batch
+        rows, mine = self.replica.batch
         mask = F.dropout(torch.ones((rows, *x.shape[1:]), dtype=x.dtype, device=x.device), self.p, True)
-        return x * mask[start:stop]
+        return x * mask[mine]
 
 
 class Replica:
@@ -57,7 +58,8 @@ class Replica:
         self.world_size = ctx.world_size
         # The loop runs on CPU tensors, which nccl cannot reduce.
         self.group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
-        self.batch: tuple[int, int, int] | None = None
+        # (rows of the global forward, positions of this rank's rows in it)
+        self.batch: tuple[int, torch.Tensor] | None = None
 
     def wrap(self, head: nn.Module) -> nn.Module:
         """Swaps ``head``'s dropout layers for global-batch ones (in place) and returns it wrapped in DDP."""
@@ -75,14 +77,19 @@ class Replica:
                 if isinstance(child, _GlobalBatchDropout):
                     setattr(parent, name, nn.Dropout(child.p))
 
-    def rows(self, batch: torch.Tensor) -> torch.Tensor:
-        """This rank's slice of the global ``batch`` (indices of training rows)."""
-        size, extra = divmod(len(batch), self.world_size)
-        rank = self.ctx.rank
-        start = rank * size + min(rank, extra)
-        stop = start + size + int(rank < extra)
-        self.batch = (len(batch), start, stop)
-        return batch[start:stop]
+    def rows(self, *batches: torch.Tensor) -> list[torch.Tensor]:
+        """This rank's slice of each global batch (indices of rows), for one forward over their concatenation."""
+        mine, positions, offset = [], [], 0
+        for batch in batches:
+            size, extra = divmod(len(batch), self.world_size)
+            rank = self.ctx.rank
+            start = rank * size + min(rank, extra)
+            stop = start + size + int(rank < extra)
+            mine.append(batch[start:stop])
+            positions.append(torch.arange(offset + start, offset + stop))
+            offset += len(batch)
+        self.batch = (offset, torch.cat(positions))
+        return mine
 
     def mean(self, value: float) -> float:
         """``value`` averaged over the ranks (float64, the same result on every rank)."""
