@@ -252,12 +252,12 @@ def train_head(train: PatchSet, num_classes: int, config: TrainConfig = TrainCon
             idx = order[s: s + config.batch_size]
             batches = [idx]
             if config.consistency > 0:
-                batches.append(torch.randint(len(pairs), (len(idx),), generator=generator))
+                drawn = torch.randint(len(pairs), (len(idx),), generator=generator)
+                batches += [drawn, drawn]  # the dense sides, then the crop sides
             mine = batches if replica is None else replica.rows(*batches)
-            rows = mine[0]
-            x, y = [train.features[rows]], train.targets[rows]
+            x, y = [train.features[mine[0]]], train.targets[mine[0]]
             if config.consistency > 0:
-                x += [pairs.dense[pairs.index[mine[1], 0]], pairs.crops[pairs.index[mine[1], 1]]]
+                x += [pairs.dense[pairs.index[mine[1], 0]], pairs.crops[pairs.index[mine[2], 1]]]
             # One forward over rows and both sides of the pairs, so that DDP sees one pass per step.
             inputs = torch.cat(x).float()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):

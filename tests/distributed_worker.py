@@ -2,7 +2,7 @@
 tests/test_collection.py and tests/test_distributed.py (not a test module itself).
 
     score IMAGES OUT REPORT_DIR [--slow SECONDS]   score_collection; writes REPORT_DIR/rank<r>.json
-    cache-train IMAGES CACHE_BASE REPORT_DIR       sharded fill_cache, then DDP train_head on synthetic rows
+    cache-train IMAGES CACHE_BASE REPORT_DIR       sharded fill_cache, then DDP train_head on synthetic rows (each config)
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from midlevel_fast.cache import CacheConfig
+from midlevel_fast.consistency import PairSet
 from midlevel_fast.train import EvalSet, PatchSet, TrainConfig
 
 WORKER = os.path.abspath(__file__)
@@ -26,6 +27,7 @@ TRAIN_CONFIGS = {
     "softmax": TrainConfig(hidden=32, batch_size=25, max_epochs=4, bf16=False, dropout=0.5),
     "multilabel": TrainConfig(hidden=32, batch_size=25, max_epochs=4, bf16=False, dropout=0.5,
                               objective="multilabel"),
+    "consistency": TrainConfig(hidden=32, batch_size=25, max_epochs=4, bf16=False, dropout=0.5, consistency=2.0),
 }
 
 
@@ -68,6 +70,17 @@ def multilabel(train: PatchSet, classes: int = 3) -> PatchSet:
     return PatchSet(train.features, hot, train.counts)
 
 
+def train_inputs(name: str) -> tuple[PatchSet, EvalSet, PairSet | None]:
+    """Training rows, evaluation set and (for the consistency config) pairs of each row with a shifted copy."""
+    train, val = synthetic_rows()
+    if name == "multilabel":
+        return multilabel(train), val, None
+    if name == "consistency":
+        shifted = train.features + torch.linspace(-1, 1, train.features.shape[1]).half()
+        return train, val, PairSet(train.features, shifted, torch.arange(len(shifted)).repeat(2, 1).T.contiguous())
+    return train, val, None
+
+
 def tiny_model():
     """EfficientNet-Lite0's ImageNet classifier at one scale: about 25 ms per 64x48 image on one thread."""
     from midlevel_fast.model import load_model
@@ -108,9 +121,9 @@ def cache_train(args: argparse.Namespace, ctx) -> None:
     fill_cache(cache, model.backbone, items, progress=False)
     report = Path(args.report)
     (report / f"cache{ctx.rank}.json").write_text(json.dumps({"rank": cache.rank, "ids": cache.image_ids}))
-    train, val = synthetic_rows()
     for name, config in TRAIN_CONFIGS.items():
-        res = train_head(train if name == "softmax" else multilabel(train), 3, config, val, log=None)
+        train, val, pairs = train_inputs(name)
+        res = train_head(train, 3, config, val, log=None, pairs=pairs)
         torch.save({"state": res.head.state_dict(), "history": res.history, "best_epoch": res.best_epoch},
                    report / f"{name}{ctx.rank}.pt")
 

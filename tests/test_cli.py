@@ -47,6 +47,12 @@ def test_train_pools_the_patches_of_dense_and_batched_features(tmp_path, capsys)
     assert main(["train", *common[:-1], "--val-split", "", "--epochs", "1", "--out", str(single)]) == 0
     dense_rows = int(capsys.readouterr().out.split(" training patches")[0].split()[-1])
     assert load_head(single)[1].extra["mode"] == "dense" and 0 < dense_rows < rows
+    tied = tmp_path / "tied.safetensors"
+    assert main(["train", *common, "--val-split", "", "--epochs", "1", "--consistency", "2", "--out", str(tied)]) == 0
+    assert " dense/crop pairs" in capsys.readouterr().out
+    assert load_head(tied)[1].extra["train"]["consistency"] == 2.0
+    with pytest.raises(SystemExit, match="needs --mode dense batched"):
+        main(["train", *common[:-1], "--consistency", "1", "--out", str(tmp_path / "no.safetensors")])
 
 
 def test_mode_takes_several_values_for_cache_and_train_only():

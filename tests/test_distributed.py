@@ -13,7 +13,7 @@ import torch
 from midlevel_fast.cache import FeatureCache, build_cache, fill_cache, open_cache
 from midlevel_fast.distributed import init_distributed, shard
 from midlevel_fast.train import train_head
-from tests.distributed_worker import (CACHE_CONFIG, TRAIN_CONFIGS, WORKER, multilabel, synthetic_rows, tiny_model,
+from tests.distributed_worker import (CACHE_CONFIG, TRAIN_CONFIGS, WORKER, synthetic_rows, tiny_model, train_inputs,
                                       write_images)
 
 # Weights of a 2-rank DDP run against a single process (fp32, dropout 0.5, 4 epochs): equal up to float32
@@ -75,7 +75,7 @@ def test_rank_writers_share_one_directory(tmp_path):
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    """One torchrun launch: a sharded cache build, then DDP training of both objectives."""
+    """One torchrun launch: a sharded cache build, then DDP training of each config (both objectives, and the consistency term)."""
     tmp = tmp_path_factory.mktemp("ddp")
     write_images(tmp / "images", 7)
     proc = torchrun("cache-train", str(tmp / "images"), str(tmp / "cache"), str(tmp), cwd=tmp)
@@ -112,12 +112,11 @@ def test_sharded_cache_equals_single_process_cache(two_ranks, tmp_path):
 @pytest.mark.parametrize("objective", list(TRAIN_CONFIGS))
 def test_ddp_training_matches_a_single_process(two_ranks, objective):
     config = TRAIN_CONFIGS[objective]
-    train, val = synthetic_rows()
+    train, val, pairs = train_inputs(objective)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single = train_head(train if objective == "softmax" else multilabel(train), 3, config, val, log=None,
-                            data_parallel=False)
+        single = train_head(train, 3, config, val, log=None, data_parallel=False, pairs=pairs)
     finally:
         torch.set_num_threads(threads)
     ranks = [torch.load(two_ranks / f"{objective}{r}.pt") for r in range(2)]
