@@ -15,9 +15,11 @@ import argparse
 import statistics
 import time
 
+import numpy as np
 import torch
 
 from midlevel_fast import load_image, load_model, power_mean, score_image
+from midlevel_fast.cache import FeatureCache
 from midlevel_fast.dense import dense_windows
 from midlevel_fast.ops.crop_resize import crop_resize
 from midlevel_fast.score import resolve_precision
@@ -40,6 +42,22 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     ra, rb = ranks(a.double()), ranks(b.double())
     ra, rb = ra - ra.mean(), rb - rb.mean()
     return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+
+
+def cached_agreement(head: torch.nn.Module, dense: FeatureCache, batched: FeatureCache, image_ids: list[str],
+                     k: float) -> float:
+    """Median over ``image_ids`` of the Spearman ρ between the power-mean class scores of ``head`` (softmax
+    objective) on the cached dense windows and on the cached grid crops."""
+    head.eval()
+    rhos = []
+    with torch.inference_mode():
+        for image_id in image_ids:
+            scores = []
+            for cache in (dense, batched):
+                logits = head(torch.from_numpy(np.array(cache.load(image_id).features)).float())
+                scores.append(power_mean(torch.softmax(logits.double(), 1)[:, :-1], k))
+            rhos.append(spearman(*scores))
+    return statistics.median(rhos)
 
 
 def main() -> None:

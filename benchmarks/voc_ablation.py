@@ -1,13 +1,17 @@
 """The paper's procedure on real VOC data, train → val, with its ablations, in one table.
 
-    python -m benchmarks.voc_ablation [--voc ROOT] [--cache DIR] [--batched] [--out results.json]
+    python -m benchmarks.voc_ablation [--voc ROOT] [--cache DIR] [--batched [--consistency 3 ...]] [--out results.json]
 
 Needs the dense feature cache of train and val (``midlevel-fast cache --voc ROOT --split train val``; with
 ``--batched`` also the batched one, ``--mode batched``), which it builds when missing. Rows: the paper's head
 (softmax over 20 + background, FCa 2048 + FCb, k = 5), k = 1 and 10, 1 and 3 adaptation layers, the multi-label
-objective, batched instead of dense features, one head on the patches of both (the shipped head's recipe),
-and the whole-image linear probe on the same backbone. Every head keeps its best validation epoch, as
-`midlevel-fast train` does.
+objective, batched instead of dense features, one head on the patches of both, the same with the dense/crop
+consistency term (the shipped head's recipe), and the whole-image linear probe on the same backbone. Every head
+keeps its best validation epoch, as `midlevel-fast train` does.
+
+The heads trained on both kinds of patches also get the median Spearman ρ between their dense and batched class
+scores over the first 50 val images, computed from the cached features (float16, fp32 head): a quick stand-in for
+``python -m benchmarks.dense_agreement``, which runs ``score_image`` end to end.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import torch
 
 from midlevel_fast.backbones import get_backbone
 from midlevel_fast.cache import CacheConfig, default_cache_root, fill_cache, open_cache
+from midlevel_fast.consistency import consistency_pairs
 from midlevel_fast.evaluate import format_ap_table
 from midlevel_fast.grid import PAPER_SCALES, PAPER_STRIDE
 from midlevel_fast.probe import train_probe, whole_image_features
@@ -27,6 +32,7 @@ from midlevel_fast.train import TrainConfig, eval_set, evaluate_head, merge_patc
 from midlevel_fast.voc import VOC_CLASSES, image_labels, load_split
 
 from .conftest import voc_root
+from .dense_agreement import cached_agreement
 
 
 def caches(backbone, base, mode, splits):
@@ -41,7 +47,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--voc", default=None)
     parser.add_argument("--cache", default=None)
-    parser.add_argument("--batched", action="store_true", help="also the batched-features row")
+    parser.add_argument("--batched", action="store_true", help="also the batched-features rows")
+    parser.add_argument("--consistency", type=float, nargs="*", default=[3.0],
+                        help="with --batched: consistency weights to train pooled heads with (0 is the plain row)")
     parser.add_argument("--out", default=None, help="write the numbers as JSON")
     args = parser.parse_args()
     root = args.voc or voc_root()
@@ -80,15 +88,23 @@ def main() -> None:
                 summary[label + " (k=5)"]["train_rows"] = int(len(train.features))
                 summary[label + " (k=5)"]["epochs"] = len(res.history)
     if args.batched:
-        # The shipped head's recipe: one head trained on the patches of both modes, validated on dense features.
-        cfg = TrainConfig()
-        train = merge_patch_sets([patch_set(c, train_images, VOC_CLASSES, cfg.bg_fraction, cfg.seed, cfg.objective)
-                                  for c in mode_caches.values()])
-        res = train_head(train, len(VOC_CLASSES), cfg, eval_set(mode_caches["dense"], val_images, VOC_CLASSES),
-                         log=None)
-        for mode, cache in mode_caches.items():
-            record(f"dense+batched paper, {mode} val", res.head, cfg.objective,
-                   eval_set(cache, val_images, VOC_CLASSES), 5.0, res.seconds)
+        # One head trained on the patches of both modes, validated on dense features; with consistency > 0, the
+        # shipped head's recipe.
+        dense, batched = mode_caches["dense"], mode_caches["batched"]
+        train = merge_patch_sets([patch_set(c, train_images, VOC_CLASSES) for c in (dense, batched)])
+        pairs = consistency_pairs(dense, batched, [im.image_id for im in train_images])
+        agreement_ids = [im.image_id for im in val_images[:50]]
+        for weight in [0.0] + [w for w in args.consistency if w > 0]:
+            cfg = TrainConfig(consistency=weight)
+            res = train_head(train, len(VOC_CLASSES), cfg, eval_set(dense, val_images, VOC_CLASSES), log=None,
+                             pairs=pairs)
+            name = "dense+batched paper" + (f" + consistency {weight:g}" if weight else "")
+            for mode, cache in mode_caches.items():
+                record(f"{name}, {mode} val", res.head, cfg.objective, eval_set(cache, val_images, VOC_CLASSES),
+                       5.0, res.seconds)
+            rho = cached_agreement(res.head, dense, batched, agreement_ids, cfg.k)
+            summary[f"{name}, dense val"]["median_rho_cached_50"] = rho
+            print(f"{name:<28} median ρ dense vs batched (cached, 50 val images) {rho:.3f}", flush=True)
 
     t0 = time.perf_counter()
     xt = whole_image_features(backbone, [im.path for im in train_images])
