@@ -9,14 +9,22 @@ absent classes' power-mean scores are set by such few patches, so their ranks di
 VOC val images a head trained on both kinds of patches gives a median Spearman ρ of 0.86 between the modes; the
 term lifts it above 0.9 (README, "Dense against per-patch").
 
-The term, for a batch of pairs ``(d, c)`` of a dense window and a crop, with ``p`` and ``q`` the head's outputs:
+The term, for a batch of pairs ``(d, c)`` of a dense window and a crop, compares the head's outputs over the C
+object classes only, with the background output left out:
 
-* softmax objective: ``λ · ½ (KL(p‖q) + KL(q‖p)) = λ · ½ Σ_j (p_j − q_j)(log p_j − log q_j)`` over the C + 1
-  outputs;
-* multilabel objective: the same symmetric KL of each output's Bernoulli, summed over the outputs, which is
-  ``λ · ½ Σ_j (p_j − q_j)(z_j − z'_j)`` with ``z`` the logits;
+* softmax objective: ``p`` and ``q`` are the softmax over the C object logits (the class distribution given
+  that the patch shows an object), and the term is ``λ · ½ (KL(p‖q) + KL(q‖p)) = λ · ½ Σ_j (p_j − q_j)(log p_j −
+  log q_j)``;
+* multilabel objective: the same symmetric KL of each object output's Bernoulli, summed over the C outputs,
+  which is ``λ · ½ Σ_j (p_j − q_j)(z_j − z'_j)`` with ``z`` the logits;
 
 averaged over the pairs. Pairs need no labels: background and dropped patches take part too.
+
+Why the background is left out: with it, the cheapest way to make two views agree is to call both background,
+and the head learns exactly that. On VOC train → val a term over all C + 1 outputs (λ = 3) raised the mean
+background probability of the val windows from 0.60 to 0.86, and scikit-image's close-up cat photo became 99.7 %
+background; over the object classes alone it stays at 0.60 and the agreement is better (median ρ 0.95 against
+0.91 from cached features).
 
 Pairs come from two feature caches of the same images, one of dense windows and one of the paper's grid crops
 (:func:`consistency_pairs`). The dense windows' boxes are not the grid's (their stride is a whole number of trunk
@@ -101,11 +109,13 @@ def consistency_pairs(dense: FeatureCache, crops: FeatureCache, image_ids: Seque
 
 def consistency_loss(a: torch.Tensor, b: torch.Tensor, objective: str,
                      global_batch: tuple[int, int] | None = None) -> torch.Tensor:
-    """Half the symmetric KL between the head's outputs for logits ``a`` and ``b`` (``(P, C + 1)``, row ``i`` of
-    both is one pair), averaged over the pairs; see the module docstring. ``global_batch``: as in
-    :func:`midlevel_fast.train.batch_loss`."""
-    if a.shape != b.shape:
-        raise ValueError(f"paired logits must have one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    """Half the symmetric KL between the head's object-class outputs for logits ``a`` and ``b`` (``(P, C + 1)``,
+    the last column background; row ``i`` of both is one pair), averaged over the pairs; see the module docstring.
+    ``global_batch``: as in :func:`midlevel_fast.train.batch_loss`."""
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] < 2:
+        raise ValueError(f"paired logits must have one shape (P, C + 1) with C >= 1, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    a, b = a[:, :-1], b[:, :-1]
     if objective == "softmax":
         la, lb = F.log_softmax(a, dim=1), F.log_softmax(b, dim=1)
         summed = ((la.exp() - lb.exp()) * (la - lb)).sum()

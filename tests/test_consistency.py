@@ -51,7 +51,8 @@ def test_box_iou_values():
 
 
 def symmetric_kl_reference(a: torch.Tensor, b: torch.Tensor, objective: str) -> torch.Tensor:
-    """½ (KL(p‖q) + KL(q‖p)) per pair with torch's own KL, averaged."""
+    """½ (KL(p‖q) + KL(q‖p)) per pair with torch's own KL over the object outputs (all but the last), averaged."""
+    a, b = a[:, :-1], b[:, :-1]
     if objective == "softmax":
         la, lb = F.log_softmax(a.double(), 1), F.log_softmax(b.double(), 1)
         kl = F.kl_div(lb, la, log_target=True, reduction="none").sum(1) + F.kl_div(la, lb, log_target=True,
@@ -66,7 +67,7 @@ def symmetric_kl_reference(a: torch.Tensor, b: torch.Tensor, objective: str) -> 
 
 
 @pytest.mark.parametrize("objective", ["softmax", "multilabel"])
-@pytest.mark.parametrize("rows, outputs", [(1, 2), (7, 21), (64, 5)])
+@pytest.mark.parametrize("rows, outputs", [(1, 2), (7, 21), (64, 5)])  # C + 1 outputs
 def test_consistency_loss_is_the_symmetric_kl(objective, rows, outputs):
     g = torch.Generator().manual_seed(rows)
     a, b = torch.randn(rows, outputs, generator=g) * 4, torch.randn(rows, outputs, generator=g) * 4
@@ -79,9 +80,20 @@ def test_consistency_loss_is_the_symmetric_kl(objective, rows, outputs):
         got.item() * rows * 4 / 100, rel=1e-12)
 
 
+def test_consistency_loss_leaves_the_background_out():
+    a = torch.tensor([[2.0, 0.0, -3.0], [0.5, 0.5, 0.0]])
+    b = a.clone()
+    b[:, -1] += torch.tensor([9.0, -4.0])  # only the background logit moves: the object distribution does not
+    for objective in ("softmax", "multilabel"):
+        assert consistency_loss(a, b, objective).item() == 0.0
+        assert consistency_loss(a, a.flip(1), objective).item() > 0.1
+
+
 def test_consistency_loss_rejects_unpaired_logits():
     with pytest.raises(ValueError, match="one shape"):
         consistency_loss(torch.zeros(3, 4), torch.zeros(2, 4), "softmax")
+    with pytest.raises(ValueError, match="one shape"):
+        consistency_loss(torch.zeros(3, 1), torch.zeros(3, 1), "softmax")
 
 
 def two_caches(tmp_path, dim: int = 4, dense_scales=(1.0, 2.0), mode: str = "batched"):
