@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--voc", default=None)
     parser.add_argument("--cache", default=None)
     parser.add_argument("--batched", action="store_true", help="also the batched-features rows")
-    parser.add_argument("--consistency", type=float, nargs="*", default=[3.0],
+    parser.add_argument("--consistency", type=float, nargs="*", default=[2.0],
                         help="with --batched: consistency weights to train pooled heads with (0 is the plain row)")
     parser.add_argument("--out", default=None, help="write the numbers as JSON")
     args = parser.parse_args()
