@@ -12,8 +12,8 @@ The frozen network has already run (see :mod:`midlevel_fast.cache`); here only F
 * after every epoch the validation mAP (power mean of patch scores, VOC2010+ AP) is measured and the best
   epoch's weights are kept;
 * optionally (``consistency = λ > 0``, not in the paper) each batch also draws as many pairs of a dense window
-  and a grid crop, and adds λ times their symmetric KL (:mod:`midlevel_fast.consistency`) to the loss. The
-  schedule still follows the classification loss alone.
+  and a grid crop, and adds λ times the symmetric KL of their object-class distributions
+  (:mod:`midlevel_fast.consistency`) to the loss. The schedule still follows the classification loss alone.
 
 Everything is seeded: the same inputs and config give bit-identical weights. Under an initialised
 ``torch.distributed`` group of several ranks the head trains with DistributedDataParallel and matches the
