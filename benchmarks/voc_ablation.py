@@ -1,6 +1,6 @@
 """The paper's procedure on real VOC data, train → val, with its ablations, in one table.
 
-    python -m benchmarks.voc_ablation [--voc ROOT] [--cache DIR] [--batched [--consistency 3 ...]] [--out results.json]
+    python -m benchmarks.voc_ablation [--voc ROOT] [--cache DIR] [--batched [--consistency 2 ...]] [--out results.json]
 
 Needs the dense feature cache of train and val (``midlevel-fast cache --voc ROOT --split train val``; with
 ``--batched`` also the batched one, ``--mode batched``), which it builds when missing. Rows: the paper's head
@@ -92,9 +92,10 @@ def main() -> None:
         # shipped head's recipe.
         dense, batched = mode_caches["dense"], mode_caches["batched"]
         train = merge_patch_sets([patch_set(c, train_images, VOC_CLASSES) for c in (dense, batched)])
-        pairs = consistency_pairs(dense, batched, [im.image_id for im in train_images])
+        weights = [0.0] + [w for w in args.consistency if w > 0]
+        pairs = consistency_pairs(dense, batched, [im.image_id for im in train_images]) if len(weights) > 1 else None
         agreement_ids = [im.image_id for im in val_images[:50]]
-        for weight in [0.0] + [w for w in args.consistency if w > 0]:
+        for weight in weights:
             cfg = TrainConfig(consistency=weight)
             res = train_head(train, len(VOC_CLASSES), cfg, eval_set(dense, val_images, VOC_CLASSES), log=None,
                              pairs=pairs)

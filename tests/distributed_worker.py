@@ -2,7 +2,7 @@
 tests/test_collection.py and tests/test_distributed.py (not a test module itself).
 
     score IMAGES OUT REPORT_DIR [--slow SECONDS]   score_collection; writes REPORT_DIR/rank<r>.json
-    cache-train IMAGES CACHE_BASE REPORT_DIR       sharded fill_cache, then DDP train_head on synthetic rows (each config)
+    cache-train IMAGES CACHE_BASE REPORT_DIR       sharded fill_cache, then DDP train_head per config
 """
 from __future__ import annotations
 

@@ -75,7 +75,8 @@ def test_rank_writers_share_one_directory(tmp_path):
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    """One torchrun launch: a sharded cache build, then DDP training of each config (both objectives, and the consistency term)."""
+    """One torchrun launch: a sharded cache build, then DDP training of each config (both objectives, the
+    consistency term)."""
     tmp = tmp_path_factory.mktemp("ddp")
     write_images(tmp / "images", 7)
     proc = torchrun("cache-train", str(tmp / "images"), str(tmp / "cache"), str(tmp), cwd=tmp)

@@ -123,12 +123,7 @@ def alexnet(*, pretrained: bool = True, weights_path: str | os.PathLike[str] | N
                 "weights_path='.../alexnet-owt-7be5be79.pth' (torchvision's file), or pretrained=False for "
                 "random weights"
             )
-        path = os.fspath(weights_path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"AlexNet weights not found at {path!r}; expected torchvision's alexnet-owt-7be5be79.pth"
-            )
-        state = load_state_file(path, "AlexNet")
+        state = load_state_file(os.fspath(weights_path), "AlexNet", "torchvision's alexnet-owt-7be5be79.pth")
         check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state, "a torchvision AlexNet state dict")
         model.load_state_dict(state)
     model._finalize()

@@ -20,7 +20,6 @@ Conventions:
 from __future__ import annotations
 
 import os
-
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
@@ -29,11 +28,13 @@ import torch
 from torch import Tensor, nn
 
 
-def load_state_file(path: str, what: str) -> Mapping[str, Tensor]:
+def load_state_file(path: str, what: str, expected: str = "") -> Mapping[str, Tensor]:
     """The state dict in ``path`` (``torch.load`` with ``weights_only``); ``FileNotFoundError`` when missing,
-    ``ValueError`` when unreadable or not a mapping. ``what`` names the weights in the messages."""
+    ``ValueError`` when unreadable or not a mapping. ``what`` names the weights in the messages, ``expected``
+    (optional) the file the user should give."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} weights not found at {path!r}")
+        hint = f"; expected {expected}" if expected else ""
+        raise FileNotFoundError(f"{what} weights not found at {path!r}{hint}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
