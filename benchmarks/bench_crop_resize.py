@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from midlevel_fast import crop_resize, grid
-from midlevel_fast.reference import crop_resize_interpolate_loop, crop_resize_pil_loop
+from tests.oracle import crop_resize_interpolate_loop, crop_resize_pil_loop
 
 GROUP = "crop_resize 512 patches 224x224"
 

@@ -8,7 +8,7 @@ random one) at 224×224, uint8 image already on the GPU. Each backend is timed p
 CUDA events, median of repeated calls after warm-up (and Triton's autotuning). Floors: a device-to-device copy of
 the same output bytes (``dst.copy_(src)``: reads and writes them) and a pure write of them (``dst.fill_``); the
 write bandwidth a backend achieves is ``output bytes / time``. The naive baseline is the per-patch PIL loop on the
-CPU (:func:`midlevel_fast.reference.crop_resize_pil_loop`), as users write it.
+CPU (:func:`tests.oracle.crop_resize_pil_loop`), as users write it.
 
 score_image: ``mode="dense"`` vs ``"naive"`` (and ``"batched"``) on the GPU, default model (EfficientNet-Lite0;
 seeded random weights when its weight package is absent: timings are the same).
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from midlevel_fast import backends, crop_resize, grid, output_maps, score_image  # noqa: E402
-from midlevel_fast.reference import crop_resize_pil_loop  # noqa: E402
+from tests.oracle import crop_resize_pil_loop  # noqa: E402
 
 
 def load_image() -> tuple[str, np.ndarray]:

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from midlevel_fast import load_image, load_model, power_mean, score_image
-from midlevel_fast.cache import FeatureCache
-from midlevel_fast.dense import dense_windows
+from midlevel_fast.training.cache import FeatureCache
+from midlevel_fast.scoring.dense import dense_windows
 from midlevel_fast.ops.crop_resize import crop_resize
-from midlevel_fast.score import resolve_precision
+from midlevel_fast.scoring.score import resolve_precision
 
 from .conftest import voc_root
 

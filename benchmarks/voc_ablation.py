@@ -23,13 +23,13 @@ import numpy as np
 import torch
 
 from midlevel_fast.backbones import get_backbone
-from midlevel_fast.cache import CacheConfig, default_cache_root, fill_cache, open_cache
-from midlevel_fast.consistency import consistency_pairs
-from midlevel_fast.evaluate import format_ap_table
-from midlevel_fast.grid import PAPER_SCALES, PAPER_STRIDE
-from midlevel_fast.probe import train_probe, whole_image_features
-from midlevel_fast.train import TrainConfig, eval_set, evaluate_head, merge_patch_sets, patch_set, train_head
-from midlevel_fast.voc import VOC_CLASSES, image_labels, load_split
+from midlevel_fast.training.cache import CacheConfig, default_cache_root, fill_cache, open_cache
+from midlevel_fast.training.consistency import consistency_pairs
+from midlevel_fast.training.evaluate import format_ap_table
+from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STRIDE
+from midlevel_fast.training.probe import train_probe, whole_image_features
+from midlevel_fast.training.train import TrainConfig, eval_set, evaluate_head, merge_patch_sets, patch_set, train_head
+from midlevel_fast.training.voc import VOC_CLASSES, image_labels, load_split
 
 from .conftest import voc_root
 from .dense_agreement import cached_agreement

@@ -2,15 +2,15 @@
 
 Public API only; see the README for conventions.
 """
-from midlevel_fast.aggregate import output_maps, power_mean
-from midlevel_fast.backends import BackendStatus, backends
-from midlevel_fast.collection import score_collection
-from midlevel_fast.dense import dense_windows
-from midlevel_fast.grid import PAPER_SCALES, PAPER_STRIDE, Grid, grid
-from midlevel_fast.image_io import load_image
+from midlevel_fast.ops.aggregate import output_maps, power_mean
+from midlevel_fast.ops.backends import BackendStatus, backends
+from midlevel_fast.scaleout.collection import score_collection
+from midlevel_fast.scoring.dense import dense_windows
+from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STRIDE, Grid, grid
+from midlevel_fast.io.image_io import load_image
 from midlevel_fast.model import AdaptationHead, HeadInfo, PatchClassifier, load_head, load_model, save_head
 from midlevel_fast.ops.crop_resize import IMAGENET_MEAN, IMAGENET_STD, PADDING_MODES, crop_resize
-from midlevel_fast.score import ScoreResult, score_image
+from midlevel_fast.scoring.score import ScoreResult, score_image
 
 __all__ = [
     "IMAGENET_MEAN",

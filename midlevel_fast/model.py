@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from midlevel_fast.grid import PAPER_SCALES, PAPER_STRIDE
+from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STRIDE
 
 HEAD_FORMAT = "midlevel_fast.head/1"
 DEFAULT_HEAD = "voc_head_lite0.safetensors"

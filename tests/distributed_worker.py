@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from midlevel_fast.cache import CacheConfig
-from midlevel_fast.consistency import PairSet
-from midlevel_fast.train import EvalSet, PatchSet, TrainConfig
+from midlevel_fast.training.cache import CacheConfig
+from midlevel_fast.training.consistency import PairSet
+from midlevel_fast.training.train import EvalSet, PatchSet, TrainConfig
 
 WORKER = os.path.abspath(__file__)
 CACHE_CONFIG = CacheConfig(backbone="efficientnet_lite0", mode="dense", scales=[1.0], grid_stride=1 / 3, q=None,
@@ -91,18 +91,18 @@ def tiny_model():
 
 
 def score(args: argparse.Namespace, ctx) -> None:
-    import midlevel_fast.score
-    from midlevel_fast.collection import list_images, score_collection
-    from midlevel_fast.distributed import shard
+    import midlevel_fast.scoring.score
+    from midlevel_fast.scaleout.collection import list_images, score_collection
+    from midlevel_fast.scaleout.distributed import shard
 
     if args.slow:
-        fast = midlevel_fast.score.score_image
+        fast = midlevel_fast.scoring.score.score_image
 
         def slow(*a, **kw):
             time.sleep(args.slow)
             return fast(*a, **kw)
 
-        midlevel_fast.score.score_image = slow
+        midlevel_fast.scoring.score.score_image = slow
     report = Path(args.report)
     (report / f"pid{ctx.rank}").write_text(str(os.getpid()))
     res = score_collection(args.images, args.out, tiny_model(), top=3, num_workers=1, progress=False)
@@ -112,8 +112,8 @@ def score(args: argparse.Namespace, ctx) -> None:
 
 
 def cache_train(args: argparse.Namespace, ctx) -> None:
-    from midlevel_fast.cache import fill_cache, open_cache
-    from midlevel_fast.train import train_head
+    from midlevel_fast.training.cache import fill_cache, open_cache
+    from midlevel_fast.training.train import train_head
 
     model = tiny_model()
     cache = open_cache(args.cache, CACHE_CONFIG)
@@ -129,7 +129,7 @@ def cache_train(args: argparse.Namespace, ctx) -> None:
 
 
 def main() -> None:
-    from midlevel_fast.distributed import cleanup, init_distributed
+    from midlevel_fast.scaleout.distributed import cleanup, init_distributed
 
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="command", required=True)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from midlevel_fast.cache import CacheConfig, FeatureCache, build_cache
+from midlevel_fast.training.cache import CacheConfig, FeatureCache, build_cache
 
 CONFIG = CacheConfig(backbone="toy", mode="dense", scales=[1.0, 2.0], grid_stride=1 / 3, q=2, feature_dim=6)
 
@@ -74,7 +74,7 @@ SCRIPT = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
     from test_cache import CONFIG, toy_extract, write_images
-    from midlevel_fast.cache import FeatureCache, build_cache
+    from midlevel_fast.training.cache import FeatureCache, build_cache
     import pathlib
 
     def slow(img):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from midlevel_fast.collection import score_collection
-from midlevel_fast.results import read_part, read_rows
+from midlevel_fast.scaleout.collection import score_collection
+from midlevel_fast.scaleout.results import read_part, read_rows
 from tests.distributed_worker import WORKER, tiny_model, write_images
 
 
@@ -53,7 +53,7 @@ def paths(rows):
 def test_corrupt_image_in_the_middle_is_logged_skipped_and_retried(tmp_path, model, caplog):
     images = write_images(tmp_path / "images", 9, corrupt=(4,))
     out = tmp_path / "scores.jsonl"
-    with caplog.at_level(logging.WARNING, logger="midlevel_fast.collection"):
+    with caplog.at_level(logging.WARNING, logger="midlevel_fast.scaleout.collection"):
         res = score_collection(tmp_path / "images", out, model, top=3, num_workers=1, progress=False)
     assert (res.scored, res.failed, res.rows, res.errors) == (8, 1, 8, 1)
     assert any("skipped im04.png" in r.getMessage() and "cannot decode" in r.getMessage() for r in caplog.records)
@@ -86,7 +86,7 @@ def test_torn_lines_and_duplicates_never_survive_the_merge(tmp_path, model, capl
     parts.mkdir()
     (parts / "rank00000.jsonl").write_text(line[3] + line[4] + line[5][:25])
     (parts / "rank00001.jsonl").write_text(line[3] + "\0\0\0\n" + line[1])
-    with caplog.at_level(logging.WARNING, logger="midlevel_fast.collection"):
+    with caplog.at_level(logging.WARNING, logger="midlevel_fast.scaleout.collection"):
         res = score_collection(tmp_path / "images", out, model, num_workers=0, progress=False)
     assert (res.scored, res.resumed, res.rows) == (1, 5, 6)
     assert any("truncated last line" in r.getMessage() for r in caplog.records)

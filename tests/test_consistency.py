@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from midlevel_fast.cache import CacheConfig, FeatureCache
-from midlevel_fast.consistency import PairSet, consistency_loss, consistency_pairs, match_windows
-from midlevel_fast.labels import box_iou
-from midlevel_fast.reference import match_windows_reference
-from midlevel_fast.train import PatchSet, TrainConfig, train_head
+from midlevel_fast.training.cache import CacheConfig, FeatureCache
+from midlevel_fast.training.consistency import PairSet, consistency_loss, consistency_pairs, match_windows
+from midlevel_fast.training.labels import box_iou
+from tests.oracle import match_windows_reference
+from midlevel_fast.training.train import PatchSet, TrainConfig, train_head
 
 # Half-pixel coordinates keep areas exact, so equal rational IoUs are equal floats and ties break the same way.
 coord = st.integers(-4, 28).map(lambda v: v / 2)

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from midlevel_fast import PADDING_MODES, backends, crop_resize, grid
-from midlevel_fast.backends import cuda_ext
-from midlevel_fast.ops import crop_resize as op_module
-from midlevel_fast.ops import crop_resize_cuda as launcher_module
+from midlevel_fast.ops.backends import cuda_ext
+import midlevel_fast.ops.crop_resize as op_module
+import midlevel_fast.ops.crop_resize.cuda as launcher_module
 
 from .test_crop_resize import TOLERANCES, case, random_image
 

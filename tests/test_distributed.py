@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from midlevel_fast.cache import FeatureCache, build_cache, fill_cache, open_cache
-from midlevel_fast.distributed import init_distributed, shard
-from midlevel_fast.train import train_head
+from midlevel_fast.training.cache import FeatureCache, build_cache, fill_cache, open_cache
+from midlevel_fast.scaleout.distributed import init_distributed, shard
+from midlevel_fast.training.train import train_head
 from tests.distributed_worker import (CACHE_CONFIG, TRAIN_CONFIGS, WORKER, synthetic_rows, tiny_model, train_inputs,
                                       write_images)
 

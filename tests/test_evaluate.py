@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from midlevel_fast.evaluate import average_precision, format_ap_table, mean_average_precision
+from midlevel_fast.training.evaluate import average_precision, format_ap_table, mean_average_precision
 
 
 def devkit_ap(scores, gt, method):

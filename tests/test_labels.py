@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from midlevel_fast import grid
-from midlevel_fast.labels import DROPPED, patch_labels, resample_background
-from midlevel_fast.reference import patch_labels_reference
-from midlevel_fast.voc import VOC_CLASSES, load_split, object_arrays
+from midlevel_fast.training.labels import DROPPED, patch_labels, resample_background
+from tests.oracle import patch_labels_reference
+from midlevel_fast.training.voc import VOC_CLASSES, load_split, object_arrays
 
 C = 3
 BG = C

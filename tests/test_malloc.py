@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from midlevel_fast.malloc import tune_malloc
+from midlevel_fast.scoring.malloc import tune_malloc
 
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
@@ -18,7 +18,7 @@ def test_applied_once_on_glibc():
 
 
 def test_opt_out_leaves_the_allocator_alone():
-    code = "from midlevel_fast.malloc import tune_malloc; print(tune_malloc())"
+    code = "from midlevel_fast.scoring.malloc import tune_malloc; print(tune_malloc())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"MIDLEVEL_FAST_MALLOC": "0", "PATH": ""})
     assert out.stdout.strip() == "False"

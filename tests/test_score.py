@@ -11,7 +11,7 @@ import torch
 
 from midlevel_fast import grid, load_model, score_image
 from midlevel_fast.backbones import alexnet
-from midlevel_fast.dense import dense_length, dense_windows
+from midlevel_fast.scoring.dense import dense_length, dense_windows
 from midlevel_fast.model import PatchClassifier, source_classifier
 from midlevel_fast.ops.crop_resize import crop_resize
 
@@ -143,7 +143,7 @@ def load_rgb_or_random(size: int) -> np.ndarray:
 
 
 def test_precision_choices(lite0, photo):
-    from midlevel_fast.score import resolve_precision
+    from midlevel_fast.scoring.score import resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", "dense", cpu) is False and resolve_precision("bf16", "batched", cpu) is True

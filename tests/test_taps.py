@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from midlevel_fast import PADDING_MODES, backends
-from midlevel_fast.ops import crop_resize as op_module
-from midlevel_fast.ops.taps import axis_taps, kernel_setup, map_index
-from midlevel_fast.reference import pad_index, resize_matrix
+import midlevel_fast.ops.crop_resize as op_module
+from midlevel_fast.ops.crop_resize.taps import axis_taps, kernel_setup, map_index
+from tests.oracle import pad_index, resize_matrix
 
 
 def dense(taps, n_in: int) -> np.ndarray:

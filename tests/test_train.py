@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from midlevel_fast.cache import CacheConfig, FeatureCache
-from midlevel_fast.grid import grid
-from midlevel_fast.labels import DROPPED, patch_labels
-from midlevel_fast.train import TrainConfig, eval_set, evaluate_head, merge_patch_sets, patch_set, train_head
-from midlevel_fast.voc import VocImage, VocObject
+from midlevel_fast.training.cache import CacheConfig, FeatureCache
+from midlevel_fast.scoring.grid import grid
+from midlevel_fast.training.labels import DROPPED, patch_labels
+from midlevel_fast.training.train import TrainConfig, eval_set, evaluate_head, merge_patch_sets, patch_set, train_head
+from midlevel_fast.training.voc import VocImage, VocObject
 
 CLASSES = ["cat", "dog", "bus"]
 DIM = 16

@@ -26,9 +26,9 @@ from hypothesis import assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from midlevel_fast import PADDING_MODES, backends, crop_resize, grid, output_maps, power_mean  # noqa: E402
-from midlevel_fast.reference import output_maps_reference  # noqa: E402
-from midlevel_fast.triton import aggregate as tri_aggregate  # noqa: E402
-from midlevel_fast.triton import crop_resize as tri_crop  # noqa: E402
+from tests.oracle import output_maps_reference  # noqa: E402
+import midlevel_fast.ops.aggregate.triton as tri_aggregate  # noqa: E402
+import midlevel_fast.ops.crop_resize.triton as tri_crop  # noqa: E402
 
 from .test_crop_resize import TOLERANCES, box_strategy, random_image  # noqa: E402
 
@@ -198,7 +198,8 @@ COMPILE_FOR_GPUS = r"""
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from midlevel_fast.triton import aggregate, crop_resize
+from midlevel_fast.ops.aggregate import triton as aggregate
+from midlevel_fast.ops.crop_resize import triton as crop_resize
 
 crop_sig = dict(iy_ptr="*i32", wy_ptr="*fp32", cy_ptr="*i32", ix_ptr="*i32", wx_ptr="*fp32", cx_ptr="*i32",
                 stride_y="i64", stride_x="i32", stride_c="i32", out_h="i32", out_w="i32", rows_taps="i32",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from midlevel_fast.voc import (
+from midlevel_fast.training.voc import (
     VOC_CLASSES,
     VocImage,
     VocObject,

@@ -16,7 +16,7 @@ Sharded builds (``torchrun``): a cache opened with ``rank=r`` records the images
 writer per manifest file and ranks never rewrite each other's. Every cache reads the union of all manifest files;
 :meth:`FeatureCache.refresh` re-reads the other writers' files. :func:`open_cache` opens the cache as this rank's
 writer under an initialised ``torch.distributed`` group, and :func:`fill_cache` then computes only this rank's
-share (:func:`midlevel_fast.distributed.shard` of the item list, which must be the same on every rank) between two
+share (:func:`midlevel_fast.scaleout.distributed.shard` of the item list, which must be the same on every rank) between two
 barriers, so every rank returns with the whole cache visible. The result is the cache a single process builds:
 the same image files, with the entries spread over several manifest files. Ranks must reach the same directory
 (a shared filesystem).
@@ -36,10 +36,10 @@ from typing import Callable, Iterable, NamedTuple
 import numpy as np
 import torch
 
-from midlevel_fast.distributed import barrier, current, shard
+from midlevel_fast.scaleout.distributed import barrier, current, shard
 from midlevel_fast.model import atomic_write_bytes
 
-CACHE_FORMAT = "midlevel_fast.cache/1"
+CACHE_FORMAT = "midlevel_fast.training.cache/1"
 _RANK_MANIFEST = re.compile(r"manifest\.rank(\d+)\.json")
 
 
@@ -207,7 +207,7 @@ def build_cache(
     """
     from tqdm import tqdm
 
-    from midlevel_fast.image_io import load_image
+    from midlevel_fast.io.image_io import load_image
 
     items = list(items)
     desc = f"caching {cache.config.mode} features"
@@ -253,7 +253,7 @@ def fill_cache(cache: FeatureCache, backbone: torch.nn.Module, items: Iterable[t
     When ``cache`` is a rank's writer under an initialised process group of several ranks, this rank computes its
     share only, and every rank returns once the whole of ``items`` is cached (``items`` must be the same list on
     every rank)."""
-    from midlevel_fast.score import patch_features
+    from midlevel_fast.scoring.score import patch_features
 
     cfg = cache.config
     if backbone.name != cfg.backbone or backbone.feature_dim != cfg.feature_dim:

@@ -1,7 +1,7 @@
 """Triton crop_resize: the contract of :func:`midlevel_fast.crop_resize`, every box (any scale) in one launch.
 
 Program ``(n, r·C + c, q)`` writes a ``BLOCK_H × BLOCK_W`` tile (rows ``r``, columns ``q``) of channel ``c`` of
-box ``n``. It reads the box's tap tables (:mod:`midlevel_fast.ops.taps`, ``[box][tap][output]``, so a tile's
+box ``n``. It reads the box's tap tables (:mod:`midlevel_fast.ops.crop_resize.taps`, ``[box][tap][output]``, so a tile's
 table reads are contiguous), filters each tapped source row horizontally and accumulates the rows with their
 vertical weights: the CPU kernel's order of operations, so both round alike. Loops run over the box's own tap
 counts, so small boxes of a many-scale batch cost no more than alone. Output rows are stored contiguously.
@@ -15,9 +15,9 @@ import torch
 import triton
 import triton.language as tl
 
-from midlevel_fast.backends import triton_interpreted
+from midlevel_fast.ops.backends import triton_interpreted
 from midlevel_fast.ops.crop_resize import image_hwc
-from midlevel_fast.ops.taps import kernel_setup
+from midlevel_fast.ops.crop_resize.taps import kernel_setup
 
 # triton.jit picks the interpreter when this module is imported; the tile choice follows the same decision.
 INTERPRETED = triton_interpreted()

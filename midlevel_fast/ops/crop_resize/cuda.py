@@ -11,9 +11,9 @@ from typing import Sequence
 
 import torch
 
-from midlevel_fast.backends import backends, cuda_ext
+from midlevel_fast.ops.backends import backends, cuda_ext
 from midlevel_fast.ops.crop_resize import PADDING_MODES, image_hwc
-from midlevel_fast.ops.taps import normalisation
+from midlevel_fast.ops.crop_resize.taps import normalisation
 
 
 def crop_resize_cuda(image: torch.Tensor, boxes: torch.Tensor, mean: Sequence[float], std: Sequence[float],

@@ -1,9 +1,9 @@
 """Training the adaptation head on cached mid-level vectors (Oquab et al., section 3.2).
 
-The frozen network has already run (see :mod:`midlevel_fast.cache`); here only FCa/FCb learn:
+The frozen network has already run (see :mod:`midlevel_fast.training.cache`); here only FCa/FCb learn:
 
-* rows: each cached patch of each training image, labelled by :func:`midlevel_fast.labels.patch_labels`, with a
-  seeded random ``bg_fraction`` (10 %) of the background kept (:func:`midlevel_fast.labels.resample_background`);
+* rows: each cached patch of each training image, labelled by :func:`midlevel_fast.training.labels.patch_labels`, with a
+  seeded random ``bg_fraction`` (10 %) of the background kept (:func:`midlevel_fast.training.labels.resample_background`);
 * objective: cross-entropy over C + 1 outputs (``"softmax"``, the paper's), or per-output binary cross-entropy
   on multi-hot targets (``"multilabel"``, the paper's suggested fix for co-occurring objects: a patch that
   qualifies for objects of several classes is kept with all of them instead of being dropped);
@@ -13,11 +13,11 @@ The frozen network has already run (see :mod:`midlevel_fast.cache`); here only F
   epoch's weights are kept;
 * optionally (``consistency = λ > 0``, not in the paper) each batch also draws as many pairs of a dense window
   and a grid crop, and adds λ times the symmetric KL of their object-class distributions
-  (:mod:`midlevel_fast.consistency`) to the loss. The schedule still follows the classification loss alone.
+  (:mod:`midlevel_fast.training.consistency`) to the loss. The schedule still follows the classification loss alone.
 
 Everything is seeded: the same inputs and config give bit-identical weights. Under an initialised
 ``torch.distributed`` group of several ranks the head trains with DistributedDataParallel and matches the
-single-process result to float32 rounding (see :mod:`midlevel_fast.train_ddp`).
+single-process result to float32 rounding (see :mod:`midlevel_fast.scaleout.train_ddp`).
 """
 from __future__ import annotations
 
@@ -31,12 +31,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from midlevel_fast.cache import FeatureCache
-from midlevel_fast.consistency import PairSet, consistency_loss
-from midlevel_fast.evaluate import mean_average_precision
-from midlevel_fast.labels import DROPPED, patch_labels, qualification, resample_background
+from midlevel_fast.training.cache import FeatureCache
+from midlevel_fast.training.consistency import PairSet, consistency_loss
+from midlevel_fast.training.evaluate import mean_average_precision
+from midlevel_fast.training.labels import DROPPED, patch_labels, qualification, resample_background
 from midlevel_fast.model import AdaptationHead
-from midlevel_fast.voc import VocImage, image_labels, object_arrays
+from midlevel_fast.training.voc import VocImage, image_labels, object_arrays
 
 OBJECTIVES = ("softmax", "multilabel")
 
@@ -216,18 +216,18 @@ def train_head(train: PatchSet, num_classes: int, config: TrainConfig = TrainCon
                data_parallel: bool | None = None, pairs: PairSet | None = None) -> TrainResult:
     """Trains an :class:`AdaptationHead` on ``train`` by the schedule of the module docstring.
 
-    ``pairs``: the dense/crop pairs of :func:`midlevel_fast.consistency.consistency_pairs`, required when
+    ``pairs``: the dense/crop pairs of :func:`midlevel_fast.training.consistency.consistency_pairs`, required when
     ``config.consistency > 0`` and ignored otherwise.
 
     ``data_parallel``: ``None`` trains with DDP when a ``torch.distributed`` group of several ranks is initialised
     (every rank passes the same ``train``, ``val`` and ``config``, and gets the same weights; only rank 0 logs),
     ``False`` always trains locally.
     """
-    from midlevel_fast.train_ddp import replica_for
+    from midlevel_fast.scaleout.train_ddp import replica_for
 
     if config.consistency > 0 and not pairs:
         raise ValueError("config.consistency > 0 needs dense/crop pairs "
-                         "(midlevel_fast.consistency.consistency_pairs)")
+                         "(midlevel_fast.training.consistency.consistency_pairs)")
     if config.consistency > 0 and pairs.dense.shape[1] != train.features.shape[1]:
         raise ValueError(f"pairs have {pairs.dense.shape[1]} features per row, the training rows "
                          f"{train.features.shape[1]}")

@@ -1,7 +1,7 @@
 """Scoring a collection of images into one table, resumable after a kill and sharded across ``torchrun`` ranks.
 
 Output files (``out``, its ``.meta.json``, ``.errors.jsonl`` and per-rank parts) and their crash safety are
-described in :mod:`midlevel_fast.results`.
+described in :mod:`midlevel_fast.scaleout.results`.
 
 Row: ``{"path", "width", "height", "mode", "k", "backbone", "patches", "top": [{"class", "score"}, ...],
 "seconds"}``, plus ``"scores": [float, ...]`` (every class, in the order of ``class_names`` in the meta file:
@@ -11,7 +11,7 @@ ImageNet has two classes named "crane", so names cannot be keys) with ``full_sco
 from the meta file's refuses to add to an existing output.
 
 Pipeline: a ``DataLoader`` with ``num_workers`` processes decodes images ahead of the model; images are scored one
-at a time (they differ in size; :func:`midlevel_fast.score.score_image` batches the patches or windows of each).
+at a time (they differ in size; :func:`midlevel_fast.scoring.score.score_image` batches the patches or windows of each).
 A row is appended to the rank's part after the image's maps are on disk, so ``kill -9`` loses at most the image in
 flight.
 
@@ -20,7 +20,7 @@ recorded in the errors file, and the run goes on. Failed images are retried by t
 transient read error heals; a row in ``out`` means the image was scored.
 
 Resume and sharding: every rank lists the inputs (sorted; all ranks must see the same list, which is checked),
-takes its share with :func:`midlevel_fast.distributed.shard`, and skips the images that already have a row in
+takes its share with :func:`midlevel_fast.scaleout.distributed.shard`, and skips the images that already have a row in
 ``out`` or in any part, whatever world size wrote it. After a barrier rank 0 merges ``out`` and all parts into
 ``out``. Ranks need a shared filesystem for ``out``'s directory.
 """
@@ -38,9 +38,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from midlevel_fast.distributed import DistContext, all_gather_objects, barrier, current, shard
-from midlevel_fast.image_io import load_image
-from midlevel_fast.results import (PartWriter, check_meta, merge_outputs, output_format, output_paths,
+from midlevel_fast.scaleout.distributed import DistContext, all_gather_objects, barrier, current, shard
+from midlevel_fast.io.image_io import load_image
+from midlevel_fast.scaleout.results import (PartWriter, check_meta, merge_outputs, output_format, output_paths,
                                    pyarrow_modules, scored_paths)
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def score_collection(
     """Scores every image of ``inputs`` (a directory or a list of paths) into ``out`` (see the module docstring).
 
     ``model``: a :class:`midlevel_fast.model.PatchClassifier` (default: the default model). ``mode``, ``k``,
-    ``batch_size`` (patches or windows per forward) and ``q`` are :func:`midlevel_fast.score.score_image`'s;
+    ``batch_size`` (patches or windows per forward) and ``q`` are :func:`midlevel_fast.scoring.score.score_image`'s;
     images are scored one at a time, since they differ in size. ``top``: classes per row (and maps per image
     with ``maps_dir``). ``num_workers``: DataLoader processes decoding ahead of the model (0: decode in this
     process). ``ctx``: the rank of this process (default: from the initialised ``torch.distributed`` group,
@@ -148,7 +148,7 @@ def score_collection(
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from midlevel_fast.model import default_model
-    from midlevel_fast.score import MODES, score_image
+    from midlevel_fast.scoring.score import MODES, score_image
 
     out = Path(out)
     if output_format(out) == "parquet":
@@ -216,7 +216,7 @@ def _row(key: str, res: Any, settings: dict, top: int, full_scores: bool, maps: 
     if full_scores:
         row["scores"] = res.scores.tolist()
     if maps is not None:
-        from midlevel_fast.overlay import overlay, save_png
+        from midlevel_fast.io.overlay import overlay, save_png
 
         row["maps"] = []
         # Maps come for the best classes, best first; names cannot find scores (two ImageNet classes are "crane").

@@ -27,10 +27,10 @@ def _slug(text: str) -> str:
 def cmd_score(args: argparse.Namespace) -> int:
     import torch
 
-    from midlevel_fast.image_io import load_image
+    from midlevel_fast.io.image_io import load_image
     from midlevel_fast.model import load_model
-    from midlevel_fast.overlay import overlay, save_png
-    from midlevel_fast.score import score_image
+    from midlevel_fast.io.overlay import overlay, save_png
+    from midlevel_fast.scoring.score import score_image
 
     inputs: list[tuple[str, object]] = [(p, p) for p in args.images]
     inputs += [(f"demo:{d}", _demo_image(d)) for d in args.demo or []]
@@ -72,7 +72,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def _voc_cache(args: argparse.Namespace, backbone, scales, grid_stride, mode: str):
-    from midlevel_fast.cache import CacheConfig, default_cache_root, open_cache
+    from midlevel_fast.training.cache import CacheConfig, default_cache_root, open_cache
 
     config = CacheConfig(backbone=backbone.name, mode=mode, scales=list(scales), grid_stride=grid_stride,
                          q=args.q, feature_dim=backbone.feature_dim)
@@ -81,8 +81,8 @@ def _voc_cache(args: argparse.Namespace, backbone, scales, grid_stride, mode: st
 
 def _cached_split(args, backbone, caches, split: str):
     """Reads ``split`` once and fills each of ``caches`` with its images."""
-    from midlevel_fast.cache import fill_cache
-    from midlevel_fast.voc import load_split
+    from midlevel_fast.training.cache import fill_cache
+    from midlevel_fast.training.voc import load_split
 
     images = load_split(args.voc, split)
     for cache in caches:
@@ -94,7 +94,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     import torch
 
     from midlevel_fast.backbones import get_backbone
-    from midlevel_fast.grid import PAPER_SCALES, PAPER_STRIDE
+    from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STRIDE
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,11 +112,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from midlevel_fast.backbones import get_backbone
-    from midlevel_fast.evaluate import format_ap_table
-    from midlevel_fast.grid import PAPER_SCALES, PAPER_STRIDE
+    from midlevel_fast.training.evaluate import format_ap_table
+    from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STRIDE
     from midlevel_fast.model import HeadInfo, save_head
-    from midlevel_fast.train import TrainConfig, config_dict, eval_set, merge_patch_sets, patch_set, train_head
-    from midlevel_fast.voc import VOC_CLASSES
+    from midlevel_fast.training.train import TrainConfig, config_dict, eval_set, merge_patch_sets, patch_set, train_head
+    from midlevel_fast.training.voc import VOC_CLASSES
 
     if args.consistency and not {"dense", "batched"} <= set(args.mode):
         raise SystemExit("--consistency pairs dense windows with grid crops: it needs --mode dense batched")
@@ -135,7 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     val = eval_set(caches[0], val_images, VOC_CLASSES) if val_images else None
     pairs = None
     if config.consistency:
-        from midlevel_fast.consistency import consistency_pairs
+        from midlevel_fast.training.consistency import consistency_pairs
 
         pairs = consistency_pairs(caches[args.mode.index("dense")], caches[args.mode.index("batched")],
                                   [im.image_id for im in train_images])
@@ -153,7 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     save_head(args.out, result.head, info, dtype=torch.float16 if args.half else torch.float32)
     print(f"trained in {result.seconds:.1f} s, best epoch {result.best_epoch}; head written to {args.out}")
     if val is not None:
-        from midlevel_fast.train import evaluate_head
+        from midlevel_fast.training.train import evaluate_head
 
         rows = {f"{args.val_split} {m}": evaluate_head(result.head, val, config.objective, config.k, m)[0]
                 for m in ("voc2007", "voc2010")}
@@ -164,9 +164,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from midlevel_fast.evaluate import format_ap_table
+    from midlevel_fast.training.evaluate import format_ap_table
     from midlevel_fast.model import load_model
-    from midlevel_fast.train import eval_set, evaluate_head
+    from midlevel_fast.training.train import eval_set, evaluate_head
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--head", required=True, help="head file (.safetensors)")
     e.add_argument("--k", type=float, nargs="*", help="power-mean exponents to compare (default: the head's)")
     e.set_defaults(func=cmd_eval)
-    from midlevel_fast.cli_distributed import register  # score-dir, and torchrun support for cache/train
+    from midlevel_fast.cli.distributed import register  # score-dir, and torchrun support for cache/train
     register(sub)
     return parser
 

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from midlevel_fast.backends import backends, cpu_ext, triton_interpreted
+from midlevel_fast.ops.backends import backends, cpu_ext, triton_interpreted
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -194,9 +194,9 @@ def _require_gpu_backend() -> str:
 def _launch_gpu(which: str, image: torch.Tensor, boxes: torch.Tensor, mean: list[float], std: list[float],
                 antialias: bool, padding: int, out: torch.Tensor) -> torch.Tensor:
     if which == "triton":
-        from midlevel_fast.triton.crop_resize import crop_resize_triton as launch
+        from midlevel_fast.ops.crop_resize.triton import crop_resize_triton as launch
     else:
-        from midlevel_fast.ops.crop_resize_cuda import crop_resize_cuda as launch
+        from midlevel_fast.ops.crop_resize.cuda import crop_resize_cuda as launch
     return launch(image, boxes, mean, std, antialias, PADDING_MODES[padding], out)
 
 
@@ -254,7 +254,7 @@ def crop_resize(
     images: the C++ kernel when built; CUDA images: Triton when installed, else the CUDA extension), ``"cpu"``,
     ``"cuda"``, ``"triton"`` (both need a CUDA image), ``"reference"`` (slow pure torch). ``num_threads`` (CPU
     only) defaults to ``torch.get_num_threads()``. Bad arguments raise ``ValueError`` naming the argument; an
-    unavailable backend raises ``RuntimeError`` saying why (see :func:`midlevel_fast.backends`).
+    unavailable backend raises ``RuntimeError`` saying why (see :func:`midlevel_fast.ops.backends`).
     """
     img = as_image_tensor(image)
     b = as_boxes(boxes)
@@ -270,7 +270,7 @@ def crop_resize(
         _check_out(out, shape, out_dtype, img.device)
     which = _resolve_impl(impl, img)
     if which == "reference":
-        from midlevel_fast.reference import crop_resize_reference
+        from tests.oracle import crop_resize_reference
 
         result = crop_resize_reference(img, b, (out_h, out_w), mean_v, std_v, antialias, padding_mode, out_dtype)
         return out.copy_(result) if out is not None else result.to(img.device)

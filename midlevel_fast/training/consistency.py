@@ -39,8 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from midlevel_fast.cache import FeatureCache
-from midlevel_fast.labels import box_iou
+from midlevel_fast.training.cache import FeatureCache
+from midlevel_fast.training.labels import box_iou
 
 
 @dataclass
@@ -111,7 +111,7 @@ def consistency_loss(a: torch.Tensor, b: torch.Tensor, objective: str,
                      global_batch: tuple[int, int] | None = None) -> torch.Tensor:
     """Half the symmetric KL between the head's object-class outputs for logits ``a`` and ``b`` (``(P, C + 1)``,
     the last column background; row ``i`` of both is one pair), averaged over the pairs; see the module docstring.
-    ``global_batch``: as in :func:`midlevel_fast.train.batch_loss`."""
+    ``global_batch``: as in :func:`midlevel_fast.training.train.batch_loss`."""
     if a.shape != b.shape or a.ndim != 2 or a.shape[1] < 2:
         raise ValueError(f"paired logits must have one shape (P, C + 1) with C >= 1, got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")

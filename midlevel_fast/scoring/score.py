@@ -13,12 +13,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from midlevel_fast.aggregate import output_maps, power_mean
-from midlevel_fast.backends import backends
-from midlevel_fast.dense import dense_windows
-from midlevel_fast.grid import grid
-from midlevel_fast.image_io import load_image
-from midlevel_fast.malloc import tune_malloc
+from midlevel_fast.ops.aggregate import output_maps, power_mean
+from midlevel_fast.ops.backends import backends
+from midlevel_fast.scoring.dense import dense_windows
+from midlevel_fast.scoring.grid import grid
+from midlevel_fast.io.image_io import load_image
+from midlevel_fast.scoring.malloc import tune_malloc
 from midlevel_fast.model import PatchClassifier, default_model
 from midlevel_fast.ops.crop_resize import crop_resize
 
@@ -101,7 +101,7 @@ def patch_features(backbone: torch.nn.Module, image: np.ndarray, mode: str, scal
                    grid_stride: float, q: int | None = None, batch: int | None = None, bf16: bool = False,
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(features (M, F), boxes (M, 4), scale_index (M,))`` of ``image`` in ``mode`` ``"dense"`` (sliding
-    window, see :mod:`midlevel_fast.dense`) or ``"batched"`` (the paper grid, cropped and resized); ``bf16``
+    window, see :mod:`midlevel_fast.scoring.dense`) or ``"batched"`` (the paper grid, cropped and resized); ``bf16``
     runs the network under bfloat16 autocast."""
     tune_malloc()
     if mode == "dense":
@@ -132,12 +132,12 @@ def score_image(
 ) -> ScoreResult:
     """Scores ``image`` with ``model`` (default: :func:`midlevel_fast.model.default_model`).
 
-    ``image``: a path, PIL image, numpy HWC or torch CHW array (see :func:`midlevel_fast.image_io.load_image`).
+    ``image``: a path, PIL image, numpy HWC or torch CHW array (see :func:`midlevel_fast.io.image_io.load_image`).
     ``mode``: ``"dense"`` (trunk once per scale, sliding window head), ``"batched"`` (fused crop_resize of the
     grid patches in chunks of ``batch_size``, batched forward) or ``"naive"`` (the per-patch PIL loop, one
     forward per patch). ``k``: the power-mean exponent (``None``: the model's, 5 as in the paper).
     ``return_maps``: ``True`` for the maps of every class, an int ``n`` for the ``n`` best classes only.
-    ``q``: the dense window step in trunk cells (see :mod:`midlevel_fast.dense`). ``precision``: ``"fp32"``,
+    ``q``: the dense window step in trunk cells (see :mod:`midlevel_fast.scoring.dense`). ``precision``: ``"fp32"``,
     ``"bf16"`` or ``"auto"`` (see :func:`resolve_precision`).
     """
     t0 = time.perf_counter()
@@ -159,7 +159,7 @@ def score_image(
     scales, stride = model.info.scales, model.info.grid_stride
     with torch.inference_mode():
         if mode == "naive":
-            from midlevel_fast.reference import patch_probabilities_naive
+            from tests.oracle import patch_probabilities_naive
 
             g = grid(w, h, scales, stride)
             boxes, scale_index = g.boxes, g.scale_index

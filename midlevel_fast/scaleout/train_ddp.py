@@ -1,5 +1,5 @@
 """Data-parallel training of the adaptation head with ``DistributedDataParallel`` (used by
-:func:`midlevel_fast.train.train_head` under an initialised ``torch.distributed`` group of several ranks).
+:func:`midlevel_fast.training.train.train_head` under an initialised ``torch.distributed`` group of several ranks).
 
 Parity with a single-process run, by construction:
 
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from midlevel_fast.distributed import DistContext, current
+from midlevel_fast.scaleout.distributed import DistContext, current
 
 
 class _GlobalBatchDropout(nn.Dropout):
@@ -53,7 +53,7 @@ class Replica:
     def __init__(self, ctx: DistContext):
         if not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError("data-parallel training needs an initialised torch.distributed process group "
-                               "(launch with torchrun and call midlevel_fast.distributed.init_distributed())")
+                               "(launch with torchrun and call midlevel_fast.scaleout.distributed.init_distributed())")
         self.ctx = ctx
         self.world_size = ctx.world_size
         # The loop runs on CPU tensors, which nccl cannot reduce.

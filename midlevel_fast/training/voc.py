@@ -218,7 +218,7 @@ def image_labels(img: VocImage, classes: Sequence[str] = VOC_CLASSES) -> tuple[n
 def object_arrays(
     img: VocImage, classes: Sequence[str] = VOC_CLASSES
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The objects of ``img`` as tensors for :func:`midlevel_fast.labels.patch_labels`: boxes float64 ``(M, 4)``,
+    """The objects of ``img`` as tensors for :func:`midlevel_fast.training.labels.patch_labels`: boxes float64 ``(M, 4)``,
     class indices int64 ``(M,)`` into ``classes``, difficult flags bool ``(M,)``."""
     index = {name: i for i, name in enumerate(classes)}
     missing = [o.name for o in img.objects if o.name not in index]

@@ -1,9 +1,9 @@
 """Command-line parts for scale-out: the ``score-dir`` subcommand, and ``torchrun`` support for ``cache`` and
 ``train`` (their options here, their work unchanged in :mod:`midlevel_fast.cli`).
 
-Under ``torchrun`` the wrapped commands join the process group first; :func:`midlevel_fast.cache.open_cache`
-and :func:`midlevel_fast.cache.fill_cache` then shard the cache build, and
-:func:`midlevel_fast.train.train_head` trains with DDP. Every rank writes the same head file (same bytes,
+Under ``torchrun`` the wrapped commands join the process group first; :func:`midlevel_fast.training.cache.open_cache`
+and :func:`midlevel_fast.training.cache.fill_cache` then shard the cache build, and
+:func:`midlevel_fast.training.train.train_head` trains with DDP. Every rank writes the same head file (same bytes,
 atomically) and only rank 0's standard output is shown. Without ``torchrun`` they run exactly as before.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _distributed(command: Callable[[argparse.Namespace], int]) -> Callable[[argp
     """``command`` run inside the process group that torchrun describes (a plain call without torchrun)."""
 
     def run(args: argparse.Namespace) -> int:
-        from midlevel_fast.distributed import cleanup, init_distributed
+        from midlevel_fast.scaleout.distributed import cleanup, init_distributed
 
         ctx = init_distributed(args.dist_backend, timedelta(minutes=args.dist_timeout))
         try:
@@ -47,9 +47,9 @@ def cmd_score_dir(args: argparse.Namespace) -> int:
     error."""
     import torch
 
-    from midlevel_fast.collection import score_collection
+    from midlevel_fast.scaleout.collection import score_collection
     from midlevel_fast.model import load_model
-    from midlevel_fast.results import output_paths
+    from midlevel_fast.scaleout.results import output_paths
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:

@@ -1,6 +1,6 @@
 """Triton dense aggregation: image scores (power mean) and output maps of many windows in one launch.
 
-Same contract as :func:`midlevel_fast.aggregate.power_mean` and :func:`midlevel_fast.aggregate.output_maps`:
+Same contract as :func:`midlevel_fast.ops.aggregate.power_mean` and :func:`midlevel_fast.ops.aggregate.output_maps`:
 ``score(c) = 1/M Σ_i p_ic^k``; a pixel is covered by a window when its centre lies in ``[x0, x1) × [y0, y1)``,
 and its map value is the mean probability of the windows covering it (0 where none does).
 
@@ -10,7 +10,7 @@ the probabilities of the others over the covered pixels of the tile in registers
 and writes its tile of the ``(C, H, W)`` maps once. Gathering per tile instead of scattering per window needs
 no atomics, so the result does not depend on scheduling. One extra row of programs (``t`` = number of tiles)
 reduces ``p^k`` over the windows for its class block instead. The covered pixel ranges of the windows are
-computed once beforehand with :func:`midlevel_fast.aggregate.covered_range`, the rule the CPU path uses.
+computed once beforehand with :func:`midlevel_fast.ops.aggregate.covered_range`, the rule the CPU path uses.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from midlevel_fast.backends import triton_interpreted
+from midlevel_fast.ops.backends import triton_interpreted
 
 INTERPRETED = triton_interpreted()
 # The interpreter pays per program and per operation, not per element: larger tiles there.
@@ -85,9 +85,9 @@ def aggregate_triton(probs: torch.Tensor, k: float | None = None, boxes: torch.T
 
     ``probs (M, C)`` lives on a CUDA device or, under the interpreter, the CPU. Scores are computed when ``k`` is
     given, maps when ``boxes (M, 4)`` is; a result not asked for is ``None``. Arguments are already validated
-    (as by :mod:`midlevel_fast.aggregate`); no probabilities with ``k`` raise ``ValueError``.
+    (as by :mod:`midlevel_fast.ops.aggregate`); no probabilities with ``k`` raise ``ValueError``.
     """
-    from midlevel_fast.aggregate import covered_range
+    from midlevel_fast.ops.aggregate import covered_range
 
     dev = probs.device
     m, c = probs.shape

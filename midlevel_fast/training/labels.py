@@ -67,7 +67,7 @@ def qualification(patch_boxes: torch.Tensor | np.ndarray,
                   object_boxes: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Bool ``(N, M)`` matrices ``(overlaps, qualifies)``: ``|P∩B| > 0``, and the paper's two overlap
     conditions (see the module docstring). The building block of :func:`patch_labels` and of the multi-label
-    objective in :mod:`midlevel_fast.train`."""
+    objective in :mod:`midlevel_fast.training.train`."""
     return _qualification(_boxes("patch_boxes", patch_boxes), _boxes("object_boxes", object_boxes))
 
 

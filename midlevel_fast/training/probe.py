@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from midlevel_fast.evaluate import mean_average_precision
-from midlevel_fast.image_io import load_image
+from midlevel_fast.training.evaluate import mean_average_precision
+from midlevel_fast.io.image_io import load_image
 from midlevel_fast.ops.crop_resize import crop_resize
 
 

@@ -137,7 +137,7 @@ def crop_resize_interpolate_loop(
 
 
 def output_maps_reference(boxes: torch.Tensor, probs: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Per-box raster loop for :func:`midlevel_fast.aggregate.output_maps`: every pixel whose centre lies in the
+    """Per-box raster loop for :func:`midlevel_fast.ops.aggregate.output_maps`: every pixel whose centre lies in the
     box gets the box's probabilities added and its count incremented."""
     total = torch.zeros(probs.shape[1], height, width, dtype=torch.float64)
     count = torch.zeros(height, width, dtype=torch.float64)
@@ -172,12 +172,12 @@ def patch_labels_reference(
     num_classes: int,
     difficult: Sequence[bool] | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Patch-by-patch, object-by-object loop for :func:`midlevel_fast.labels.patch_labels`, in exact rational
+    """Patch-by-patch, object-by-object loop for :func:`midlevel_fast.training.labels.patch_labels`, in exact rational
     arithmetic (every float is converted to a ``Fraction``), so the oracle has no rounding at all and states the
     thresholds as written in the paper: ``|P∩B| ≥ 0.2|P|`` and ``|P∩B| ≥ 0.6|B|``."""
     from fractions import Fraction
 
-    from midlevel_fast.labels import DROPPED
+    from midlevel_fast.training.labels import DROPPED
 
     patches = [[Fraction(float(v)) for v in box] for box in torch.as_tensor(patch_boxes, dtype=torch.float64).tolist()]
     objects = [[Fraction(float(v)) for v in box] for box in torch.as_tensor(object_boxes, dtype=torch.float64).tolist()]
@@ -214,7 +214,7 @@ def match_windows_reference(
     crop_boxes: Sequence[Sequence[float]] | torch.Tensor,
     crop_scale: Sequence[int] | torch.Tensor,
 ) -> torch.Tensor:
-    """Window-by-window, crop-by-crop loop for :func:`midlevel_fast.consistency.match_windows`, with the IoU in
+    """Window-by-window, crop-by-crop loop for :func:`midlevel_fast.training.consistency.match_windows`, with the IoU in
     exact rational arithmetic: the first crop of the window's scale with the largest IoU, or -1."""
     from fractions import Fraction
 

@@ -15,7 +15,7 @@ def _check_impl(impl: str) -> None:
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     if impl == "triton":
-        from midlevel_fast.backends import backends
+        from midlevel_fast.ops.backends import backends
 
         status = backends()["triton"]
         if not status.available:
@@ -27,7 +27,7 @@ def power_mean(probs: torch.Tensor, k: float = 5.0, impl: str = "torch") -> torc
 
     ``k = 1`` is the mean; large ``k`` approaches the max (the paper uses ``k = 5``). Returns ``(C,)`` in the
     dtype of ``probs``; an empty ``probs`` raises ``ValueError``. ``impl``: ``"torch"`` (float64, any device) or
-    ``"triton"`` (the fused kernel of :mod:`midlevel_fast.triton.aggregate`, float32 accumulation, on CUDA
+    ``"triton"`` (the fused kernel of :mod:`midlevel_fast.ops.aggregate.triton`, float32 accumulation, on CUDA
     tensors).
     """
     if probs.ndim != 2:
@@ -38,7 +38,7 @@ def power_mean(probs: torch.Tensor, k: float = 5.0, impl: str = "torch") -> torc
         raise ValueError(f"k must be > 0, got {k}")
     _check_impl(impl)
     if impl == "triton":
-        from midlevel_fast.triton.aggregate import aggregate_triton
+        from midlevel_fast.ops.aggregate.triton import aggregate_triton
 
         return aggregate_triton(probs, k=float(k))[0].to(probs.dtype)
     return probs.double().pow(k).mean(dim=0).to(probs.dtype)
@@ -58,14 +58,14 @@ def output_maps(boxes: torch.Tensor, probs: torch.Tensor, height: int, width: in
 
     ``impl="torch"`` runs in ``O(M·C + C·H·W)`` on the CPU: every box adds its probabilities at the corners of a
     difference image, whose 2-D prefix sum is the per-pixel total; the same trick counts the coverage.
-    ``impl="triton"`` runs the fused tile kernel of :mod:`midlevel_fast.triton.aggregate` on ``probs``' CUDA
+    ``impl="triton"`` runs the fused tile kernel of :mod:`midlevel_fast.ops.aggregate.triton` on ``probs``' CUDA
     device (float32 accumulation) and returns the maps there.
     """
     if boxes.ndim != 2 or boxes.shape[1] != 4 or probs.ndim != 2 or probs.shape[0] != boxes.shape[0]:
         raise ValueError(f"need boxes (M, 4) and probs (M, C), got {tuple(boxes.shape)} and {tuple(probs.shape)}")
     _check_impl(impl)
     if impl == "triton":
-        from midlevel_fast.triton.aggregate import aggregate_triton
+        from midlevel_fast.ops.aggregate.triton import aggregate_triton
 
         return aggregate_triton(probs, boxes=boxes, height=height, width=width)[1]
     b = boxes.double().cpu()

@@ -4,7 +4,7 @@ evaluates every K×K window of trunk cells, and each window is mapped back to a 
 This is the paper's remark made concrete: "patch scores could be computed much more efficiently by performing
 large convolutions on adequately subsampled versions of the full image".
 
-Rule, per scale ``λ`` (same ``λ`` and ``s = min(W, H)/λ`` as :func:`midlevel_fast.grid`):
+Rule, per scale ``λ`` (same ``λ`` and ``s = min(W, H)/λ`` as :func:`midlevel_fast.scoring.grid`):
 
 * the image is resized (antialiased) so that a patch of side ``s`` becomes ``input_size`` (224) pixels; each
   resized side is then rounded to ``input_size + stride·q·m`` so that windows tile it edge to edge, as the grid's
@@ -23,7 +23,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from midlevel_fast.grid import PAPER_SCALES, PAPER_STRIDE
+from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STRIDE
 from midlevel_fast.ops.crop_resize import crop_resize
 
 # A resized scale larger than this would need gigabytes of activations; such images go through mode="batched".
@@ -32,7 +32,7 @@ MAX_DENSE_PIXELS = 12_000_000
 
 class DenseWindows(NamedTuple):
     """Mid-level vectors ``features (N, F)`` of all windows, their ``boxes (N, 4)`` float32 in image
-    coordinates and ``scale_index (N,)`` int64, scale-major then row-major like :func:`midlevel_fast.grid`."""
+    coordinates and ``scale_index (N,)`` int64, scale-major then row-major like :func:`midlevel_fast.scoring.grid`."""
 
     features: torch.Tensor
     boxes: torch.Tensor
