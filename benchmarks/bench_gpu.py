@@ -8,7 +8,7 @@ random one) at 224×224, uint8 image already on the GPU. Each backend is timed p
 CUDA events, median of repeated calls after warm-up (and Triton's autotuning). Floors: a device-to-device copy of
 the same output bytes (``dst.copy_(src)``: reads and writes them) and a pure write of them (``dst.fill_``); the
 write bandwidth a backend achieves is ``output bytes / time``. The naive baseline is the per-patch PIL loop on the
-CPU (:func:`tests.oracle.crop_resize_pil_loop`), as users write it.
+CPU (:func:`midlevel_fast.scoring.naive.crop_resize_pil`), as users write it.
 
 score_image: ``mode="dense"`` vs ``"naive"`` (and ``"batched"``) on the GPU, default model (EfficientNet-Lite0;
 seeded random weights when its weight package is absent: timings are the same).
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from midlevel_fast import backends, crop_resize, grid, output_maps, score_image  # noqa: E402
-from tests.oracle import crop_resize_pil_loop  # noqa: E402
+from midlevel_fast.scoring.naive import crop_resize_pil  # noqa: E402
 
 
 def load_image() -> tuple[str, np.ndarray]:
@@ -96,7 +96,7 @@ def kernel_ms(fn: Callable[[], object], name_part: str, calls: int = 10) -> floa
 def bench_crop_resize(img: np.ndarray, rows: list[dict]) -> None:
     boxes = grid(img.shape[1], img.shape[0]).boxes
     group = f"crop_resize {len(boxes)} patches 224x224"
-    pil = wall_ms(lambda: crop_resize_pil_loop(img, boxes), reps=3)
+    pil = wall_ms(lambda: crop_resize_pil(img, boxes), reps=3)
     rows.append(dict(group=group, name="PIL loop (CPU, baseline)", ms=pil))
     cpu_out = torch.empty(len(boxes), 3, 224, 224)
     rows.append(dict(group=group, name=f"fused cpu fp32 ({torch.get_num_threads()} threads)",
@@ -155,11 +155,11 @@ def bench_score_image(img: np.ndarray, rows: list[dict]) -> None:
         model, weights = load_model(), "ImageNet weights"
     except ModuleNotFoundError:
         from midlevel_fast.backbones import efficientnet_lite0
-        from midlevel_fast.model import source_classifier
+        from midlevel_fast.model import imagenet_classifier
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            model, weights = source_classifier(efficientnet_lite0(pretrained=False)), "random weights"
+            model, weights = imagenet_classifier(efficientnet_lite0(pretrained=False)), "random weights"
     model = model.cuda().eval()
     group = f"score_image lite0 ({weights}) 500x375 on GPU"
     times = {}

@@ -16,7 +16,7 @@ from midlevel_fast import load_model, score_image
 from midlevel_fast.backbones import alexnet
 from midlevel_fast.scoring.dense import default_window_step, dense_length
 from midlevel_fast.scoring.grid import PAPER_SCALES
-from midlevel_fast.model import source_classifier
+from midlevel_fast.model import imagenet_classifier
 from midlevel_fast.ops.crop_resize import crop_resize
 
 from .peak_memory import PeakRSS
@@ -31,7 +31,7 @@ VARIANTS = {"naive": ("naive", "auto"), "batched": ("batched", "auto"), "dense f
 def models():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        alex = source_classifier(alexnet(pretrained=False))
+        alex = imagenet_classifier(alexnet(pretrained=False))
     return {"lite0": load_model("imagenet"), "alexnet": alex}
 
 

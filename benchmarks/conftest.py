@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import voc_root
+from tests.helpers import voc_root
 
 
 @pytest.fixture(scope="session")

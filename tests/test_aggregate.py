@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from midlevel_fast import grid, output_maps, power_mean
-from tests.oracle import output_maps_reference
+from tests.oracle.aggregate import output_maps_reference
 
 
 def test_power_mean_definition():

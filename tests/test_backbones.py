@@ -89,8 +89,8 @@ def test_contract_attributes(factory: str, name: str, window: int, feature_dim: 
     model: Backbone = request.getfixturevalue(factory)
     assert (model.name, model.input_size, model.stride, model.window) == (name, 224, 32, window)
     assert model.feature_dim == feature_dim
-    assert model.source_head.in_features == feature_dim and model.source_head.out_features == 1000
-    assert model.source_classes == list(imagenet_classes())
+    assert model.imagenet_head.in_features == feature_dim and model.imagenet_head.out_features == 1000
+    assert model.imagenet_classes == list(imagenet_classes())
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     x = torch.randn(2, 3, 224, 224)
     with torch.inference_mode():
@@ -101,7 +101,7 @@ def test_contract_attributes(factory: str, name: str, window: int, feature_dim: 
             assert cells.shape[-2:] == (window + m, window + m + 1)
         dense = torch.randn(1, feature_dim, 3, 4)
         torch.testing.assert_close(
-            model.source_head_dense(dense)[0, :, 2, 1], model.source_head(dense[:, :, 2, 1])[0]
+            model.imagenet_head_dense(dense)[0, :, 2, 1], model.imagenet_head(dense[:, :, 2, 1])[0]
         )
     with pytest.raises(ValueError, match="expects patches of shape"):
         model(torch.randn(1, 3, 256, 224))
@@ -128,13 +128,13 @@ def test_lite0_logits_match_reference(size: tuple[int, int], lite0: EfficientNet
     reference = reference_lite0[0] if size == (224, 224) else reference_lite0[1]
     x = torch.cat([photo(name, *size, lite0) for name in ("chelsea", "astronaut", "coffee")])
     with torch.inference_mode():
-        logits = lite0.source_head(lite0.trunk(x).mean((2, 3)))
+        logits = lite0.imagenet_head(lite0.trunk(x).mean((2, 3)))
         expected = reference(x)
     assert rel_max(logits, expected) <= 1e-3
     assert torch.equal(logits.topk(5).indices, expected.topk(5).indices)
     if size == (224, 224):
-        torch.testing.assert_close(lite0.source_head(lite0(x)), logits, rtol=1e-5, atol=1e-5)
-        assert lite0.source_classes[logits[0].argmax()] in CAT_CLASSES
+        torch.testing.assert_close(lite0.imagenet_head(lite0(x)), logits, rtol=1e-5, atol=1e-5)
+        assert lite0.imagenet_classes[logits[0].argmax()] in CAT_CLASSES
 
 
 def test_lite0_window_head_averages_each_window(lite0: EfficientNetLite0) -> None:
@@ -224,7 +224,7 @@ def test_alexnet_dense_head_equals_classifier_path(random_alexnet: AlexNet) -> N
         pool5 = random_alexnet.trunk(x)
         fc7, logits = classifier_path(random_alexnet, pool5)
         assert rel_max(random_alexnet(x), fc7) <= 1e-4
-        assert rel_max(random_alexnet.source_head(random_alexnet(x)), logits) <= 1e-4
+        assert rel_max(random_alexnet.imagenet_head(random_alexnet(x)), logits) <= 1e-4
         cells = random_alexnet.trunk(torch.randn(1, 3, 224 + 32 * 4, 224 + 32 * 3))
         for q in (1, 2):
             dense = random_alexnet.window_head(cells, q)

@@ -29,9 +29,9 @@ def test_no_input_is_a_usage_error(capsys):
 
 
 def test_train_pools_the_patches_of_dense_and_batched_features(tmp_path, capsys):
-    from midlevel_fast.model import load_head
+    from midlevel_fast.head import load_head
 
-    from .test_voc import make_voc, obj
+    from tests.helpers import make_voc, obj
 
     voc = make_voc(tmp_path / "voc", obj("cat", (4, 3, 36, 28)))
     common = ["--voc", str(voc), "--split", "train", "--cache", str(tmp_path / "cache"), "--mode", "dense", "batched"]

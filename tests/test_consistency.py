@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from midlevel_fast.training.cache import CacheConfig, FeatureCache
 from midlevel_fast.training.consistency import PairSet, consistency_loss, consistency_pairs, match_windows
 from midlevel_fast.training.labels import box_iou
-from tests.oracle import match_windows_reference
+from tests.oracle.consistency import match_windows_reference
 from midlevel_fast.training.train import PatchSet, TrainConfig, train_head
 
 # Half-pixel coordinates keep areas exact, so equal rational IoUs are equal floats and ties break the same way.

@@ -12,55 +12,12 @@ from hypothesis import strategies as st
 
 from midlevel_fast import IMAGENET_MEAN, IMAGENET_STD, PADDING_MODES, backends, crop_resize, grid
 import midlevel_fast.ops.crop_resize as op_module
-from tests.oracle import crop_resize_pil_loop, resize_matrix
+from midlevel_fast.scoring.naive import crop_resize_pil
+from tests.oracle.crop_resize import crop_resize_reference, resize_matrix
 
-from .conftest import load_rgb
+from tests.helpers import TOLERANCES, box_strategy, case, load_rgb, random_image, reference
 
 pytestmark = pytest.mark.skipif(not backends()["cpu"].available, reason="C++ extension not built")
-
-# (out_dtype, max abs error against the float64 reference, in normalised units)
-TOLERANCES = [(torch.float32, 1e-4), (torch.float16, 1e-2)]
-
-
-def reference(image, boxes, **kw):
-    return crop_resize(image, boxes, impl="reference", **{**kw, "out_dtype": torch.float32})
-
-
-def random_image(h: int, w: int, c: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, size=(h, w, c), dtype=np.uint8)
-
-
-@st.composite
-def box_strategy(draw, w: int, h: int):
-    def axis(length: int) -> tuple[float, float]:
-        start = draw(st.floats(-1.5 * length - 2, 2 * length + 2, allow_nan=False))
-        kind = draw(st.sampled_from(["degenerate", "subpixel", "one", "any", "larger"]))
-        extent = {
-            "degenerate": 0.0,
-            "subpixel": draw(st.floats(0.01, 0.99)),
-            "one": 1.0,
-            "any": draw(st.floats(0.0, 1.2 * length + 1)),
-            "larger": draw(st.floats(length, 3 * length + 3)),
-        }[kind]
-        return start, start + extent
-
-    x0, x1 = axis(w)
-    y0, y1 = axis(h)
-    return [x0, y0, x1, y1]
-
-
-@st.composite
-def case(draw):
-    big = draw(st.booleans())
-    h = draw(st.integers(1, 600 if big else 40))
-    w = draw(st.integers(1, 800 if big else 40))
-    c = draw(st.sampled_from([1, 3]))
-    n = draw(st.integers(1, 3))
-    boxes = [draw(box_strategy(w, h)) for _ in range(n)]
-    size = draw(st.sampled_from([1, 7, 224, 300, (5, 9)]))
-    return h, w, c, boxes, size
-
 
 @pytest.mark.parametrize("out_dtype,atol", TOLERANCES)
 @pytest.mark.parametrize("padding_mode", PADDING_MODES)
@@ -145,7 +102,7 @@ def test_against_pil_loop_on_real_voc_images(voc, voc_val_ids):
         img = load_rgb(voc / "JPEGImages" / f"{image_id}.jpg")
         boxes = grid(img.shape[1], img.shape[0]).boxes[::8]
         ours = (crop_resize(img, boxes) * std + mean) * 255
-        pil = (crop_resize_pil_loop(img, boxes) * std + mean) * 255
+        pil = (crop_resize_pil(img, boxes) * std + mean) * 255
         diff = (ours - pil).abs()
         assert diff.mean().item() <= 1.0, f"{image_id}: mean |Δ| = {diff.mean().item():.3f} grey levels"
 

@@ -16,7 +16,7 @@ from midlevel_fast.ops.backends import cuda_ext
 import midlevel_fast.ops.crop_resize as op_module
 import midlevel_fast.ops.crop_resize.cuda as launcher_module
 
-from .test_crop_resize import TOLERANCES, case, random_image
+from tests.helpers import TOLERANCES, case, random_image
 
 HAS_GPU = torch.cuda.is_available() and backends()["cuda"].available
 needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="no CUDA device (or torch without CUDA)")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from midlevel_fast import grid
 from midlevel_fast.training.labels import DROPPED, patch_labels, resample_background
-from tests.oracle import patch_labels_reference
+from tests.oracle.labels import patch_labels_reference
 from midlevel_fast.training.voc import VOC_CLASSES, load_split, object_arrays
 
 C = 3

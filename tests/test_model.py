@@ -44,7 +44,7 @@ def test_bad_head_config():
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
-    from midlevel_fast import model as model_mod
+    from midlevel_fast.io import files
 
     head = AdaptationHead(4, 2, layers=1)
     info = HeadInfo(backbone="efficientnet_lite0", class_names=["a"], layers=1, hidden=16)
@@ -55,7 +55,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(model_mod.os, "replace", boom)
+    monkeypatch.setattr(files.os, "replace", boom)
     with pytest.raises(OSError):
         save_head(path, AdaptationHead(4, 2, layers=1), info)
     assert path.read_bytes() == before

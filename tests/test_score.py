@@ -12,10 +12,10 @@ import torch
 from midlevel_fast import grid, load_model, score_image
 from midlevel_fast.backbones import alexnet
 from midlevel_fast.scoring.dense import dense_length, dense_windows
-from midlevel_fast.model import PatchClassifier, source_classifier
+from midlevel_fast.model import PatchClassifier, imagenet_classifier
 from midlevel_fast.ops.crop_resize import crop_resize
 
-from .conftest import load_rgb
+from tests.helpers import load_rgb
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def small_alexnet():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         bb = alexnet(pretrained=False)
-    return source_classifier(bb)
+    return imagenet_classifier(bb)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_dense_window_reproduces_its_crop_at_an_interior_aligned_position(which,
 
 
 def load_rgb_or_random(size: int) -> np.ndarray:
-    from .conftest import voc_root
+    from tests.helpers import voc_root
 
     root = voc_root()
     if root is not None:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from midlevel_fast import PADDING_MODES, backends
 import midlevel_fast.ops.crop_resize as op_module
 from midlevel_fast.ops.crop_resize.taps import axis_taps, kernel_setup, map_index
-from tests.oracle import pad_index, resize_matrix
+from tests.oracle.crop_resize import pad_index, resize_matrix
 
 
 def dense(taps, n_in: int) -> np.ndarray:

@@ -26,11 +26,11 @@ from hypothesis import assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from midlevel_fast import PADDING_MODES, backends, crop_resize, grid, output_maps, power_mean  # noqa: E402
-from tests.oracle import output_maps_reference  # noqa: E402
+from tests.oracle.aggregate import output_maps_reference  # noqa: E402
 import midlevel_fast.ops.aggregate.triton as tri_aggregate  # noqa: E402
 import midlevel_fast.ops.crop_resize.triton as tri_crop  # noqa: E402
 
-from .test_crop_resize import TOLERANCES, box_strategy, random_image  # noqa: E402
+from tests.helpers import TOLERANCES, box_strategy, random_image  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ATOL = dict(TOLERANCES)[torch.float32]

@@ -19,29 +19,7 @@ from midlevel_fast.training.voc import (
     read_annotation,
     read_split,
 )
-
-W, H = 40, 30
-
-
-def obj(name="cat", box=(1, 1, W, H), difficult="0", truncated="0", extra="") -> str:
-    flags = "".join(f"<{t}>{v}</{t}>" for t, v in (("difficult", difficult), ("truncated", truncated)) if v is not None)
-    coords = "".join(f"<{t}>{v}</{t}>" for t, v in zip(("xmin", "ymin", "xmax", "ymax"), box) if v is not None)
-    return f"<object><name>{name}</name>{flags}<bndbox>{coords}</bndbox>{extra}</object>"
-
-
-def make_voc(root: Path, objects: str = "", size: str | None = None, image_id: str = "img", jpeg: bool = True,
-             xml: str | None = None, split: str = "img\n") -> Path:
-    """A one-image VOC tree: a W×H JPEG and an annotation whose body is ``objects``."""
-    for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    if jpeg:
-        Image.new("RGB", (W, H), (90, 120, 30)).save(root / "JPEGImages" / f"{image_id}.jpg")
-    size = f"<size><width>{W}</width><height>{H}</height><depth>3</depth></size>" if size is None else size
-    text = f"<annotation><filename>{image_id}.jpg</filename>{size}{objects}</annotation>" if xml is None else xml
-    (root / "Annotations" / f"{image_id}.xml").write_text(text)
-    (root / "ImageSets" / "Main" / "train.txt").write_text(split)
-    return root
-
+from tests.helpers import H, W, make_voc, obj
 
 def read(root: Path, **kw) -> VocImage:
     with warnings.catch_warnings():

@@ -10,7 +10,7 @@ Conventions:
       ``224 + 32 m`` side gives ``6 + m``.
     * Window head = FC6 as a ``6 x 6`` convolution (its Linear weight viewed as ``(4096, 256, 6, 6)``, the
       C, H, W order in which torchvision flattens pool5) and FC7 as a ``1 x 1`` convolution, each followed by
-      ReLU; the mid-level vector is FC7 after ReLU. ``source_head`` is FC8.
+      ReLU; the mid-level vector is FC7 after ReLU. ``imagenet_head`` is FC8.
     * Geometry: ``window = 6``; the grid starts at 0 on every input size, since all padding is fixed and
       symmetric (rows and columns beyond the last full pooling window are ignored).
 """
@@ -58,7 +58,7 @@ class AlexNet(Backbone):
             nn.MaxPool2d(kernel_size=3, stride=2),
         )
         # Kept as torchvision's Sequential so the state-dict indices (1, 4, 6) match; only its Linear layers are
-        # used, through window_head and source_head.
+        # used, through window_head and imagenet_head.
         self.classifier = nn.Sequential(
             nn.Dropout(),
             nn.Linear(256 * 6 * 6, _FC),
@@ -70,7 +70,7 @@ class AlexNet(Backbone):
         )
 
     @property
-    def source_head(self) -> nn.Linear:
+    def imagenet_head(self) -> nn.Linear:
         return self.classifier[6]
 
     def trunk(self, x: Tensor) -> Tensor:

@@ -80,9 +80,9 @@ class Backbone(nn.Module):
         batch_size: patches per forward pass that run fastest on a CPU (measured: small batches keep
             EfficientNet-Lite0's depthwise activations in cache; AlexNet's FC layers want large ones).
         mean, std: input normalisation, in [0, 1] pixel units.
-        source_classes: the 1000 ImageNet class names that ``source_head`` scores.
-        source_head: ``nn.Linear(feature_dim, 1000)``, the ImageNet classifier on top of the mid-level vector.
-            It takes ``(B, feature_dim)``; for dense maps use :meth:`source_head_dense`.
+        imagenet_classes: the 1000 ImageNet class names that ``imagenet_head`` scores.
+        imagenet_head: ``nn.Linear(feature_dim, 1000)``, the ImageNet classifier on top of the mid-level vector.
+            It takes ``(B, feature_dim)``; for dense maps use :meth:`imagenet_head_dense`.
     """
 
     name: str
@@ -93,10 +93,10 @@ class Backbone(nn.Module):
     batch_size: int = 32
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    source_head: nn.Linear
+    imagenet_head: nn.Linear
 
     @property
-    def source_classes(self) -> list[str]:
+    def imagenet_classes(self) -> list[str]:
         return list(imagenet_classes())
 
     def grid_offset(self, height: int, width: int) -> tuple[int, int]:
@@ -121,9 +121,9 @@ class Backbone(nn.Module):
             )
         return self.window_head(self.trunk(patches)).flatten(1)
 
-    def source_head_dense(self, features: Tensor) -> Tensor:
+    def imagenet_head_dense(self, features: Tensor) -> Tensor:
         """``(B, feature_dim, h, w)`` dense mid-level features -> ``(B, 1000, h, w)`` ImageNet logits."""
-        return self.source_head(features.movedim(1, -1)).movedim(-1, 1)
+        return self.imagenet_head(features.movedim(1, -1)).movedim(-1, 1)
 
     def _finalize(self) -> None:
         self.eval()

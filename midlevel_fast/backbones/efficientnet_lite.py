@@ -80,7 +80,7 @@ class EfficientNetLite0(Backbone):
     """EfficientNet-Lite0 trunk (up to the 1280-channel head conv + ReLU6) and a ``7 x 7`` average window head.
 
     ``forward`` on a 224 patch equals the global average pool of the original network, and
-    ``source_head(forward(x))`` its ImageNet logits.
+    ``imagenet_head(forward(x))`` its ImageNet logits.
     """
 
     name = "efficientnet_lite0"
@@ -105,7 +105,7 @@ class EfficientNetLite0(Backbone):
         self._fc = nn.Linear(_HEAD, _NUM_CLASSES)
 
     @property
-    def source_head(self) -> nn.Linear:
+    def imagenet_head(self) -> nn.Linear:
         return self._fc
 
     def grid_offset(self, height: int, width: int) -> tuple[int, int]:

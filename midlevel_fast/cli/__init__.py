@@ -114,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from midlevel_fast.backbones import get_backbone
     from midlevel_fast.training.evaluate import format_ap_table
     from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STRIDE
-    from midlevel_fast.model import HeadInfo, save_head
+    from midlevel_fast.head import HeadInfo, save_head
     from midlevel_fast.training.train import TrainConfig, config_dict, eval_set, merge_patch_sets, patch_set, train_head
     from midlevel_fast.training.voc import VOC_CLASSES
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from midlevel_fast.model import atomic_write_bytes
+from midlevel_fast.io.files import atomic_write_bytes
 
 # Control points of a perceptually ordered dark-blue -> red -> yellow ramp (close to matplotlib's "inferno").
 _RAMP = np.array([

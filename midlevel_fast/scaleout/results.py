@@ -19,12 +19,11 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-from midlevel_fast.model import atomic_write_bytes
+from midlevel_fast.io.files import atomic_write, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -78,20 +77,6 @@ def output_format(out: Path) -> str:
         raise ValueError(f"output {str(out)!r}: the suffix must be one of {sorted(FORMATS)}") from None
 
 
-def _atomic_replace(path: Path, write: Callable[[str], None]) -> None:
-    """Calls ``write(temporary_path)``, fsyncs the file and renames it to ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_rows(path: Path, rows: list[dict]) -> None:
     """Replaces ``path`` (format from its suffix) with ``rows``, atomically."""
     if output_format(path) == "parquet":
@@ -99,14 +84,14 @@ def write_rows(path: Path, rows: list[dict]) -> None:
         columns = list(dict.fromkeys(k for row in rows for k in row))
         # from_pylist takes its columns from the first row: give every row all of them.
         table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
-        _atomic_replace(path, lambda tmp: pq.write_table(table, tmp))
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp))
         return
 
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
-    _atomic_replace(path, write)
+    atomic_write(path, write)
 
 
 class PartWriter:

@@ -19,6 +19,7 @@ from midlevel_fast.scoring.dense import dense_windows
 from midlevel_fast.scoring.grid import grid
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.scoring.malloc import tune_malloc
+from midlevel_fast.scoring.naive import patch_probabilities_naive
 from midlevel_fast.model import PatchClassifier, default_model
 from midlevel_fast.ops.crop_resize import crop_resize
 
@@ -159,8 +160,6 @@ def score_image(
     scales, stride = model.info.scales, model.info.grid_stride
     with torch.inference_mode():
         if mode == "naive":
-            from tests.oracle import patch_probabilities_naive
-
             g = grid(w, h, scales, stride)
             boxes, scale_index = g.boxes, g.scale_index
             probs = patch_probabilities_naive(model, img, boxes)

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from midlevel_fast.scaleout.distributed import barrier, current, shard
-from midlevel_fast.model import atomic_write_bytes
+from midlevel_fast.io.files import atomic_write_bytes
 
 CACHE_FORMAT = "midlevel_fast.training.cache/1"
 _RANK_MANIFEST = re.compile(r"manifest\.rank(\d+)\.json")

@@ -35,11 +35,8 @@ from midlevel_fast.training.cache import FeatureCache
 from midlevel_fast.training.consistency import PairSet, consistency_loss
 from midlevel_fast.training.evaluate import mean_average_precision
 from midlevel_fast.training.labels import DROPPED, patch_labels, qualification, resample_background
-from midlevel_fast.model import AdaptationHead
+from midlevel_fast.head import OBJECTIVES, AdaptationHead, class_probabilities
 from midlevel_fast.training.voc import VocImage, image_labels, object_arrays
-
-OBJECTIVES = ("softmax", "multilabel")
-
 
 @dataclass
 class TrainConfig:
@@ -170,9 +167,7 @@ def patch_probabilities(head: torch.nn.Module, features: torch.Tensor, objective
     out = []
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for start in range(0, len(features), chunk):
-            logits = head(features[start: start + chunk].float()).float()
-            probs = torch.softmax(logits, 1) if objective == "softmax" else torch.sigmoid(logits)
-            out.append(probs[:, :num_classes])
+            out.append(class_probabilities(head(features[start: start + chunk].float()), objective, num_classes))
     return torch.cat(out)
 
 

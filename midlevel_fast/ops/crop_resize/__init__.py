@@ -270,7 +270,7 @@ def crop_resize(
         _check_out(out, shape, out_dtype, img.device)
     which = _resolve_impl(impl, img)
     if which == "reference":
-        from tests.oracle import crop_resize_reference
+        from tests.oracle.crop_resize import crop_resize_reference
 
         result = crop_resize_reference(img, b, (out_h, out_w), mean_v, std_v, antialias, padding_mode, out_dtype)
         return out.copy_(result) if out is not None else result.to(img.device)

@@ -1,7 +1,7 @@
 """Host-side index and weight math of the Triton crop_resize kernel, and the normalisation constants of both GPU
 launchers (the CUDA kernel computes its taps itself, with the C++ tap math of ``csrc/taps.h``).
 
-Same filter as the C++ kernel's ``axis_taps`` (and :func:`tests.oracle.resize_matrix`): output ``j``
+Same filter as the C++ kernel's ``axis_taps`` (and the oracle's ``tests/oracle/crop_resize.py``): output ``j``
 of an axis with box ``[b0, b1]`` is centred at ``c = b0 + (j + 0.5)·(b1 − b0)/n_out``; with ``f`` the filter scale
 (``max(shrink, 1)`` when antialiasing, else 1) its ``ceil(2f)`` taps start at the first pixel whose centre lies
 strictly inside ``(c − f, c + f)`` and weigh ``max(0, 1 − |x + 0.5 − c|/f)``, normalised to sum to 1 over the

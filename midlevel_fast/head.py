@@ -1,0 +1,135 @@
+"""The adaptation head (FCa, FCb) and its safetensors files.
+
+Convention: a head maps mid-level vectors ``(B, F)`` (or dense maps ``(B, F, h, w)``, as 1×1 convolutions with
+the same weights) to logits over its outputs. When ``background`` is set the last output is the background
+class: it takes part in the softmax but is never reported. Heads trained with the ``"multilabel"`` objective
+give per-output sigmoids instead (:func:`class_probabilities`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from midlevel_fast.io.files import atomic_write_bytes
+from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STRIDE
+
+HEAD_FORMAT = "midlevel_fast.head/1"
+OBJECTIVES: tuple[str, ...] = ("softmax", "multilabel")
+
+
+class AdaptationHead(nn.Module):
+    """``layers - 1`` blocks of FCa (``hidden`` units, ReLU, dropout) followed by FCb (``num_outputs``).
+
+    ``layers = 1`` is a linear classifier on the mid-level vector; the paper uses 2 (FCa 2048 + FCb).
+    """
+
+    def __init__(self, in_dim: int, num_outputs: int, layers: int = 2, hidden: int = 2048, dropout: float = 0.5):
+        super().__init__()
+        if not 1 <= layers <= 3:
+            raise ValueError(f"layers must be 1, 2 or 3, got {layers}")
+        if in_dim < 1 or num_outputs < 1 or hidden < 1 or not 0 <= dropout < 1:
+            raise ValueError("in_dim, num_outputs and hidden must be >= 1 and dropout in [0, 1)")
+        self.in_dim, self.num_outputs, self.layers, self.hidden, self.dropout = in_dim, num_outputs, layers, hidden, dropout
+        blocks: list[nn.Module] = []
+        width = in_dim
+        for _ in range(layers - 1):
+            blocks += [nn.Linear(width, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            width = hidden
+        blocks.append(nn.Linear(width, num_outputs))
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, F)`` -> ``(B, num_outputs)`` logits, or ``(B, F, h, w)`` -> ``(B, num_outputs, h, w)``."""
+        if x.ndim == 4:
+            return self.net(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.net(x)
+
+
+@dataclass
+class HeadInfo:
+    """What a head file says about how to use its head."""
+
+    backbone: str
+    class_names: list[str]
+    background: bool = True
+    k: float = 5.0
+    scales: list[float] = field(default_factory=lambda: list(PAPER_SCALES))
+    grid_stride: float = PAPER_STRIDE
+    layers: int = 2
+    hidden: int = 2048
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.class_names) + int(self.background)
+
+
+def save_head(path: str | os.PathLike, head: AdaptationHead, info: HeadInfo, dtype: torch.dtype = torch.float32) -> None:
+    """Saves ``head``'s weights (as ``dtype``) and ``info`` as a safetensors file, atomically."""
+    from safetensors.torch import save
+
+    if head.num_outputs != info.num_outputs or head.layers != info.layers:
+        raise ValueError("head shape does not match its info (outputs, layers)")
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in head.state_dict().items()}
+    meta = {
+        "format": HEAD_FORMAT, "backbone": info.backbone, "class_names": json.dumps(info.class_names),
+        "background": json.dumps(info.background), "k": json.dumps(info.k), "scales": json.dumps(info.scales),
+        "grid_stride": json.dumps(info.grid_stride), "layers": json.dumps(info.layers),
+        "hidden": json.dumps(info.hidden), "dropout": json.dumps(head.dropout), "in_dim": json.dumps(head.in_dim),
+        "extra": json.dumps(info.extra),
+    }
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def load_head(path: str | os.PathLike) -> tuple[AdaptationHead, HeadInfo]:
+    """Loads a head file written by :func:`save_head` (weights come back as float32, in eval mode).
+
+    Raises ``FileNotFoundError`` when missing and ``ValueError`` when the file is not a readable head file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"head file {str(p)!r} does not exist")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(p))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"head file {str(p)!r} is not a readable safetensors file ({e})") from None
+    if meta.get("format") != HEAD_FORMAT:
+        raise ValueError(f"head file {str(p)!r} has format {meta.get('format')!r}, expected {HEAD_FORMAT!r}")
+    try:
+        info = HeadInfo(
+            backbone=meta["backbone"], class_names=json.loads(meta["class_names"]),
+            background=json.loads(meta["background"]), k=json.loads(meta["k"]), scales=json.loads(meta["scales"]),
+            grid_stride=json.loads(meta["grid_stride"]), layers=json.loads(meta["layers"]),
+            hidden=json.loads(meta["hidden"]), extra=json.loads(meta.get("extra", "{}")),
+        )
+        head = AdaptationHead(json.loads(meta["in_dim"]), info.num_outputs, info.layers, info.hidden,
+                              json.loads(meta["dropout"]))
+        head.load_state_dict({k: v.float() for k, v in tensors.items()})
+    except (KeyError, json.JSONDecodeError, RuntimeError, TypeError) as e:
+        raise ValueError(f"head file {str(p)!r} has missing or inconsistent entries ({e})") from None
+    return head.eval(), info
+
+
+
+
+def class_probabilities(logits: torch.Tensor, objective: str, num_classes: int) -> torch.Tensor:
+    """``(B, num_outputs)`` logits -> ``(B, num_classes)`` float32 probabilities of the reported classes: a softmax
+    over all outputs (``"softmax"``, background included) or per-output sigmoids (``"multilabel"``)."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    logits = logits.float()
+    probs = torch.softmax(logits, dim=1) if objective == "softmax" else torch.sigmoid(logits)
+    return probs[:, :num_classes]
