@@ -49,7 +49,7 @@ def test_score_image(benchmark, models, voc_image, backbone, variant):
                                 baseline=mode == "naive")
 
 
-def conv_flops(backbone: torch.nn.Module, x: torch.Tensor, q: int) -> int:
+def conv_flops(backbone: torch.nn.Module, x: torch.Tensor, window_step: int) -> int:
     """Multiply-adds ×2 of the trunk's Conv2d layers on ``x`` plus FC6 (as a 6×6 convolution) and FC7 (1×1)
     at every window."""
     total = 0
@@ -61,7 +61,7 @@ def conv_flops(backbone: torch.nn.Module, x: torch.Tensor, q: int) -> int:
 
     handles = [m.register_forward_hook(hook) for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
     with torch.inference_mode():
-        windows = backbone.window_head(backbone.trunk(x), q)
+        windows = backbone.window_head(backbone.trunk(x), window_step)
     for h in handles:
         h.remove()
     fc6, fc7 = backbone.classifier[1], backbone.classifier[4]
@@ -85,19 +85,19 @@ def test_alexnet_conv_phase_vs_sgemm(benchmark, models, voc_image):
     _, img = voc_image
     bb = models["alexnet"].backbone
     h, w = img.shape[:2]
-    q = default_window_step(bb.window)
+    window_step = default_window_step(bb.window)
     planes = []
     for lam in PAPER_SCALES:
         side = min(w, h) / lam
-        size = (dense_length(h, side, 224, 32 * q), dense_length(w, side, 224, 32 * q))
+        size = (dense_length(h, side, 224, 32 * window_step), dense_length(w, side, 224, 32 * window_step))
         planes.append(crop_resize(img, [[0, 0, w, h]], size=size, mean=bb.mean, std=bb.std))
 
     class Phase(torch.nn.Module):
         def forward(self, x):
-            return bb.window_head(bb.trunk(x), q)
+            return bb.window_head(bb.trunk(x), window_step)
 
     phase = Phase()
-    flops = sum(conv_flops(bb, p, q) for p in planes)
+    flops = sum(conv_flops(bb, p, window_step) for p in planes)
 
     def run():
         with torch.inference_mode():

@@ -80,7 +80,7 @@ def main() -> None:
         batched = score_image(img, model, mode="batched")
         rho = spearman(dense.scores, batched.scores)
         with torch.inference_mode():
-            d = dense_windows(bb, img, model.info.scales, model.info.grid_stride,
+            d = dense_windows(bb, img, model.info.scales, model.info.grid_step,
                               bf16=resolve_precision(args.precision, "dense", torch.device("cpu")))
             crops = crop_resize(img, d.boxes, size=bb.input_size, mean=bb.mean, std=bb.std)
             same_boxes = torch.cat([model.probabilities(bb(crops[i: i + 64])) for i in range(0, len(crops), 64)])

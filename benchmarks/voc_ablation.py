@@ -26,7 +26,7 @@ from midlevel_fast.backbones import get_backbone
 from midlevel_fast.training.cache import CacheConfig, default_cache_root, fill_cache, open_cache
 from midlevel_fast.training.consistency import consistency_pairs
 from midlevel_fast.training.evaluate import format_ap_table
-from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STRIDE
+from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP
 from midlevel_fast.training.probe import train_probe, whole_image_features
 from midlevel_fast.training.train import TrainConfig, eval_set, evaluate_head, merge_patch_sets, patch_set, train_head
 from midlevel_fast.training.voc import VOC_CLASSES, image_labels, load_split
@@ -36,7 +36,7 @@ from .dense_agreement import cached_agreement
 
 
 def caches(backbone, base, mode, splits):
-    cache = open_cache(base, CacheConfig(backbone.name, mode, list(PAPER_SCALES), PAPER_STRIDE, None,
+    cache = open_cache(base, CacheConfig(backbone.name, mode, list(PAPER_SCALES), PAPER_STEP, None,
                                          backbone.feature_dim))
     for images in splits:
         fill_cache(cache, backbone, [(im.image_id, im.path) for im in images])

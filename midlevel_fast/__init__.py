@@ -6,7 +6,7 @@ from midlevel_fast.ops.aggregate import output_maps, power_mean
 from midlevel_fast.ops.backends import BackendStatus, backends
 from midlevel_fast.scaleout.collection import score_collection
 from midlevel_fast.scoring.dense import dense_windows
-from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STRIDE, Grid, grid
+from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP, Grid, grid
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.head import AdaptationHead, HeadInfo, load_head, save_head
 from midlevel_fast.model import PatchClassifier, load_model
@@ -18,7 +18,7 @@ __all__ = [
     "IMAGENET_STD",
     "PADDING_MODES",
     "PAPER_SCALES",
-    "PAPER_STRIDE",
+    "PAPER_STEP",
     "AdaptationHead",
     "BackendStatus",
     "Grid",

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from midlevel_fast.io.files import atomic_write_bytes
-from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STRIDE
+from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP
 
 HEAD_FORMAT = "midlevel_fast.head/1"
 OBJECTIVES: tuple[str, ...] = ("softmax", "multilabel")
@@ -60,7 +60,7 @@ class HeadInfo:
     background: bool = True
     k: float = 5.0
     scales: list[float] = field(default_factory=lambda: list(PAPER_SCALES))
-    grid_stride: float = PAPER_STRIDE
+    grid_step: float = PAPER_STEP
     layers: int = 2
     hidden: int = 2048
     extra: dict[str, Any] = field(default_factory=dict)
@@ -80,7 +80,7 @@ def save_head(path: str | os.PathLike, head: AdaptationHead, info: HeadInfo, dty
     meta = {
         "format": HEAD_FORMAT, "backbone": info.backbone, "class_names": json.dumps(info.class_names),
         "background": json.dumps(info.background), "k": json.dumps(info.k), "scales": json.dumps(info.scales),
-        "grid_stride": json.dumps(info.grid_stride), "layers": json.dumps(info.layers),
+        "grid_step": json.dumps(info.grid_step), "layers": json.dumps(info.layers),
         "hidden": json.dumps(info.hidden), "dropout": json.dumps(head.dropout), "in_dim": json.dumps(head.in_dim),
         "extra": json.dumps(info.extra),
     }
@@ -112,7 +112,9 @@ def load_head(path: str | os.PathLike) -> tuple[AdaptationHead, HeadInfo]:
         info = HeadInfo(
             backbone=meta["backbone"], class_names=json.loads(meta["class_names"]),
             background=json.loads(meta["background"]), k=json.loads(meta["k"]), scales=json.loads(meta["scales"]),
-            grid_stride=json.loads(meta["grid_stride"]), layers=json.loads(meta["layers"]),
+            # Files written before the rename (0.1) call the grid step "grid_stride".
+            grid_step=json.loads(meta["grid_step"] if "grid_step" in meta else meta["grid_stride"]),
+            layers=json.loads(meta["layers"]),
             hidden=json.loads(meta["hidden"]), extra=json.loads(meta.get("extra", "{}")),
         )
         head = AdaptationHead(json.loads(meta["in_dim"]), info.num_outputs, info.layers, info.hidden,

@@ -20,7 +20,7 @@ from midlevel_fast.training.consistency import PairSet
 from midlevel_fast.training.train import EvalSet, PatchSet, TrainConfig
 
 WORKER = os.path.abspath(__file__)
-CACHE_CONFIG = CacheConfig(backbone="efficientnet_lite0", mode="dense", scales=[1.0], grid_stride=1 / 3, q=None,
+CACHE_CONFIG = CacheConfig(backbone="efficientnet_lite0", mode="dense", scales=[1.0], grid_step=1 / 3, window_step=None,
                            feature_dim=1280)
 # 201 rows in batches of 25: the last global batch has one row, so rank 1 of 2 gets an empty slice.
 TRAIN_CONFIGS = {

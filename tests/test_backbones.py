@@ -87,7 +87,7 @@ def test_get_backbone(lite0: EfficientNetLite0) -> None:
 )
 def test_contract_attributes(factory: str, name: str, window: int, feature_dim: int, request) -> None:
     model: Backbone = request.getfixturevalue(factory)
-    assert (model.name, model.input_size, model.stride, model.window) == (name, 224, 32, window)
+    assert (model.name, model.input_size, model.cell_size, model.window) == (name, 224, 32, window)
     assert model.feature_dim == feature_dim
     assert model.imagenet_head.in_features == feature_dim and model.imagenet_head.out_features == 1000
     assert model.imagenet_classes == list(imagenet_classes())

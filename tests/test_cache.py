@@ -16,7 +16,7 @@ from PIL import Image
 
 from midlevel_fast.training.cache import CacheConfig, FeatureCache, build_cache
 
-CONFIG = CacheConfig(backbone="toy", mode="dense", scales=[1.0, 2.0], grid_stride=1 / 3, q=2, feature_dim=6)
+CONFIG = CacheConfig(backbone="toy", mode="dense", scales=[1.0, 2.0], grid_step=1 / 3, window_step=2, feature_dim=6)
 
 
 def toy_extract(img: np.ndarray):

@@ -99,7 +99,7 @@ def test_consistency_loss_rejects_unpaired_logits():
 def two_caches(tmp_path, dim: int = 4, dense_scales=(1.0, 2.0), mode: str = "batched"):
     """A dense cache and a grid-crop cache of two images, features numbered by row so pairs can be read back."""
     def config(m, scales):
-        return CacheConfig(backbone="toy", mode=m, scales=list(scales), grid_stride=1 / 3, q=None, feature_dim=dim)
+        return CacheConfig(backbone="toy", mode=m, scales=list(scales), grid_step=1 / 3, window_step=None, feature_dim=dim)
 
     dense = FeatureCache(tmp_path / "dense", config("dense", dense_scales))
     crops = FeatureCache(tmp_path / "crops", config(mode, (1.0, 2.0)))

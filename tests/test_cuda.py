@@ -91,7 +91,7 @@ def test_float_chw_odd_shapes_and_wide_filters(shape, padding_mode):
 
 
 @needs_gpu
-def test_paper_grid_strided_inputs_and_out():
+def test_paper_grid_stepd_inputs_and_out():
     base = random_image(375, 500, 3, seed=7)
     boxes = grid(500, 375).boxes
     gpu_vs_cpu(base, boxes)

@@ -35,10 +35,10 @@ def test_determinism():
 @given(
     w=st.floats(1, 3000),
     h=st.floats(1, 3000),
-    stride=st.sampled_from([1 / 3, 0.25, 0.5]),
+    step=st.sampled_from([1 / 3, 0.25, 0.5]),
 )
-def test_rule_holds(w, h, stride):
-    g = grid(w, h, stride=stride)
+def test_rule_holds(w, h, step):
+    g = grid(w, h, step=step)
     b = g.boxes.double()
     tol = 1e-3 * max(w, h)
     # Inside the image, edge to edge.
@@ -51,10 +51,10 @@ def test_rule_holds(w, h, stride):
             assert starts[0].item() == pytest.approx(0.0, abs=tol)
             assert starts[-1].item() + s == pytest.approx(length, abs=tol)
             steps = starts.diff()
-            # Step at most stride·s, so neighbours overlap by at least 1 - stride (>= 50 %).
-            assert (steps <= stride * s + tol).all()
+            # Step at most step·s, so neighbours overlap by at least 1 - step (>= 50 %).
+            assert (steps <= step * s + tol).all()
             n = len(starts)
-            assert n == max(1, math.ceil((length - s) / (stride * s) - 1e-9) + 1) or length - s <= 1e-9 * length
+            assert n == max(1, math.ceil((length - s) / (step * s) - 1e-9) + 1) or length - s <= 1e-9 * length
 
 
 def test_coverage_of_every_pixel():
@@ -72,7 +72,7 @@ def test_bad_sizes(w, h):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"scales": [0.5]}, "scales"), ({"scales": []}, "scales"), ({"stride": 0}, "stride"), ({"stride": 2}, "stride"),
+    ({"scales": [0.5]}, "scales"), ({"scales": []}, "scales"), ({"step": 0}, "step"), ({"step": 2}, "step"),
 ])
 def test_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -19,7 +19,7 @@ def synthetic(tmp_path, n_images: int, seed: int):
     """Images of 100x80 with one or two objects; a patch's feature is its label's prototype plus noise
     (dropped patches: the mean of the class prototypes), so a head can learn the labels exactly."""
     rng = np.random.default_rng(seed)
-    config = CacheConfig(backbone="toy", mode="dense", scales=[1.0, 2.0, 3.0], grid_stride=1 / 3, q=None,
+    config = CacheConfig(backbone="toy", mode="dense", scales=[1.0, 2.0, 3.0], grid_step=1 / 3, window_step=None,
                          feature_dim=DIM)
     cache = FeatureCache(tmp_path / f"cache{seed}", config)
     proto = rng.normal(size=(len(CLASSES) + 1, DIM)) * 2

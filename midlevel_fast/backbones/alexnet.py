@@ -6,7 +6,7 @@ package: pass ``weights_path``.
 
 Conventions:
     * Input: NCHW float32, RGB, ``(x / 255 - mean) / std`` with torchvision's ImageNet mean and std.
-    * Trunk = ``features`` (C1-C5 + pool5): ``stride = 32``, a 224 patch gives ``6 x 6`` cells and a
+    * Trunk = ``features`` (C1-C5 + pool5): ``cell_size = 32``, a 224 patch gives ``6 x 6`` cells and a
       ``224 + 32 m`` side gives ``6 + m``.
     * Window head = FC6 as a ``6 x 6`` convolution (its Linear weight viewed as ``(4096, 256, 6, 6)``, the
       C, H, W order in which torchvision flattens pool5) and FC7 as a ``1 x 1`` convolution, each followed by
@@ -33,7 +33,7 @@ class AlexNet(Backbone):
     """torchvision-layout AlexNet with a dense (convolutional) FC6/FC7 window head; dropout is never applied."""
 
     name = "alexnet"
-    stride = 32
+    cell_size = 32
     window = 6
     feature_dim = _FC
     batch_size = 64
@@ -76,11 +76,11 @@ class AlexNet(Backbone):
     def trunk(self, x: Tensor) -> Tensor:
         return self.features(x)
 
-    def window_head(self, cells: Tensor, q: int = 1) -> Tensor:
+    def window_head(self, cells: Tensor, window_step: int = 1) -> Tensor:
         fc6, fc7 = self.classifier[1], self.classifier[4]
         # The FC weights are plain NCHW views; oneDNN runs these huge-kernel convs faster on NCHW cells.
         cells = cells.contiguous()
-        x = F.relu(F.conv2d(cells, fc6.weight.view(_FC, 256, self.window, self.window), fc6.bias, stride=q))
+        x = F.relu(F.conv2d(cells, fc6.weight.view(_FC, 256, self.window, self.window), fc6.bias, stride=window_step))
         return F.relu(F.conv2d(x, fc7.weight.view(_FC, _FC, 1, 1), fc7.bias))
 
 

@@ -8,10 +8,10 @@ Conventions:
     * Convolution weights are stored channels_last, which oneDNN runs 1.3-1.8x faster on CPU; the trunk accepts
       either layout and returns channels_last cells (same shape and values; call ``.contiguous()`` for NCHW
       strides).
-    * Geometry: the trunk maps an ``H x W`` image to ``h x w`` cells of stride ``stride``. Window ``(u, v)`` of
-      ``window_head(trunk(img), q)`` (row ``u``, column ``v``) is the feature of the input box
-      ``y in [stride*q*u + off_y, ... + input_size)``, ``x in [stride*q*v + off_x, ... + input_size)`` with
-      ``(off_y, off_x) = grid_offset(H, W)``; both are 0 when ``H`` and ``W`` are multiples of ``stride``.
+    * Geometry: the trunk maps an ``H x W`` image to ``h x w`` cells of ``cell_size`` pixels. Window ``(u, v)`` of
+      ``window_head(trunk(img), window_step)`` (row ``u``, column ``v``) is the feature of the input box
+      ``y in [cell_size*window_step*u + off_y, ... + input_size)``, ``x in [cell_size*window_step*v + off_x, ... + input_size)`` with
+      ``(off_y, off_x) = grid_offset(H, W)``; both are 0 when ``H`` and ``W`` are multiples of ``cell_size``.
       "Feature of the box" means: the same cell grid as ``forward`` on that crop, but each cell sees the image
       around the box where the crop sees zero padding, so dense and crop vectors differ (much more for
       EfficientNet-Lite0, whose receptive field is 851 px, than for AlexNet).
@@ -74,7 +74,7 @@ class Backbone(nn.Module):
     Attributes:
         name: registry name, e.g. ``"efficientnet_lite0"``.
         input_size: patch side in pixels (224).
-        stride: trunk output stride in input pixels.
+        cell_size: input pixels per trunk cell (the trunk's output stride).
         window: ``K``, the number of trunk cells (per side) covering one ``input_size`` patch.
         feature_dim: size of the mid-level vector.
         batch_size: patches per forward pass that run fastest on a CPU (measured: small batches keep
@@ -87,7 +87,7 @@ class Backbone(nn.Module):
 
     name: str
     input_size: int = 224
-    stride: int
+    cell_size: int
     window: int
     feature_dim: int
     batch_size: int = 32
@@ -107,9 +107,9 @@ class Backbone(nn.Module):
         """``(B, 3, H, W)`` normalised images -> ``(B, D, h, w)`` cells. Fully convolutional."""
         raise NotImplementedError
 
-    def window_head(self, cells: Tensor, q: int = 1) -> Tensor:
+    def window_head(self, cells: Tensor, window_step: int = 1) -> Tensor:
         """``(B, D, h, w)`` cells -> ``(B, feature_dim, h', w')``, one vector per ``K x K`` window of cells taken
-        at stride ``q`` cells, ``h' = (h - K) // q + 1``."""
+        every ``window_step`` cells, ``h' = (h - K) // window_step + 1``."""
         raise NotImplementedError
 
     def forward(self, patches: Tensor) -> Tensor:

@@ -10,7 +10,7 @@ Conventions:
       ``std = 128/255`` per channel in [0, 1] pixel units.
     * Padding is TensorFlow "SAME", recomputed from each input size: stride-1 convolutions pad symmetrically,
       stride-2 convolutions pad ``total // 2`` before and the rest after, so the trunk is fully convolutional.
-    * Geometry: ``stride = 32``, ``window = 7``. On a side of ``n`` pixels the grid starts at
+    * Geometry: ``cell_size = 32``, ``window = 7``. On a side of ``n`` pixels the grid starts at
       ``-((-n) % 32)``: 0 when ``n`` is a multiple of 32, where every stride-2 layer sees an even size and pads
       exactly as on a 224 crop. Each stride-2 layer that sees an odd size pads one more pixel before, moving
       the grid back by that layer's input stride (1, 2, 4, 8 or 16), and these add up to ``(-n) % 32``.
@@ -84,7 +84,7 @@ class EfficientNetLite0(Backbone):
     """
 
     name = "efficientnet_lite0"
-    stride = 32
+    cell_size = 32
     window = 7
     feature_dim = _HEAD
     batch_size = 4
@@ -109,7 +109,7 @@ class EfficientNetLite0(Backbone):
         return self._fc
 
     def grid_offset(self, height: int, width: int) -> tuple[int, int]:
-        return -(-height % self.stride), -(-width % self.stride)
+        return -(-height % self.cell_size), -(-width % self.cell_size)
 
     def trunk(self, x: Tensor) -> Tensor:
         x = F.relu6(self._conv_stem(x))
@@ -117,8 +117,8 @@ class EfficientNetLite0(Backbone):
             x = block(x)
         return F.relu6(self._conv_head(x))
 
-    def window_head(self, cells: Tensor, q: int = 1) -> Tensor:
-        return F.avg_pool2d(cells, self.window, stride=q)
+    def window_head(self, cells: Tensor, window_step: int = 1) -> Tensor:
+        return F.avg_pool2d(cells, self.window, stride=window_step)
 
 
 def _conv_names(model: EfficientNetLite0) -> dict[str, str]:

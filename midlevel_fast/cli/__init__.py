@@ -45,7 +45,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     for name, source in inputs:
         try:
             res = score_image(source, model, mode=args.mode, k=args.k, return_maps=args.top if args.maps else False,
-                              batch_size=args.batch_size, q=args.q)
+                              batch_size=args.batch_size, window_step=args.window_step)
         except (ValueError, FileNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
             failed += 1
@@ -71,11 +71,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _voc_cache(args: argparse.Namespace, backbone, scales, grid_stride, mode: str):
+def _voc_cache(args: argparse.Namespace, backbone, scales, grid_step, mode: str):
     from midlevel_fast.training.cache import CacheConfig, default_cache_root, open_cache
 
-    config = CacheConfig(backbone=backbone.name, mode=mode, scales=list(scales), grid_stride=grid_stride,
-                         q=args.q, feature_dim=backbone.feature_dim)
+    config = CacheConfig(backbone=backbone.name, mode=mode, scales=list(scales), grid_step=grid_step,
+                         window_step=args.window_step, feature_dim=backbone.feature_dim)
     return open_cache(args.cache or default_cache_root(), config)
 
 
@@ -94,12 +94,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
     import torch
 
     from midlevel_fast.backbones import get_backbone
-    from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STRIDE
+    from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP
 
     if args.threads:
         torch.set_num_threads(args.threads)
     backbone = get_backbone(args.backbone)
-    caches = [_voc_cache(args, backbone, PAPER_SCALES, PAPER_STRIDE, mode) for mode in args.mode]
+    caches = [_voc_cache(args, backbone, PAPER_SCALES, PAPER_STEP, mode) for mode in args.mode]
     for split in args.split:
         _cached_split(args, backbone, caches, split)
     for mode, cache in zip(args.mode, caches):
@@ -113,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from midlevel_fast.backbones import get_backbone
     from midlevel_fast.training.evaluate import format_ap_table
-    from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STRIDE
+    from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP
     from midlevel_fast.head import HeadInfo, save_head
     from midlevel_fast.training.train import TrainConfig, config_dict, eval_set, merge_patch_sets, patch_set, train_head
     from midlevel_fast.training.voc import VOC_CLASSES
@@ -125,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(layers=args.layers, hidden=args.hidden, objective=args.objective, k=args.k,
                          max_epochs=args.epochs, seed=args.seed, consistency=args.consistency)
     backbone = get_backbone(args.backbone)
-    caches = [_voc_cache(args, backbone, PAPER_SCALES, PAPER_STRIDE, mode) for mode in args.mode]
+    caches = [_voc_cache(args, backbone, PAPER_SCALES, PAPER_STEP, mode) for mode in args.mode]
     train_images = [im for split in args.split for im in _cached_split(args, backbone, caches, split)]
     # Validation uses the first mode's features: the mode the head is meant to score with.
     val_images = _cached_split(args, backbone, caches[:1], args.val_split) if args.val_split else None
@@ -145,9 +145,9 @@ def cmd_train(args: argparse.Namespace) -> int:
           + f", loaded in {time.perf_counter() - t0:.1f} s")
     result = train_head(train, len(VOC_CLASSES), config, val, pairs=pairs)
     info = HeadInfo(backbone=backbone.name, class_names=list(VOC_CLASSES), k=config.k, scales=list(PAPER_SCALES),
-                    grid_stride=PAPER_STRIDE, layers=config.layers, hidden=config.hidden,
+                    grid_step=PAPER_STEP, layers=config.layers, hidden=config.hidden,
                     extra={"train": config_dict(config), "mode": args.mode if len(args.mode) > 1 else args.mode[0],
-                           "q": args.q, "splits": args.split,
+                           "window_step": args.window_step, "splits": args.split,
                            "best_epoch": result.best_epoch, "val_map": result.best_map,
                            "objective": config.objective})
     save_head(args.out, result.head, info, dtype=torch.float16 if args.half else torch.float32)
@@ -172,7 +172,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model = load_model(args.head)
     objective = model.info.extra.get("objective", "softmax")
-    cache = _voc_cache(args, model.backbone, model.info.scales, model.info.grid_stride, args.mode)
+    cache = _voc_cache(args, model.backbone, model.info.scales, model.info.grid_step, args.mode)
     images = _cached_split(args, model.backbone, [cache], args.split)
     data = eval_set(cache, images, model.class_names)
     rows = {}
@@ -191,7 +191,7 @@ def _add_voc_options(p: argparse.ArgumentParser, several_modes: bool = False) ->
                        help="how patch features are computed; several modes pool their patches")
     else:
         p.add_argument("--mode", choices=("dense", "batched"), default="dense", help="how patch features are computed")
-    p.add_argument("--q", type=int, default=None, help="dense window step in trunk cells")
+    p.add_argument("--window-step", type=int, default=None, help="dense window step in trunk cells")
     p.add_argument("--cache", default=None, help="feature cache directory (default $MIDLEVEL_FAST_CACHE or "
                                                  "~/.cache/midlevel_fast)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: the shipped VOC head if any, else 'imagenet'")
     s.add_argument("--backbone", default=None, help="backbone name (default: the head's, else efficientnet_lite0)")
     s.add_argument("--k", type=float, default=None, help="power-mean exponent (default: the model's, 5)")
-    s.add_argument("--q", type=int, default=None, help="dense window step in trunk cells")
+    s.add_argument("--window-step", type=int, default=None, help="dense window step in trunk cells")
     s.add_argument("--batch-size", type=int, default=None)
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -57,7 +57,8 @@ def cmd_score_dir(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.head, backbone=args.backbone)
         res = score_collection(args.dir, args.out, model, mode=args.mode, k=args.k, top=args.top,
-                               full_scores=args.full_scores, maps_dir=args.maps, batch_size=args.batch_size, q=args.q,
+                               full_scores=args.full_scores, maps_dir=args.maps, batch_size=args.batch_size,
+                               window_step=args.window_step,
                                num_workers=args.workers, progress=not args.no_progress)
     except (ValueError, ImportError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -84,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--head", default=None, help="head file, or 'imagenet' (default: as for 'score')")
     s.add_argument("--backbone", default=None, help="backbone name (default: the head's, else efficientnet_lite0)")
     s.add_argument("--k", type=float, default=None, help="power-mean exponent (default: the model's, 5)")
-    s.add_argument("--q", type=int, default=None, help="dense window step in trunk cells")
+    s.add_argument("--window-step", type=int, default=None, help="dense window step in trunk cells")
     s.add_argument("--batch-size", type=int, default=None, help="patches or windows per forward")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads per rank")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -130,7 +130,7 @@ def score_collection(
     full_scores: bool = False,
     maps_dir: str | os.PathLike | None = None,
     batch_size: int | None = None,
-    q: int | None = None,
+    window_step: int | None = None,
     num_workers: int = 2,
     progress: bool = True,
     ctx: DistContext | None = None,
@@ -138,7 +138,7 @@ def score_collection(
     """Scores every image of ``inputs`` (a directory or a list of paths) into ``out`` (see the module docstring).
 
     ``model``: a :class:`midlevel_fast.model.PatchClassifier` (default: the default model). ``mode``, ``k``,
-    ``batch_size`` (patches or windows per forward) and ``q`` are :func:`midlevel_fast.scoring.score.score_image`'s;
+    ``batch_size`` (patches or windows per forward) and ``window_step`` are :func:`midlevel_fast.scoring.score.score_image`'s;
     images are scored one at a time, since they differ in size. ``top``: classes per row (and maps per image
     with ``maps_dir``). ``num_workers``: DataLoader processes decoding ahead of the model (0: decode in this
     process). ``ctx``: the rank of this process (default: from the initialised ``torch.distributed`` group,
@@ -188,7 +188,7 @@ def score_collection(
                 if error is None:
                     try:
                         res = score_image(image, model, mode=mode, k=k, return_maps=top if maps else False,
-                                          batch_size=batch_size, device=ctx.device, q=q)
+                                          batch_size=batch_size, device=ctx.device, window_step=window_step)
                     except ValueError as e:
                         error = str(e)
                 if res is None:

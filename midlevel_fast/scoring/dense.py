@@ -7,12 +7,13 @@ large convolutions on adequately subsampled versions of the full image".
 Rule, per scale ``λ`` (same ``λ`` and ``s = min(W, H)/λ`` as :func:`midlevel_fast.scoring.grid`):
 
 * the image is resized (antialiased) so that a patch of side ``s`` becomes ``input_size`` (224) pixels; each
-  resized side is then rounded to ``input_size + stride·q·m`` so that windows tile it edge to edge, as the grid's
-  patches do (the two axes may be scaled slightly differently, by at most ``stride·q/2`` pixels);
-* windows step by ``q`` trunk cells (``stride·q`` resized pixels); by default ``q = max(1, floor(K·grid_stride))``,
-  the largest step not coarser than the grid's ``grid_stride·s`` (``q = 2`` for Lite0's K = 7 and AlexNet's
-  K = 6 with the paper's stride 1/3: windows overlap by 71 % and 67 %). ``q = 1`` is allowed;
-* window ``(u, v)`` covers resized pixels ``[stride·q·v, +input_size) × [stride·q·u, +input_size)``, i.e. the
+  resized side is then rounded to ``input_size + cell_size·window_step·m`` so that windows tile it edge to edge, as the grid's
+  patches do (the two axes may be scaled slightly differently, by at most ``cell_size·window_step/2`` pixels);
+* windows step by ``window_step`` trunk cells (``cell_size·window_step`` resized pixels); by default
+  ``window_step = max(1, floor(K·grid_step))``,
+  the largest step not coarser than the grid's ``grid_step·s`` (2 for Lite0's K = 7 and AlexNet's
+  K = 6 with the paper's grid step 1/3: windows overlap by 71 % and 67 %). ``window_step = 1`` is allowed;
+* window ``(u, v)`` covers resized pixels ``[cell_size·window_step·v, +input_size) × [cell_size·window_step·u, +input_size)``, i.e. the
   box ``(x0, y0, x1, y1)`` of the image obtained by dividing by the per-axis resize factors.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STRIDE
+from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP
 from midlevel_fast.ops.crop_resize import crop_resize
 
 # A resized scale larger than this would need gigabytes of activations; such images go through mode="batched".
@@ -39,9 +40,9 @@ class DenseWindows(NamedTuple):
     scale_index: torch.Tensor
 
 
-def default_window_step(window: int, grid_stride: float = PAPER_STRIDE) -> int:
-    """``q``: the largest window step, in trunk cells, that is not coarser than the grid's stride."""
-    return max(1, math.floor(window * grid_stride + 1e-9))
+def default_window_step(window: int, grid_step: float = PAPER_STEP) -> int:
+    """The largest window step, in trunk cells, that is not coarser than the grid's step."""
+    return max(1, math.floor(window * grid_step + 1e-9))
 
 
 def dense_length(length: float, side: float, input_size: int, step_px: int) -> int:
@@ -66,21 +67,21 @@ def dense_windows(
     backbone: torch.nn.Module,
     image: np.ndarray,
     scales: Sequence[float] = PAPER_SCALES,
-    grid_stride: float = PAPER_STRIDE,
-    q: int | None = None,
+    grid_step: float = PAPER_STEP,
+    window_step: int | None = None,
     bf16: bool = False,
 ) -> DenseWindows:
     """All windows of ``image`` (RGB uint8 HWC) at every scale; see the module docstring for the geometry.
 
     ``backbone`` follows :class:`midlevel_fast.backbones.Backbone`. ``bf16`` runs the trunk and window head
-    under bfloat16 autocast (features come back float32). Raises ``ValueError`` for ``q < 1`` or when a scale
+    under bfloat16 autocast (features come back float32). Raises ``ValueError`` for ``window_step < 1`` or when a scale
     would exceed :data:`MAX_DENSE_PIXELS` (very elongated images: use ``mode="batched"``).
     """
     h, w = int(image.shape[0]), int(image.shape[1])
-    step_q = default_window_step(backbone.window, grid_stride) if q is None else int(q)
+    step_q = default_window_step(backbone.window, grid_step) if window_step is None else int(window_step)
     if step_q < 1:
-        raise ValueError(f"q must be >= 1, got {q}")
-    size, step_px = backbone.input_size, backbone.stride * step_q
+        raise ValueError(f"window_step must be >= 1, got {window_step}")
+    size, step_px = backbone.input_size, backbone.cell_size * step_q
     device = next(backbone.parameters()).device
     # On a GPU the planes are resized there from one upload of the image, not resized here and copied over.
     source = torch.from_numpy(np.ascontiguousarray(image)).to(device) if device.type == "cuda" else image

@@ -5,10 +5,10 @@ Convention: boxes are ``(x0, y0, x1, y1)`` in continuous pixel coordinates; pixe
 Rule, for each scale ``λ`` in order:
 
 * the square side is ``s = min(width, height) / λ``;
-* along an axis of length ``L`` the patch takes ``n = ceil((L - s) / (stride·s)) + 1`` positions
+* along an axis of length ``L`` the patch takes ``n = ceil((L - s) / (step·s)) + 1`` positions
   (``n = 1`` when ``s = L``), evenly spaced from edge to edge: ``x0_k = k·(L - s)/(n - 1)``. The first patch
   touches the left/top edge, the last one the right/bottom edge, and the step ``(L - s)/(n - 1)`` is at most
-  ``stride·s``, so neighbours overlap by at least ``1 - stride`` of their side (≥ 50 % for ``stride ≤ 1/2``).
+  ``step·s``, so neighbours overlap by at least ``1 - step`` of their side (≥ 50 % for ``step ≤ 1/2``).
 
 Boxes come out scale-major, then row-major (y, then x). With the defaults a 500×375 image gets 512 patches
 (the paper says "around 500").
@@ -21,9 +21,9 @@ from typing import NamedTuple, Sequence
 import torch
 
 PAPER_SCALES: tuple[float, ...] = (1.0, 1.3, 1.6, 2.0, 2.4, 2.8, 3.2, 3.6, 4.0)
-PAPER_STRIDE: float = 1.0 / 3.0
+PAPER_STEP: float = 1.0 / 3.0
 
-# Guards the ceil against float noise: (L - s)/(stride·s) that is an integer in exact arithmetic must not
+# Guards the ceil against float noise: (L - s)/(step·s) that is an integer in exact arithmetic must not
 # round up to the next one.
 _EPS = 1e-9
 
@@ -46,12 +46,12 @@ def _positive_finite(name: str, value: float) -> float:
     return v
 
 
-def axis_positions(length: float, side: float, stride: float) -> list[float]:
+def axis_positions(length: float, side: float, step: float) -> list[float]:
     """Start coordinates of patches of ``side`` along an axis of ``length`` (``side <= length``)."""
     span = length - side
     if span <= _EPS * length:
         return [0.0]
-    n = math.ceil(span / (stride * side) - _EPS) + 1
+    n = math.ceil(span / (step * side) - _EPS) + 1
     return [k * span / (n - 1) for k in range(n)]
 
 
@@ -59,19 +59,19 @@ def grid(
     width: float,
     height: float,
     scales: Sequence[float] = PAPER_SCALES,
-    stride: float = PAPER_STRIDE,
+    step: float = PAPER_STEP,
 ) -> Grid:
     """Multi-scale square patches covering a ``width``×``height`` image; see the module docstring for the rule.
 
-    ``scales`` are the λ values (each ≥ 1, so a patch fits in the image); ``stride`` is the largest step between
+    ``scales`` are the λ values (each ≥ 1, so a patch fits in the image); ``step`` is the largest step between
     neighbouring patches as a fraction of their side, in ``(0, 1]``. Raises ``ValueError`` on non-positive or
-    non-finite sizes and on bad scales or stride.
+    non-finite sizes and on bad scales or step.
     """
     w = _positive_finite("width", width)
     h = _positive_finite("height", height)
-    st = _positive_finite("stride", stride)
+    st = _positive_finite("step", step)
     if st > 1:
-        raise ValueError(f"stride must be in (0, 1] (a fraction of the patch side), got {stride!r}")
+        raise ValueError(f"step must be in (0, 1] (a fraction of the patch side), got {step!r}")
     if len(scales) == 0:
         raise ValueError("scales must not be empty")
     boxes: list[tuple[float, float, float, float]] = []

@@ -99,17 +99,17 @@ def resolve_precision(precision: str, mode: str, device: torch.device) -> bool:
 
 
 def patch_features(backbone: torch.nn.Module, image: np.ndarray, mode: str, scales: Sequence[float],
-                   grid_stride: float, q: int | None = None, batch: int | None = None, bf16: bool = False,
+                   grid_step: float, window_step: int | None = None, batch: int | None = None, bf16: bool = False,
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(features (M, F), boxes (M, 4), scale_index (M,))`` of ``image`` in ``mode`` ``"dense"`` (sliding
     window, see :mod:`midlevel_fast.scoring.dense`) or ``"batched"`` (the paper grid, cropped and resized); ``bf16``
     runs the network under bfloat16 autocast."""
     tune_malloc()
     if mode == "dense":
-        return dense_windows(backbone, image, scales, grid_stride, q, bf16)
+        return dense_windows(backbone, image, scales, grid_step, window_step, bf16)
     if mode != "batched":
         raise ValueError(f"patch features are computed in mode 'dense' or 'batched', not {mode!r}")
-    g = grid(image.shape[1], image.shape[0], scales, grid_stride)
+    g = grid(image.shape[1], image.shape[0], scales, grid_step)
     with torch.autocast(next(backbone.parameters()).device.type, dtype=torch.bfloat16, enabled=bf16):
         feats = batched_features(backbone, image, g.boxes, batch).float()
     return feats, g.boxes, g.scale_index
@@ -128,7 +128,7 @@ def score_image(
     return_maps: bool | int = False,
     batch_size: int | None = None,
     device: str | torch.device | None = None,
-    q: int | None = None,
+    window_step: int | None = None,
     precision: str = "auto",
 ) -> ScoreResult:
     """Scores ``image`` with ``model`` (default: :func:`midlevel_fast.model.default_model`).
@@ -138,7 +138,7 @@ def score_image(
     grid patches in chunks of ``batch_size``, batched forward) or ``"naive"`` (the per-patch PIL loop, one
     forward per patch). ``k``: the power-mean exponent (``None``: the model's, 5 as in the paper).
     ``return_maps``: ``True`` for the maps of every class, an int ``n`` for the ``n`` best classes only.
-    ``q``: the dense window step in trunk cells (see :mod:`midlevel_fast.scoring.dense`). ``precision``: ``"fp32"``,
+    ``window_step``: the dense window step in trunk cells (see :mod:`midlevel_fast.scoring.dense`). ``precision``: ``"fp32"``,
     ``"bf16"`` or ``"auto"`` (see :func:`resolve_precision`).
     """
     t0 = time.perf_counter()
@@ -157,15 +157,16 @@ def score_image(
     model = model.to(dev).eval()
     img = load_image(image)
     h, w = img.shape[:2]
-    scales, stride = model.info.scales, model.info.grid_stride
+    scales, step = model.info.scales, model.info.grid_step
     with torch.inference_mode():
         if mode == "naive":
-            g = grid(w, h, scales, stride)
+            g = grid(w, h, scales, step)
             boxes, scale_index = g.boxes, g.scale_index
             probs = patch_probabilities_naive(model, img, boxes)
         else:
             bf16 = resolve_precision(precision, mode, dev)
-            feats, boxes, scale_index = patch_features(model.backbone, img, mode, scales, stride, q, batch_size, bf16)
+            feats, boxes, scale_index = patch_features(model.backbone, img, mode, scales, step, window_step,
+                                                            batch_size, bf16)
             probs = _probabilities(model, feats, 1024)
     scores = power_mean(probs, kk)
     result = ScoreResult(model.class_names, scores, boxes, probs, scale_index, (h, w), mode, kk)

@@ -2,7 +2,7 @@
 
 Layout of a cache directory::
 
-    manifest.json            config (backbone, mode, scales, stride, q, feature_dim) + finished images
+    manifest.json            config (backbone, mode, scales, grid_step, window_step, feature_dim) + finished images
     images/<id>.f16.npy      float16 (N, feature_dim) mid-level vectors, memory-mapped on read
     images/<id>.meta.npz     boxes float32 (N, 4) in image coordinates, scale_index int64 (N,), size (H, W)
 
@@ -50,8 +50,8 @@ class CacheConfig:
     backbone: str
     mode: str
     scales: list[float]
-    grid_stride: float
-    q: int | None
+    grid_step: float
+    window_step: int | None
     feature_dim: int
 
 
@@ -260,7 +260,7 @@ def fill_cache(cache: FeatureCache, backbone: torch.nn.Module, items: Iterable[t
         raise ValueError(f"backbone {backbone.name} does not match cache config {cfg.backbone}")
 
     def extract(img: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return patch_features(backbone, img, cfg.mode, cfg.scales, cfg.grid_stride, cfg.q)
+        return patch_features(backbone, img, cfg.mode, cfg.scales, cfg.grid_step, cfg.window_step)
 
     ctx = current()
     if not (ctx.distributed and cache.rank is not None):
