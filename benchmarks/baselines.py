@@ -2,28 +2,19 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
-
 import numpy as np
 import torch
 
 from midlevel_fast import IMAGENET_MEAN, IMAGENET_STD
 
 
-def crop_resize_interpolate_loop(
-    image: torch.Tensor,
-    boxes: np.ndarray | torch.Tensor,
-    size: int = 224,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> torch.Tensor:
-    """Per-box integer crop + ``F.interpolate(bilinear, antialias=True)`` loop: the torch user's baseline.
-
-    ``image`` is uint8 HWC; each box is rounded outward to whole pixels (interpolate takes no fractional box).
-    """
+def crop_resize_interpolate_loop(image: torch.Tensor, boxes: np.ndarray | torch.Tensor, size: int = 224) -> torch.Tensor:
+    """Per-box integer crop + ``F.interpolate(bilinear, antialias=True)`` loop with ImageNet normalisation: the
+    torch user's baseline. ``image`` is uint8 HWC; each box is rounded outward to whole pixels (interpolate takes
+    no fractional box). Returns ``(N, C, size, size)`` float32."""
     planes = image.permute(2, 0, 1).unsqueeze(0).float() / 255.0
-    mean_t = torch.tensor(mean).view(1, -1, 1, 1)
-    std_t = torch.tensor(std).view(1, -1, 1, 1)
+    mean_t = torch.tensor(IMAGENET_MEAN).view(1, -1, 1, 1)
+    std_t = torch.tensor(IMAGENET_STD).view(1, -1, 1, 1)
     out = []
     for x0, y0, x1, y1 in torch.as_tensor(boxes, dtype=torch.float64).tolist():
         crop = planes[:, :, int(y0): math.ceil(y1), int(x0): math.ceil(x1)]

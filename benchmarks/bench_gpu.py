@@ -111,22 +111,22 @@ def bench_crop_resize(img: np.ndarray, rows: list[dict]) -> None:
         fill = gpu_ms(partial(out.fill_, 1.0))
         rows.append(dict(group=group, name=f"device copy {tag} (floor)", ms=copy, write_GBps=nbytes / copy / 1e6))
         rows.append(dict(group=group, name=f"device write {tag}", ms=fill, write_GBps=nbytes / fill / 1e6))
-        reference = crop_resize(img, boxes, out_dtype=dtype).float()
-        for impl in ("cuda", "triton"):
-            status = backends()[impl]
+        cpu_result = crop_resize(img, boxes, out_dtype=dtype).float()
+        for backend in ("cuda", "triton"):
+            status = backends()[backend]
             if not status.available:
-                rows.append(dict(group=group, name=f"{impl} {tag}", skipped=status.detail))
+                rows.append(dict(group=group, name=f"{backend} {tag}", skipped=status.detail))
                 continue
-            call = partial(crop_resize, gimg, boxes, impl=impl, out=out, out_dtype=dtype)
+            call = partial(crop_resize, gimg, boxes, backend=backend, out=out, out_dtype=dtype)
             call()  # compiles / autotunes first
-            err = (out.float().cpu() - reference).abs().max().item()
+            err = (out.float().cpu() - cpu_result).abs().max().item()
             ms = gpu_ms(call)
-            rows.append(dict(group=group, name=f"{impl} {tag} (per call)", ms=ms, write_GBps=nbytes / ms / 1e6,
+            rows.append(dict(group=group, name=f"{backend} {tag} (per call)", ms=ms, write_GBps=nbytes / ms / 1e6,
                              pct_of_copy=100 * copy / ms, pct_of_write=100 * fill / ms, vs_pil=pil / ms,
                              max_abs_err_vs_cpu=err))
             kms = kernel_ms(call, "crop_resize")
             if kms is not None:
-                rows.append(dict(group=group, name=f"{impl} {tag} (kernel only)", ms=kms,
+                rows.append(dict(group=group, name=f"{backend} {tag} (kernel only)", ms=kms,
                                  write_GBps=nbytes / kms / 1e6, pct_of_copy=100 * copy / kms,
                                  pct_of_write=100 * fill / kms, vs_pil=pil / kms))
 
@@ -142,9 +142,9 @@ def bench_aggregate(img: np.ndarray, rows: list[dict]) -> None:
     rows.append(dict(group=group, name="torch prefix sums (CPU)", ms=torch_ms))
     if backends()["triton"].available:
         gprobs = probs.cuda()
-        output_maps(boxes, gprobs, h, w, impl="triton")
-        ms = gpu_ms(lambda: output_maps(boxes, gprobs, h, w, impl="triton"))
-        err = (output_maps(boxes, gprobs, h, w, impl="triton").cpu() - output_maps(boxes, probs, h, w)).abs().max()
+        output_maps(boxes, gprobs, h, w, backend="triton")
+        ms = gpu_ms(lambda: output_maps(boxes, gprobs, h, w, backend="triton"))
+        err = (output_maps(boxes, gprobs, h, w, backend="triton").cpu() - output_maps(boxes, probs, h, w)).abs().max()
         rows.append(dict(group=group, name="triton fused", ms=ms, vs_cpu=torch_ms / ms, max_abs_err=err.item()))
 
 

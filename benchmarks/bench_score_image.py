@@ -14,10 +14,10 @@ import torch
 
 from midlevel_fast import load_model, score_image
 from midlevel_fast.backbones import alexnet
-from midlevel_fast.scoring.dense import default_window_step, dense_length
-from midlevel_fast.scoring.grid import PAPER_SCALES
 from midlevel_fast.model import imagenet_classifier
 from midlevel_fast.ops.crop_resize import crop_resize
+from midlevel_fast.scoring.dense import default_window_step, dense_length
+from midlevel_fast.scoring.grid import PAPER_SCALES
 
 from .peak_memory import PeakRSS
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.helpers import voc_root
 
@@ -14,8 +15,6 @@ from tests.helpers import voc_root
 @pytest.fixture(scope="session")
 def voc_image() -> tuple[str, np.ndarray]:
     """(name, uint8 HWC) of the first 500×375 VOC val image, or a seeded random image of that size."""
-    from PIL import Image
-
     root = voc_root()
     if root is not None:
         for image_id in (root / "ImageSets" / "Main" / "val.txt").read_text().split():

@@ -38,7 +38,8 @@ for name, status in m.backends().items():
 EOF
 
 echo "== GPU tests"
-timeout 170 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_triton.py tests/test_taps.py \
+timeout 170 "$py" -m pytest -q -p no:cacheprovider tests/test_crop_resize_cuda.py tests/test_crop_resize_triton.py \
+  tests/test_aggregate_triton.py tests/test_taps.py \
   tests/test_score.py::test_cuda_scores_and_maps_match_the_cpu \
   2>&1 | tee "$out/tests.log"
 tests_rc=${PIPESTATUS[0]}

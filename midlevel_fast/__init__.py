@@ -2,15 +2,15 @@
 
 Public API only; see the README for conventions.
 """
+from midlevel_fast.head import AdaptationHead, HeadInfo, load_head, save_head
+from midlevel_fast.io.image_io import load_image
+from midlevel_fast.model import PatchClassifier, load_model
 from midlevel_fast.ops.aggregate import output_maps, power_mean
 from midlevel_fast.ops.backends import BackendStatus, backends
+from midlevel_fast.ops.crop_resize import IMAGENET_MEAN, IMAGENET_STD, PADDING_MODES, crop_resize
 from midlevel_fast.scaleout.collection import score_collection
 from midlevel_fast.scoring.dense import dense_windows
 from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP, Grid, grid
-from midlevel_fast.io.image_io import load_image
-from midlevel_fast.head import AdaptationHead, HeadInfo, load_head, save_head
-from midlevel_fast.model import PatchClassifier, load_model
-from midlevel_fast.ops.crop_resize import IMAGENET_MEAN, IMAGENET_STD, PADDING_MODES, crop_resize
 from midlevel_fast.scoring.score import ScoreResult, score_image
 
 __all__ = [

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 from torch import nn
 
 from midlevel_fast.io.files import atomic_write_bytes
@@ -35,7 +37,8 @@ class AdaptationHead(nn.Module):
             raise ValueError(f"layers must be 1, 2 or 3, got {layers}")
         if in_dim < 1 or num_outputs < 1 or hidden < 1 or not 0 <= dropout < 1:
             raise ValueError("in_dim, num_outputs and hidden must be >= 1 and dropout in [0, 1)")
-        self.in_dim, self.num_outputs, self.layers, self.hidden, self.dropout = in_dim, num_outputs, layers, hidden, dropout
+        self.in_dim, self.num_outputs, self.layers = in_dim, num_outputs, layers
+        self.hidden, self.dropout = hidden, dropout
         blocks: list[nn.Module] = []
         width = in_dim
         for _ in range(layers - 1):
@@ -53,7 +56,17 @@ class AdaptationHead(nn.Module):
 
 @dataclass
 class HeadInfo:
-    """What a head file says about how to use its head."""
+    """What a head file says about how to use its head.
+
+    Attributes:
+        backbone: registry name of the backbone the head was trained on.
+        class_names: the reported classes, in output order.
+        background: whether one more output, the last, is the background class.
+        k: the power-mean exponent of the image score.
+        scales, grid_step: the patch grid (:func:`midlevel_fast.scoring.grid.grid`) the head was trained on.
+        layers, hidden: the head's shape (:class:`AdaptationHead`).
+        extra: anything else, e.g. ``"objective"`` (one of :data:`OBJECTIVES`) and the training settings.
+    """
 
     backbone: str
     class_names: list[str]
@@ -67,13 +80,14 @@ class HeadInfo:
 
     @property
     def num_outputs(self) -> int:
+        """Outputs of the head: one per class, plus the background when it has one."""
         return len(self.class_names) + int(self.background)
 
 
-def save_head(path: str | os.PathLike, head: AdaptationHead, info: HeadInfo, dtype: torch.dtype = torch.float32) -> None:
-    """Saves ``head``'s weights (as ``dtype``) and ``info`` as a safetensors file, atomically."""
-    from safetensors.torch import save
-
+def save_head(path: str | os.PathLike, head: AdaptationHead, info: HeadInfo,
+              dtype: torch.dtype = torch.float32) -> None:
+    """Saves ``head``'s weights (as ``dtype``) and ``info`` as a safetensors file, atomically (an existing file is
+    replaced only once the new one is complete). Raises ``ValueError`` when ``head`` does not match ``info``."""
     if head.num_outputs != info.num_outputs or head.layers != info.layers:
         raise ValueError("head shape does not match its info (outputs, layers)")
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in head.state_dict().items()}
@@ -92,18 +106,13 @@ def load_head(path: str | os.PathLike) -> tuple[AdaptationHead, HeadInfo]:
 
     Raises ``FileNotFoundError`` when missing and ``ValueError`` when the file is not a readable head file.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"head file {str(p)!r} does not exist")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}
-        tensors = load_file(str(p))
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"head file {str(p)!r} is not a readable safetensors file ({e})") from None
     if meta.get("format") != HEAD_FORMAT:
@@ -123,8 +132,6 @@ def load_head(path: str | os.PathLike) -> tuple[AdaptationHead, HeadInfo]:
     except (KeyError, json.JSONDecodeError, RuntimeError, TypeError) as e:
         raise ValueError(f"head file {str(p)!r} has missing or inconsistent entries ({e})") from None
     return head.eval(), info
-
-
 
 
 def class_probabilities(logits: torch.Tensor, objective: str, num_classes: int) -> torch.Tensor:

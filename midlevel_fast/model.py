@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from midlevel_fast.backbones import get_backbone
+from midlevel_fast.backbones import Backbone, get_backbone
 from midlevel_fast.head import HeadInfo, class_probabilities, load_head
 
 DEFAULT_HEAD = "voc_head_lite0.safetensors"
@@ -24,7 +24,7 @@ class PatchClassifier(nn.Module):
     softmax and drops the background column.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, info: HeadInfo):
+    def __init__(self, backbone: Backbone, head: nn.Module, info: HeadInfo) -> None:
         super().__init__()
         if info.backbone != backbone.name:
             raise ValueError(f"head was trained on backbone {info.backbone!r}, not {backbone.name!r}")
@@ -32,6 +32,7 @@ class PatchClassifier(nn.Module):
 
     @property
     def class_names(self) -> list[str]:
+        """The reported classes (background excluded), in the order of :meth:`probabilities`' columns."""
         return self.info.class_names
 
     def probabilities(self, features: torch.Tensor) -> torch.Tensor:
@@ -41,7 +42,7 @@ class PatchClassifier(nn.Module):
                                    len(self.info.class_names))
 
 
-def imagenet_classifier(backbone: nn.Module) -> PatchClassifier:
+def imagenet_classifier(backbone: Backbone) -> PatchClassifier:
     """The backbone's own ImageNet classifier (FC8 / ``_fc``) as a patch classifier over 1000 classes."""
     info = HeadInfo(backbone=backbone.name, class_names=list(backbone.imagenet_classes), background=False,
                     layers=1, hidden=0)
@@ -54,10 +55,13 @@ def shipped_head_path() -> Path | None:
     return p if p.is_file() else None
 
 
-def load_model(head: str | os.PathLike | None = None, backbone: str | None = None, **backbone_kw: Any) -> PatchClassifier:
-    """A patch classifier: ``head`` is a head file, ``"imagenet"`` for the backbone's ImageNet classifier, or
-    ``None`` for the default (the shipped VOC head on EfficientNet-Lite0, or Lite0's ImageNet classifier when
-    this build ships no head). ``backbone`` defaults to the head file's backbone, else ``efficientnet_lite0``."""
+def load_model(head: str | os.PathLike | None = None, backbone: str | None = None,
+               **backbone_kw: Any) -> PatchClassifier:
+    """A patch classifier in eval mode: ``head`` is a head file, ``"imagenet"`` for the backbone's ImageNet
+    classifier, or ``None`` for the default (the shipped VOC head on EfficientNet-Lite0, or Lite0's ImageNet
+    classifier when this build ships no head). ``backbone`` defaults to the head file's backbone, else
+    ``efficientnet_lite0``; ``backbone_kw`` go to its factory (e.g. ``weights_path``). Raises as
+    :func:`midlevel_fast.head.load_head` does, and ``ValueError`` when the head and backbone do not match."""
     if head is None:
         head = shipped_head_path() or "imagenet"
     if str(head) == "imagenet":
@@ -68,6 +72,7 @@ def load_model(head: str | os.PathLike | None = None, backbone: str | None = Non
 
 @cache
 def default_model() -> PatchClassifier:
-    """The default model, built once per process."""
+    """The default model (:func:`load_model` without arguments), built once per process and shared: callers must
+    not modify it."""
     return load_model().eval()
 

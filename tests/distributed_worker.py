@@ -1,8 +1,12 @@
 """One rank of the multi-process tests, launched by ``torchrun --standalone --nproc-per-node 2`` from
-tests/test_collection.py and tests/test_distributed.py (not a test module itself).
+tests/test_collection.py, tests/test_cache_build.py and tests/test_train_ddp.py (not a test module itself).
 
     score IMAGES OUT REPORT_DIR [--slow SECONDS]   score_collection; writes REPORT_DIR/rank<r>.json
-    cache-train IMAGES CACHE_BASE REPORT_DIR       sharded fill_cache, then DDP train_head per config
+    cache IMAGES CACHE_BASE REPORT_DIR             sharded fill_cache; writes REPORT_DIR/cache<r>.json
+    train REPORT_DIR                               DDP train_head per config; writes REPORT_DIR/<config><r>.pt
+
+It imports nothing from ``tests`` (torchrun puts only this folder on ``sys.path``); the test modules take the
+configs and inputs of the runs from here, so both sides use the same.
 """
 from __future__ import annotations
 
@@ -14,10 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from midlevel_fast.model import PatchClassifier, load_model
+from midlevel_fast.scaleout import collection
+from midlevel_fast.scaleout.collection import list_images, score_collection
+from midlevel_fast.scaleout.distributed import DistContext, cleanup, init_distributed, shard
 from midlevel_fast.training.cache import CacheConfig
+from midlevel_fast.training.cache_build import fill_cache, open_cache
 from midlevel_fast.training.consistency import PairSet
-from midlevel_fast.training.train import EvalSet, PatchSet, TrainConfig
+from midlevel_fast.training.patches import EvalSet, PatchSet
+from midlevel_fast.training.train import TrainConfig, train_head
 
 WORKER = os.path.abspath(__file__)
 CACHE_CONFIG = CacheConfig(backbone="efficientnet_lite0", mode="dense", scales=[1.0], grid_step=1 / 3, window_step=None,
@@ -33,8 +44,6 @@ TRAIN_CONFIGS = {
 
 def write_images(folder: Path, n: int, corrupt: tuple[int, ...] = ()) -> list[Path]:
     """``n`` small random PNGs ``im00.png``...; those at ``corrupt`` positions are cut short."""
-    from PIL import Image
-
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     paths = []
@@ -81,28 +90,22 @@ def train_inputs(name: str) -> tuple[PatchSet, EvalSet, PairSet | None]:
     return train, val, None
 
 
-def tiny_model():
+def tiny_model() -> PatchClassifier:
     """EfficientNet-Lite0's ImageNet classifier at one scale: about 25 ms per 64x48 image on one thread."""
-    from midlevel_fast.model import load_model
-
     model = load_model("imagenet")
     model.info.scales = [1.0]
     return model
 
 
-def score(args: argparse.Namespace, ctx) -> None:
-    import midlevel_fast.scoring.score
-    from midlevel_fast.scaleout.collection import list_images, score_collection
-    from midlevel_fast.scaleout.distributed import shard
-
+def run_score(args: argparse.Namespace, ctx: DistContext) -> None:
     if args.slow:
-        fast = midlevel_fast.scoring.score.score_image
+        fast = collection.score_image
 
         def slow(*a, **kw):
             time.sleep(args.slow)
             return fast(*a, **kw)
 
-        midlevel_fast.scoring.score.score_image = slow
+        collection.score_image = slow  # the name score_collection calls
     report = Path(args.report)
     (report / f"pid{ctx.rank}").write_text(str(os.getpid()))
     res = score_collection(args.images, args.out, tiny_model(), top=3, num_workers=1, progress=False)
@@ -111,16 +114,17 @@ def score(args: argparse.Namespace, ctx) -> None:
         {"shard": keys, "scored": res.scored, "resumed": res.resumed, "failed": res.failed, "rows": res.rows}))
 
 
-def cache_train(args: argparse.Namespace, ctx) -> None:
-    from midlevel_fast.training.cache import fill_cache, open_cache
-    from midlevel_fast.training.train import train_head
-
+def run_cache(args: argparse.Namespace, ctx: DistContext) -> None:
     model = tiny_model()
-    cache = open_cache(args.cache, CACHE_CONFIG)
+    feature_cache = open_cache(args.cache, CACHE_CONFIG)
     items = [(p.stem, p) for p in sorted(Path(args.images).glob("*.png"))]
-    fill_cache(cache, model.backbone, items, progress=False)
+    fill_cache(feature_cache, model.backbone, items, progress=False)
+    (Path(args.report) / f"cache{ctx.rank}.json").write_text(
+        json.dumps({"rank": feature_cache.rank, "ids": feature_cache.image_ids}))
+
+
+def run_train(args: argparse.Namespace, ctx: DistContext) -> None:
     report = Path(args.report)
-    (report / f"cache{ctx.rank}.json").write_text(json.dumps({"rank": cache.rank, "ids": cache.image_ids}))
     for name, config in TRAIN_CONFIGS.items():
         train, val, pairs = train_inputs(name)
         res = train_head(train, 3, config, val, log=None, pairs=pairs)
@@ -129,8 +133,6 @@ def cache_train(args: argparse.Namespace, ctx) -> None:
 
 
 def main() -> None:
-    from midlevel_fast.scaleout.distributed import cleanup, init_distributed
-
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("score")
@@ -138,15 +140,17 @@ def main() -> None:
     s.add_argument("out")
     s.add_argument("report")
     s.add_argument("--slow", type=float, default=0.0)
-    c = sub.add_parser("cache-train")
+    c = sub.add_parser("cache")
     c.add_argument("images")
     c.add_argument("cache")
     c.add_argument("report")
+    t = sub.add_parser("train")
+    t.add_argument("report")
     args = p.parse_args()
     torch.set_num_threads(1)
     ctx = init_distributed()
     try:
-        (score if args.command == "score" else cache_train)(args, ctx)
+        {"score": run_score, "cache": run_cache, "train": run_train}[args.command](args, ctx)
     finally:
         cleanup(ctx)
 

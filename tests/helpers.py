@@ -1,15 +1,27 @@
 """Helpers shared by the test modules (imported from here, never from another test module): image and box
-generators, the tolerance table, the oracle with the public op's argument conventions, synthetic VOC trees."""
+generators, the tolerance table, the oracle with the public op's argument conventions, synthetic VOC trees, test
+photos and networks, relative errors, toy and synthetic feature caches."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from midlevel_fast import PADDING_MODES, crop_resize
+from midlevel_fast.backbones import AlexNet, Backbone, alexnet
+from midlevel_fast.scoring.grid import grid
+from midlevel_fast.training.cache import CacheConfig, FeatureCache
+from midlevel_fast.training.labels import DROPPED, patch_labels
+from midlevel_fast.training.voc import VocImage, VocObject
 from tests.oracle.crop_resize import crop_resize_reference
 
 # ImageNet statistics in [0, 1] units, restated so the oracle's defaults do not come from the package.
@@ -85,6 +97,32 @@ def case(draw):
     return h, w, c, boxes, size
 
 
+def assert_matches_reference(got: torch.Tensor, image, boxes, atol: float, **kw) -> None:
+    """``got`` (on any device), the output of ``crop_resize(image, boxes, **kw)``, is contiguous, of the dtype asked
+    for, and within ``atol`` of the oracle."""
+    want = reference(image, boxes, **kw)
+    assert got.dtype == kw.get("out_dtype", torch.float32) and got.is_contiguous() and got.shape == want.shape
+    torch.testing.assert_close(got.cpu().float(), want, atol=atol, rtol=0)
+
+
+def matches_reference_test(backend: str, max_examples: int | None = None):
+    """The property every CPU-tensor backend of crop_resize holds, as the test function of that backend's module:
+    on random images and boxes (:func:`case`), every padding mode and out_dtype, with or without antialias, it
+    agrees with the oracle within the tolerance table."""
+
+    @pytest.mark.parametrize("out_dtype,atol", TOLERANCES)
+    @pytest.mark.parametrize("padding_mode", PADDING_MODES)
+    @settings(max_examples=max_examples) if max_examples else (lambda test: test)
+    @given(data=case(), antialias=st.booleans(), seed=st.integers(0, 2**16))
+    def test(data, padding_mode, out_dtype, atol, antialias, seed):
+        h, w, c, boxes, size = data
+        img = random_image(h, w, c, seed)
+        kw = dict(size=size, padding_mode=padding_mode, out_dtype=out_dtype, antialias=antialias)
+        assert_matches_reference(crop_resize(img, boxes, backend=backend, **kw), img, boxes, atol, **kw)
+
+    return test
+
+
 W, H = 40, 30
 
 
@@ -106,3 +144,149 @@ def make_voc(root: Path, objects: str = "", size: str | None = None, image_id: s
     (root / "Annotations" / f"{image_id}.xml").write_text(text)
     (root / "ImageSets" / "Main" / "train.txt").write_text(split)
     return root
+
+
+def skimage_photo(name: str) -> np.ndarray:
+    """A scikit-image test photo (``"chelsea"``, ``"astronaut"``, ``"coffee"``...) as RGB uint8 HWC; skips the test
+    when scikit-image is missing."""
+    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image provides the test photos")
+    return np.ascontiguousarray(getattr(skimage_data, name)())
+
+
+def random_alexnet() -> AlexNet:
+    """AlexNet with seeded random weights (for shape and geometry tests), its "random weights" warning silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return alexnet(pretrained=False)
+
+
+def rel_max(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``max|a - b| / max|b|``, the relative error used for logits."""
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``||a - b|| / ||b||``, the relative error used for feature vectors."""
+    return ((a - b).norm() / b.norm()).item()
+
+
+# A toy feature cache: a deterministic stand-in for the CNN (per-box channel means and spreads of three fixed
+# boxes) and small random PNGs to run it on.
+TOY_CACHE_CONFIG = CacheConfig(backbone="toy", mode="dense", scales=[1.0, 2.0], grid_step=1 / 3, window_step=2,
+                               feature_dim=6)
+
+
+def toy_extract(img: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(features (3, 6), boxes (3, 4), scale_index (3,))`` of an RGB uint8 HWC image."""
+    h, w = img.shape[:2]
+    boxes = torch.tensor([[0, 0, w, h], [0, 0, w / 2, h / 2], [w / 2, h / 2, w, h]], dtype=torch.float32)
+    feats = []
+    for x0, y0, x1, y1 in boxes.int().tolist():
+        patch = img[y0: max(y1, y0 + 1), x0: max(x1, x0 + 1)].reshape(-1, 3).astype(np.float32)
+        feats.append(np.concatenate([patch.mean(0), patch.std(0)]) / 255)
+    return torch.from_numpy(np.stack(feats)), boxes, torch.tensor([0, 1, 1])
+
+
+def write_toy_images(folder: Path, n: int) -> list[tuple[str, str]]:
+    """``n`` random PNGs ``img00.png``... of ``(20 + i) x 30`` pixels: ``(image_id, path)`` for a cache build."""
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(n):
+        p = folder / f"img{i:02d}.png"
+        Image.fromarray(rng.integers(0, 256, (20 + i, 30, 3), dtype=np.uint8)).save(p)
+        items.append((f"img{i:02d}", str(p)))
+    return items
+
+
+# A synthetic training cache whose features carry the class of the object a patch sits on.
+SYNTHETIC_CLASSES = ["cat", "dog", "bus"]
+SYNTHETIC_DIM = 16
+
+
+def synthetic_cache(folder: Path, n_images: int, seed: int) -> tuple[FeatureCache, list[VocImage]]:
+    """Images of 100x80 with one or two objects on the paper's 3-scale grid; a patch's feature is its label's
+    prototype plus noise (dropped patches: the mean of the class prototypes), so a head can learn the labels
+    exactly."""
+    rng = np.random.default_rng(seed)
+    config = CacheConfig(backbone="toy", mode="dense", scales=[1.0, 2.0, 3.0], grid_step=1 / 3, window_step=None,
+                         feature_dim=SYNTHETIC_DIM)
+    cache = FeatureCache(folder / f"cache{seed}", config)
+    proto = rng.normal(size=(len(SYNTHETIC_CLASSES) + 1, SYNTHETIC_DIM)) * 2
+    images = []
+    g = grid(100, 80, config.scales)
+    for i in range(n_images):
+        objects = []
+        for _ in range(1 + i % 2):
+            c = int(rng.integers(len(SYNTHETIC_CLASSES)))
+            x0, y0 = float(rng.uniform(0, 50)), float(rng.uniform(0, 40))
+            objects.append(VocObject(SYNTHETIC_CLASSES[c], (x0, y0, x0 + 45, y0 + 38), False, False))
+        labels = patch_labels(g.boxes, [o.box for o in objects], [SYNTHETIC_CLASSES.index(o.name) for o in objects],
+                              len(SYNTHETIC_CLASSES)).numpy()
+        feats = np.where((labels == DROPPED)[:, None], proto[:-1].mean(0), proto[labels])
+        feats += rng.normal(size=feats.shape) * 0.5
+        image_id = f"s{seed}_{i}"
+        cache.add(image_id, torch.from_numpy(feats).float(), g.boxes, g.scale_index, (80, 100))
+        images.append(VocImage(image_id, folder / f"{image_id}.jpg", 100, 80, objects))
+    return cache, images
+
+
+def worker_command(*args: str, nproc: int = 2) -> tuple[list[str], dict[str, str]]:
+    """Command line and environment that run tests/distributed_worker.py with ``args`` on ``nproc`` local CPU
+    ranks under torchrun (one thread each)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "--monitor-interval=0.2", str(REPO / "tests" / "distributed_worker.py"), *args]
+    return cmd, env
+
+
+def run_worker(*args: str, cwd: Path, nproc: int = 2, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Runs :func:`worker_command` to its end in ``cwd``, output captured."""
+    cmd, env = worker_command(*args, nproc=nproc)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def normalised_photo(name: str, height: int, width: int, backbone: Backbone) -> torch.Tensor:
+    """:func:`skimage_photo` resized (squashed) to ``height x width``, normalised for ``backbone``: (1, 3, H, W)."""
+    image = Image.fromarray(skimage_photo(name)).convert("RGB").resize((width, height), Image.BILINEAR)
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float()[None] / 255
+    return (x - torch.tensor(backbone.mean).view(1, 3, 1, 1)) / torch.tensor(backbone.std).view(1, 3, 1, 1)
+
+
+def assert_weight_files_are_checked(build, tmp_path: Path, missing_name: str, missing_match: str,
+                                    bad_state: dict[str, torch.Tensor], bad_match: str) -> None:
+    """``build(weights_path=...)`` (a backbone factory) names a missing file (``missing_match``), refuses a file
+    that is not a checkpoint and one holding ``bad_state`` (the problems it lists match ``bad_match``), and
+    refuses ``weights_path`` with ``pretrained=False``."""
+    with pytest.raises(FileNotFoundError, match=missing_match):
+        build(weights_path=tmp_path / missing_name)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read"):
+        build(weights_path=garbage)
+    bad = tmp_path / "bad.pth"
+    torch.save(bad_state, bad)
+    with pytest.raises(ValueError, match=bad_match):
+        build(weights_path=bad)
+    with pytest.raises(ValueError, match="drop one"):
+        build(pretrained=False, weights_path=bad)
+
+
+# Compiles Triton kernels for Ampere and Hopper in a fresh process, without TRITON_INTERPRET: catches what the
+# interpreter lets through (type mismatches between branches, unsupported ops) on a machine without a GPU. A
+# script compiles each of its kernels for every target in TARGETS.
+GPU_COMPILE_PRELUDE = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+TARGETS = [GPUTarget("cuda", cc, 32) for cc in (80, 90)]
+"""
+
+
+def compile_for_gpus(script: str, cache_dir: Path) -> None:
+    """Runs :data:`GPU_COMPILE_PRELUDE` + ``script`` in a fresh Python (Triton's cache in ``cache_dir``) and
+    asserts that it ran to the end."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "MIDLEVEL_FAST_TRITON_AUTOTUNE")}
+    env["TRITON_CACHE_DIR"] = str(cache_dir)
+    run = subprocess.run([sys.executable, "-c", GPU_COMPILE_PRELUDE + script + '\nprint("compiled")'], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "compiled" in run.stdout, run.stderr[-3000:]

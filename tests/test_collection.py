@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +15,8 @@ import torch
 
 from midlevel_fast.scaleout.collection import score_collection
 from midlevel_fast.scaleout.results import read_part, read_rows
-from tests.distributed_worker import WORKER, tiny_model, write_images
+from tests.distributed_worker import tiny_model, write_images
+from tests.helpers import worker_command
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,7 @@ def one_thread():
 def torchrun(*args: str, cwd) -> subprocess.Popen:
     """Starts tests/distributed_worker.py on 2 local CPU ranks, logging to ``cwd/torchrun.log`` (a file, not a
     pipe: the DataLoader worker of a killed rank keeps a pipe open for seconds after its parent died)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           "--monitor-interval=0.2", WORKER, *args]
+    cmd, env = worker_command(*args)
     with open(cwd / "torchrun.log", "w") as log:
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -163,15 +161,3 @@ def test_resume_after_a_killed_rank(tmp_path):
     assert paths(read_rows(out)) == [f"im{i:02d}.png" for i in range(12)]
     assert out.read_text().count("\n") == 12
 
-
-def test_cli_score_dir(tmp_path, capsys):
-    from midlevel_fast.cli import main
-
-    write_images(tmp_path / "images", 2, corrupt=(1,))
-    out = tmp_path / "scores.jsonl"
-    assert main(["score-dir", str(tmp_path / "images"), "--out", str(out), "--head", "imagenet", "--top", "2",
-                 "--maps", str(tmp_path / "maps"), "--workers", "0", "--no-progress"]) == 0
-    rows = read_rows(out)
-    assert paths(rows) == ["im00.png"] and len(rows[0]["maps"]) == 2
-    assert all((tmp_path / "maps" / name).is_file() for name in rows[0]["maps"])
-    assert "1 unreadable" in capsys.readouterr().err

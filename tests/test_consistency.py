@@ -1,5 +1,5 @@
 """Dense/crop consistency: window-crop pairing against the exact loop, the symmetric KL, the pairs built from two
-caches, and what the term does to training (single process here; DDP parity in tests/test_distributed.py)."""
+caches, and what the term does to training (single process here; DDP parity in tests/test_train_ddp.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from midlevel_fast.training.cache import CacheConfig, FeatureCache
 from midlevel_fast.training.consistency import PairSet, consistency_loss, consistency_pairs, match_windows
-from midlevel_fast.training.labels import box_iou
+from midlevel_fast.training.patches import PatchSet
+from midlevel_fast.training.train import TrainConfig, train_head
 from tests.oracle.consistency import match_windows_reference
-from midlevel_fast.training.train import PatchSet, TrainConfig, train_head
 
 # Half-pixel coordinates keep areas exact, so equal rational IoUs are equal floats and ties break the same way.
 coord = st.integers(-4, 28).map(lambda v: v / 2)
@@ -43,11 +43,6 @@ def test_match_windows_ties_disjoint_boxes_and_missing_scales():
         match_windows(torch.tensor(windows), [0, 1], torch.tensor(crops), [0, 0, 1, 1])
     with pytest.raises(ValueError, match="empty or inverted"):
         match_windows(torch.tensor([[0, 0, 0, 5]]), [0], torch.tensor(crops), [0, 0, 1, 1])
-
-
-def test_box_iou_values():
-    iou = box_iou(torch.tensor([[0.0, 0, 2, 2]]), torch.tensor([[1.0, 1, 3, 3], [0, 0, 2, 2], [2, 0, 4, 2]]))
-    assert iou.dtype == torch.float64 and iou.tolist() == [[1 / 7, 1.0, 0.0]]
 
 
 def symmetric_kl_reference(a: torch.Tensor, b: torch.Tensor, objective: str) -> torch.Tensor:
@@ -99,7 +94,8 @@ def test_consistency_loss_rejects_unpaired_logits():
 def two_caches(tmp_path, dim: int = 4, dense_scales=(1.0, 2.0), mode: str = "batched"):
     """A dense cache and a grid-crop cache of two images, features numbered by row so pairs can be read back."""
     def config(m, scales):
-        return CacheConfig(backbone="toy", mode=m, scales=list(scales), grid_step=1 / 3, window_step=None, feature_dim=dim)
+        return CacheConfig(backbone="toy", mode=m, scales=list(scales), grid_step=1 / 3, window_step=None,
+                           feature_dim=dim)
 
     dense = FeatureCache(tmp_path / "dense", config("dense", dense_scales))
     crops = FeatureCache(tmp_path / "crops", config(mode, (1.0, 2.0)))

@@ -1,4 +1,5 @@
-"""VOC average precision: hand-computed cases for both methods, and a transcription of the devkit loop."""
+"""VOC average precision (hand-computed cases for both methods, a transcription of the devkit loop) and the
+evaluation of a head on cached patches (image scores against the power-mean oracle, AP of known rankings)."""
 from __future__ import annotations
 
 import math
@@ -6,10 +7,14 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from midlevel_fast.training.evaluate import average_precision, format_ap_table, mean_average_precision
+from midlevel_fast.training.evaluate import (average_precision, evaluate_head, format_ap_table, image_scores,
+                                             mean_average_precision, patch_probabilities)
+from midlevel_fast.training.patches import EvalSet
+from tests.oracle.aggregate import power_mean_reference
 
 
 def devkit_ap(scores, gt, method):
@@ -158,3 +163,46 @@ def test_format_ap_table():
     assert lines[3].split() == ["probe", "100.0", "-", "100.0"], "NaN shown as '-' and left out of the mAP"
     with pytest.raises(ValueError, match="row 'x' has 1 values for 2 classes"):
         format_ap_table(["cat", "dog"], {"x": [0.5]})
+
+
+@pytest.mark.parametrize("k", [1.0, 5.0, 2.5])
+def test_image_scores_are_each_images_power_mean(k):
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(50, 3, generator=g)
+    image_index = torch.randint(0, 4, (50,), generator=g)  # unsorted rows
+    image_index[image_index == 2] = 3  # image 2 has no patch
+    got = image_scores(probs, image_index, 5, k)  # image 4 neither
+    assert got.dtype == torch.float64 and got.shape == (5, 3)
+    for i in (0, 1, 3):
+        torch.testing.assert_close(got[i], power_mean_reference(probs[image_index == i], k), rtol=1e-12, atol=0)
+    assert got[2].tolist() == got[4].tolist() == [0.0, 0.0, 0.0]
+
+
+def identity_head(scale: float = 10.0) -> torch.nn.Linear:
+    """Logits = ``scale`` times the features: a patch's feature vector says which output it shows."""
+    head = torch.nn.Linear(3, 3, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(scale * torch.eye(3))
+    return head
+
+
+def test_evaluate_head_ranks_images_by_their_patches():
+    # Two classes and the background; image 0 shows class 0 (and background), image 1 class 1, image 2 background
+    # only, more clearly than image 0's, so that no two images tie for a class.
+    hot = torch.eye(3)
+    features = torch.stack([hot[0], 2 * hot[2], hot[1], hot[1], 3 * hot[2], 3 * hot[2], 3 * hot[2]]).half()
+    image_index = torch.tensor([0, 0, 1, 1, 2, 2, 2])
+    positives = np.array([[True, False], [False, True], [False, False]])
+    data = EvalSet(features, image_index, positives, np.zeros_like(positives))
+    head = identity_head().train()
+    ap, m = evaluate_head(head, data, "softmax", 5.0)
+    assert ap.tolist() == [1.0, 1.0] and m == 1.0
+    assert head.training  # left in the mode it had
+    # The patch probabilities are the softmax over all outputs, background column dropped.
+    probs = patch_probabilities(head, features, "softmax", 2, chunk=3)
+    torch.testing.assert_close(probs, torch.softmax(10 * features.float(), 1)[:, :2])
+    # Reversed positives: each class's only positive image is ranked below another image (AP 1/2 both methods).
+    flipped = EvalSet(features, image_index, positives[[1, 0, 2]], np.zeros_like(positives))
+    for method in ("voc2010", "voc2007"):
+        ap, m = evaluate_head(head, flipped, "softmax", 5.0, method)
+        assert ap.tolist() == pytest.approx([0.5, 0.5]) and m == pytest.approx(0.5)

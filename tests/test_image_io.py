@@ -1,3 +1,7 @@
+"""Image loading (:mod:`midlevel_fast.io.image_io`): every accepted kind of input gives the same RGB uint8 array;
+modes, bit depths, alpha and EXIF orientation are converted; bad inputs raise errors that name them."""
+from __future__ import annotations
+
 import io
 
 import numpy as np
@@ -29,7 +33,8 @@ def test_path_pil_numpy_tensor_agree(tmp_path):
 @pytest.mark.parametrize("mode", ["L", "P", "RGBA", "LA", "CMYK", "I;16", "YCbCr", "1"])
 def test_modes_become_rgb(tmp_path, mode):
     base = Image.fromarray(_rgb())
-    im = base.convert(mode) if mode != "I;16" else Image.fromarray((np.arange(192).reshape(12, 16) * 300).astype(np.uint16))
+    sixteen_bit = Image.fromarray((np.arange(192).reshape(12, 16) * 300).astype(np.uint16))
+    im = base.convert(mode) if mode != "I;16" else sixteen_bit
     fmt = "TIFF" if mode in ("CMYK", "I;16", "YCbCr") else "PNG"
     if mode == "YCbCr":
         fmt = "JPEG"

@@ -1,4 +1,5 @@
-"""Patch labels (the paper's rules, every boundary by hand, an exact oracle) and background resampling."""
+"""Patch labels (the paper's rules, every boundary by hand, an exact oracle), box IoU and background
+resampling."""
 from __future__ import annotations
 
 import math
@@ -11,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from midlevel_fast import grid
-from midlevel_fast.training.labels import DROPPED, patch_labels, resample_background
-from tests.oracle.labels import patch_labels_reference
+from midlevel_fast.training.labels import DROPPED, box_iou, patch_labels, resample_background
 from midlevel_fast.training.voc import VOC_CLASSES, load_split, object_arrays
+from tests.oracle.labels import patch_labels_reference
 
 C = 3
 BG = C
@@ -152,6 +153,11 @@ def test_degenerate_boxes_rejected_by_both(good, bad_at, x, w):
             fn(t, torch.tensor([[0.0, 0.0, 1.0, 1.0]]), [0], C)
         with pytest.raises(ValueError, match="empty or inverted"):
             fn(torch.tensor([P10]), t, [0] * len(boxes), C)
+
+
+def test_box_iou_values():
+    iou = box_iou(torch.tensor([[0.0, 0, 2, 2]]), torch.tensor([[1.0, 1, 3, 3], [0, 0, 2, 2], [2, 0, 4, 2]]))
+    assert iou.dtype == torch.float64 and iou.tolist() == [[1 / 7, 1.0, 0.0]]
 
 
 def test_resample_counts_and_membership():

@@ -1,24 +1,77 @@
-"""The glibc malloc settings: applied on Linux/glibc, and left alone when the user opts out."""
+"""The glibc malloc settings: applied once per process on Linux/glibc, and left alone when the user opts out.
+
+Each case runs in a fresh interpreter, since the settings are per process and the rest of the suite applies them.
+The effect is read from glibc itself: ``mallinfo2().hblks`` counts the blocks served by ``mmap``. With the top
+of the heap trimmed first, a 24 MiB block is mmapped under glibc's own dynamic threshold (raised only to the
+largest block freed so far, 16 MiB here) and comes from the heap under the tuned 32 MiB threshold.
+"""
 from __future__ import annotations
 
+import json
+import os
 import platform
 import subprocess
 import sys
 
 import pytest
 
+from midlevel_fast.scoring.malloc import MMAP_THRESHOLD
+
+LIBC, LIBC_VERSION = platform.libc_ver()
+# mallinfo2 (size_t fields) appeared in glibc 2.33.
+HAS_MALLINFO2 = sys.platform.startswith("linux") and LIBC == "glibc" and (
+    tuple(int(p) for p in LIBC_VERSION.split(".")[:2]) >= (2, 33))
+pytestmark = pytest.mark.skipif(not HAS_MALLINFO2, reason="reads the allocator's state with glibc >= 2.33 mallinfo2")
+
+PROBE = """
+import ctypes, json
 from midlevel_fast.scoring.malloc import tune_malloc
 
-GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+
+def mmapped(mib):
+    libc.malloc_trim(0)  # hands the free top of the heap back, so the block must come from a new mapping or brk
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(mib << 20)
+    served_by_mmap = libc.mallinfo2().hblks > before
+    libc.free(block)
+    return served_by_mmap
+
+out = {"untuned_16": mmapped(16), "first": tune_malloc(), "after_first_24": mmapped(24)}
+out["above_ceiling_64"] = mmapped(64)
+libc.mallopt(-3, 1 << 20)  # the user's own M_MMAP_THRESHOLD, set after the first call: a second one must keep it
+out["second"] = tune_malloc()
+out["after_second_24"] = mmapped(24)
+print(json.dumps(out))
+"""
 
 
-@pytest.mark.skipif(not GLIBC, reason="mallopt is a glibc interface")
-def test_applied_once_on_glibc():
-    assert tune_malloc() is True and tune_malloc() is True
+def probe(**env: str) -> dict[str, bool]:
+    base = {k: v for k, v in os.environ.items() if k != "MIDLEVEL_FAST_MALLOC"}
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True,
+                         env={**base, **env})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_applied_exactly_once():
+    assert MMAP_THRESHOLD == 32 << 20  # the 24 MiB probe block lies between glibc's dynamic and tuned thresholds
+    got = probe()
+    assert got["untuned_16"] and got["above_ceiling_64"], f"the probe cannot see mmapped blocks: {got}"
+    assert got["first"] is True and not got["after_first_24"], f"the first call did not raise the threshold: {got}"
+    # The second call reports the settings as applied but does not apply them again: the user's 1 MiB stays.
+    assert got["second"] is True and got["after_second_24"], f"the second call applied the settings again: {got}"
 
 
 def test_opt_out_leaves_the_allocator_alone():
-    code = "from midlevel_fast.scoring.malloc import tune_malloc; print(tune_malloc())"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"MIDLEVEL_FAST_MALLOC": "0", "PATH": ""})
-    assert out.stdout.strip() == "False"
+    got = probe(MIDLEVEL_FAST_MALLOC="0")
+    assert got["untuned_16"] and got["above_ceiling_64"]
+    assert got["first"] is False and got["second"] is False
+    assert got["after_first_24"], f"the allocator was tuned despite MIDLEVEL_FAST_MALLOC=0: {got}"

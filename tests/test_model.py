@@ -1,62 +1,61 @@
-import os
+"""The patch classifier and how models are found (:mod:`midlevel_fast.model`): head files, the backbone's own
+ImageNet classifier, the default."""
+from __future__ import annotations
 
 import pytest
 import torch
 
-from midlevel_fast import AdaptationHead, HeadInfo, load_head, save_head
+from midlevel_fast import AdaptationHead, HeadInfo, PatchClassifier, load_model, save_head
+from midlevel_fast.model import default_model, imagenet_classifier
+
+from tests.helpers import random_alexnet
 
 
-@pytest.mark.parametrize("layers", [1, 2, 3])
-def test_head_per_patch_equals_dense(layers):
-    torch.manual_seed(0)
-    head = AdaptationHead(32, 5, layers=layers, hidden=16).eval()
-    x = torch.randn(2, 32, 3, 4)
-    dense = head(x)
-    per_patch = head(x.permute(0, 2, 3, 1).reshape(-1, 32)).reshape(2, 3, 4, 5).permute(0, 3, 1, 2)
-    torch.testing.assert_close(dense, per_patch)
+@pytest.fixture(scope="module")
+def alexnet_backbone():
+    return random_alexnet()
 
 
-def test_save_load_roundtrip(tmp_path):
-    torch.manual_seed(0)
-    head = AdaptationHead(32, 3, layers=2, hidden=16).eval()
-    info = HeadInfo(backbone="efficientnet_lite0", class_names=["cat", "dog"], k=5.0, layers=2, hidden=16)
-    path = tmp_path / "sub" / "h.safetensors"
-    save_head(path, head, info)
-    assert [p.name for p in path.parent.iterdir()] == ["h.safetensors"]  # no temporary left behind
-    loaded, info2 = load_head(path)
-    assert info2.class_names == ["cat", "dog"] and info2.background and info2.k == 5.0
-    x = torch.randn(4, 32)
-    torch.testing.assert_close(loaded(x), head(x))
+def test_imagenet_classifier_is_the_softmax_of_the_backbone_head(alexnet_backbone):
+    model = imagenet_classifier(alexnet_backbone)
+    assert model.class_names == alexnet_backbone.imagenet_classes and not model.info.background
+    features = torch.randn(3, 4096, generator=torch.Generator().manual_seed(0))
+    logits = alexnet_backbone.imagenet_head(features).double()
+    want = logits.exp() / logits.exp().sum(1, keepdim=True)
+    torch.testing.assert_close(model.probabilities(features), want.float())
 
 
-def test_load_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope"):
-        load_head(tmp_path / "nope.safetensors")
-    bad = tmp_path / "bad.safetensors"
-    bad.write_bytes(b"garbage" * 10)
-    with pytest.raises(ValueError, match="bad.safetensors"):
-        load_head(bad)
+def test_background_column_is_dropped_and_multilabel_heads_use_sigmoids(alexnet_backbone):
+    head = AdaptationHead(4096, 3, layers=1).eval()
+    features = torch.randn(2, 4096, generator=torch.Generator().manual_seed(1))
+    logits = head(features).double()
+    softmax = PatchClassifier(alexnet_backbone, head, HeadInfo("alexnet", ["a", "b"], layers=1))
+    want = (logits.exp() / logits.exp().sum(1, keepdim=True))[:, :2]
+    torch.testing.assert_close(softmax.probabilities(features), want.float())
+    info = HeadInfo("alexnet", ["a", "b", "c"], background=False, layers=1, extra={"objective": "multilabel"})
+    multilabel = PatchClassifier(alexnet_backbone, head, info)
+    torch.testing.assert_close(multilabel.probabilities(features), (1 / (1 + (-logits).exp())).float())
 
 
-def test_bad_head_config():
-    with pytest.raises(ValueError, match="layers"):
-        AdaptationHead(8, 2, layers=4)
+def test_head_and_backbone_must_match(alexnet_backbone):
+    with pytest.raises(ValueError, match="trained on backbone 'efficientnet_lite0', not 'alexnet'"):
+        PatchClassifier(alexnet_backbone, AdaptationHead(4096, 2, layers=1), HeadInfo("efficientnet_lite0", ["a"]))
 
 
-def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
-    from midlevel_fast.io import files
+def test_load_model_from_a_head_file(tmp_path, alexnet_backbone):
+    head = AdaptationHead(4096, 3, layers=2, hidden=8).eval()
+    path = tmp_path / "alex.safetensors"
+    save_head(path, head, HeadInfo("alexnet", ["cat", "dog"], layers=2, hidden=8))
+    with pytest.warns(UserWarning, match="random weights"):
+        model = load_model(path, pretrained=False)  # the backbone named in the file, built with these arguments
+    assert model.backbone.name == "alexnet" and model.class_names == ["cat", "dog"] and not model.training
+    features = torch.randn(2, 4096)
+    torch.testing.assert_close(model.head(features), head(features))
+    with pytest.raises(ValueError, match="trained on backbone"):
+        load_model(path, backbone="efficientnet_lite0")
 
-    head = AdaptationHead(4, 2, layers=1)
-    info = HeadInfo(backbone="efficientnet_lite0", class_names=["a"], layers=1, hidden=16)
-    path = tmp_path / "h.safetensors"
-    save_head(path, head, info)
-    before = path.read_bytes()
 
-    def boom(*a, **k):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(files.os, "replace", boom)
-    with pytest.raises(OSError):
-        save_head(path, AdaptationHead(4, 2, layers=1), info)
-    assert path.read_bytes() == before
-    assert sorted(os.listdir(tmp_path)) == ["h.safetensors"]
+def test_imagenet_and_default_models():
+    lite0 = load_model("imagenet")
+    assert lite0.backbone.name == "efficientnet_lite0" and len(lite0.class_names) == 1000
+    assert default_model() is default_model()  # built once per process

@@ -1,21 +1,20 @@
-"""score_image end to end on EfficientNet-Lite0 (ImageNet head) and on random-weight AlexNet."""
+"""score_image end to end on EfficientNet-Lite0 (ImageNet head): the modes against each other, the scores and maps
+against the oracle, the result's fields, inputs, arguments and precision."""
 from __future__ import annotations
 
 import copy
 import dataclasses
-import warnings
 
-import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from midlevel_fast import grid, load_model, score_image
-from midlevel_fast.backbones import alexnet
-from midlevel_fast.scoring.dense import dense_length, dense_windows
-from midlevel_fast.model import PatchClassifier, imagenet_classifier
-from midlevel_fast.ops.crop_resize import crop_resize
+from midlevel_fast.model import PatchClassifier
+from midlevel_fast.scoring.score import MODES, ScoreResult, resolve_precision
+from tests.oracle.aggregate import output_maps_reference, power_mean_reference
 
-from tests.helpers import load_rgb
+from tests.helpers import skimage_photo
 
 
 @pytest.fixture(scope="module")
@@ -30,17 +29,8 @@ def lite0_two_scales(lite0):
 
 
 @pytest.fixture(scope="module")
-def small_alexnet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        bb = alexnet(pretrained=False)
-    return imagenet_classifier(bb)
-
-
-@pytest.fixture(scope="module")
 def photo():
-    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image provides the test photos")
-    return skimage_data.chelsea()
+    return skimage_photo("chelsea")
 
 
 def test_batched_equals_naive_on_the_same_boxes(lite0_two_scales, photo):
@@ -54,19 +44,37 @@ def test_batched_equals_naive_on_the_same_boxes(lite0_two_scales, photo):
 def test_result_fields_and_top_class(lite0, photo):
     res = score_image(photo, lite0, return_maps=3)
     h, w = photo.shape[:2]
-    assert res.image_size == (h, w) and res.mode == "dense" and res.k == 5
+    assert res.image_size == (h, w) and res.mode == "dense" and res.k == 5 and res.seconds > 0
     m = len(res.boxes)
-    assert res.probs.shape == (m, 1000) and res.scale_index.shape == (m,)
-    assert res.scores.shape == (1000,)
-    torch.testing.assert_close(res.scores, (res.probs.double() ** 5).mean(0).float())
+    assert res.probs.shape == (m, 1000) and res.scale_index.shape == (m,) and res.scores.shape == (1000,)
+    torch.testing.assert_close(res.scores, power_mean_reference(res.probs, 5).float(), atol=1e-7, rtol=1e-5)
     assert res.maps.shape == (3, h, w) and len(res.map_classes) == 3
     assert res.map_classes[0] == res.top(1)[0][0]
     assert any(cat in res.top(3)[0][0] for cat in ("tabby", "tiger cat", "Egyptian cat"))
 
 
-def test_input_kinds_agree(lite0_two_scales, photo, tmp_path):
-    from PIL import Image
+def test_scores_and_maps_equal_the_oracle_on_the_patches(lite0_two_scales, photo):
+    """The image score is the power mean of the patch probabilities, the maps their per-pixel mean over the
+    covering patches, for the ``return_maps`` best classes; ``k`` overrides the model's exponent."""
+    h, w = photo.shape[:2]
+    res = score_image(photo, lite0_two_scales, mode="batched", k=2.5, return_maps=2)
+    g = grid(w, h, [1.0, 2.0])
+    assert torch.equal(res.boxes, g.boxes) and torch.equal(res.scale_index, g.scale_index) and res.k == 2.5
+    torch.testing.assert_close(res.scores, power_mean_reference(res.probs, 2.5).float(), atol=1e-7, rtol=1e-5)
+    best = torch.argsort(power_mean_reference(res.probs, 2.5), descending=True)[:2]
+    assert res.map_classes == [lite0_two_scales.class_names[i] for i in best.tolist()]
+    torch.testing.assert_close(res.maps, output_maps_reference(res.boxes, res.probs[:, best], h, w), atol=1e-5,
+                               rtol=0)
 
+
+def test_top_by_hand():
+    res = ScoreResult(["a", "b", "c"], torch.tensor([0.2, 0.7, 0.1]), torch.zeros(0, 4), torch.zeros(0, 3),
+                      torch.zeros(0, dtype=torch.int64), (1, 1), "dense", 5.0)
+    assert [name for name, _ in res.top(2)] == ["b", "a"]
+    assert res.top(10) == [("b", pytest.approx(0.7)), ("a", pytest.approx(0.2)), ("c", pytest.approx(0.1))]
+
+
+def test_input_kinds_agree(lite0_two_scales, photo, tmp_path):
     p = tmp_path / "cat.png"
     Image.fromarray(photo).save(p)
     ref = score_image(photo, lite0_two_scales, mode="batched").scores
@@ -75,6 +83,7 @@ def test_input_kinds_agree(lite0_two_scales, photo, tmp_path):
 
 
 def test_bad_arguments(lite0_two_scales, photo, tmp_path):
+    assert MODES == ("dense", "batched", "naive")
     with pytest.raises(ValueError, match="mode"):
         score_image(photo, lite0_two_scales, mode="fast")
     with pytest.raises(ValueError, match="batch_size"):
@@ -87,64 +96,7 @@ def test_bad_arguments(lite0_two_scales, photo, tmp_path):
         score_image(bad, lite0_two_scales)
 
 
-def test_dense_windows_tile_the_image_edge_to_edge(small_alexnet):
-    img = np.random.default_rng(0).integers(0, 256, (120, 333, 3), dtype=np.uint8)
-    d = dense_windows(small_alexnet.backbone, img, scales=[1.0, 1.6, 4.0])
-    assert d.features.shape == (len(d.boxes), 4096)
-    for i in range(3):
-        b = d.boxes[d.scale_index == i].double()
-        assert b[:, 0].min() == pytest.approx(0, abs=1e-3) and b[:, 1].min() == pytest.approx(0, abs=1e-3)
-        assert b[:, 2].max() == pytest.approx(333, abs=1e-2) and b[:, 3].max() == pytest.approx(120, abs=1e-2)
-        side = 120 / [1.0, 1.6, 4.0][i]
-        # Windows are squares of the grid's side, up to the per-axis rounding of the resized plane.
-        assert ((b[:, 2] - b[:, 0]) / side - 1).abs().max() < 0.1
-        assert ((b[:, 3] - b[:, 1]) / side - 1).abs().max() < 0.1
-
-
-def test_dense_density_matches_the_paper(lite0):
-    g = grid(500, 375)
-    d = dense_windows(lite0.backbone, np.zeros((375, 500, 3), np.uint8))
-    assert 0.9 * len(g.boxes) <= len(d.boxes) <= 1.8 * len(g.boxes)
-
-
-@pytest.mark.parametrize("which,min_cos", [("alexnet", 0.95), ("lite0", 0.85)])
-def test_dense_window_reproduces_its_crop_at_an_interior_aligned_position(which, min_cos, small_alexnet, lite0):
-    """At scale factor 1 (patch side 224, plane 480 = 224 + 64·4), window (2, 2) covers pixels [128, 352)²; the
-    per-patch vector of exactly that crop matches the dense one up to border context: cells near the crop's
-    border see zero padding where the dense trunk sees the neighbours. That context matters much more for
-    Lite0 (851-px receptive field, global average of all 7×7 cells) than for AlexNet, hence the two bounds."""
-    model = small_alexnet if which == "alexnet" else lite0
-    bb = model.backbone
-    img = load_rgb_or_random(480)
-    lam = 480 / 224
-    assert dense_length(480, 480 / lam, 224, 64) == 480
-    d = dense_windows(bb, img, scales=[lam])
-    idx = 2 * 5 + 2
-    torch.testing.assert_close(d.boxes[idx], torch.tensor([128.0, 128.0, 352.0, 352.0]), atol=1e-3, rtol=0)
-    shifts = torch.tensor([[dx, dy, dx, dy] for dy in (-32, 0, 32) for dx in (-32, 0, 32)], dtype=torch.float32)
-    crops = crop_resize(img, d.boxes[idx] + shifts, size=224, mean=bb.mean, std=bb.std)
-    with torch.inference_mode():
-        cos = torch.nn.functional.cosine_similarity(bb(crops), d.features[idx][None], dim=1)
-    assert cos[4].item() > min_cos, f"{which}: cosine {cos[4].item():.3f} at the window's own box"
-    if which == "alexnet":
-        assert cos.argmax().item() == 4, f"a shifted crop matches better: {cos.tolist()}"
-
-
-def load_rgb_or_random(size: int) -> np.ndarray:
-    from tests.helpers import voc_root
-
-    root = voc_root()
-    if root is not None:
-        from PIL import Image
-
-        img = load_rgb(root / "JPEGImages" / "2008_000009.jpg")
-        return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
-    return np.random.default_rng(1).integers(0, 256, (size, size, 3), dtype=np.uint8)
-
-
 def test_precision_choices(lite0, photo):
-    from midlevel_fast.scoring.score import resolve_precision
-
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", "dense", cpu) is False and resolve_precision("bf16", "batched", cpu) is True
     assert resolve_precision("auto", "batched", cpu) is False and resolve_precision("auto", "naive", cpu) is False

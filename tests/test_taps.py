@@ -1,6 +1,7 @@
-"""The Triton launcher's host-side tap tables (midlevel_fast/ops/taps.py) against the reference matrix and the C++
-kernel's own taps (csrc/taps.h, which the CUDA kernel computes on the device). Runs on the CPU; the tables are
-plain torch ops, the same on any device."""
+"""The tap tables of midlevel_fast/ops/crop_resize/taps.py (read by the Triton kernel and the torch backend) against
+the oracle's resize matrices and the C++ kernel's own taps (csrc/taps.h, which the CUDA kernel computes on the
+device), so that all backends filter alike. Runs on the CPU; the tables are plain torch ops, the same on any
+device."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from midlevel_fast import PADDING_MODES, backends
-import midlevel_fast.ops.crop_resize as op_module
+from midlevel_fast.ops.backends import cpu_ext
+from midlevel_fast.ops.crop_resize.schema import CropResizeParams, image_view
 from midlevel_fast.ops.crop_resize.taps import axis_taps, kernel_setup, map_index
 from tests.oracle.crop_resize import pad_index, resize_matrix
 
@@ -55,7 +57,7 @@ def test_tables_equal_reference_matrix(cases):
 @given(case=axis_case)
 def test_tables_are_bit_identical_to_the_cpu_kernel_taps(case):
     b0, extent, n_in, n_out, antialias, pad = case
-    index, weight = op_module.cpu_ext.axis_taps(b0, b0 + extent, n_in, n_out, antialias, PADDING_MODES.index(pad))
+    index, weight = cpu_ext.axis_taps(b0, b0 + extent, n_in, n_out, antialias, getattr(cpu_ext.Padding, pad))
     taps = axis_taps(torch.tensor([b0], dtype=torch.float64), torch.tensor([b0 + extent], dtype=torch.float64),
                      n_in, n_out, antialias, pad)
     assert int(taps.count[0]) == index.shape[1] == taps.index.shape[1]
@@ -92,7 +94,8 @@ def test_no_boxes_give_empty_tables():
 
 def test_kernel_setup_folds_normalisation_as_the_cpu_kernel():
     boxes = torch.tensor([[0.0, 1.0, 8.0, 5.0]], dtype=torch.float64)
-    setup = kernel_setup(boxes, 6, 9, 3, 4, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], True, True, "edge", "cpu")
+    params = CropResizeParams(3, 4, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), True, "edge", torch.float32, 1)
+    setup = kernel_setup(boxes, image_view(torch.zeros(6, 9, 3, dtype=torch.uint8)), params, torch.device("cpu"))
     assert setup.rows.index.shape[2] == 3 and setup.cols.index.shape[2] == 4
     want_scale = np.float32(1.0 / 255.0) / np.asarray([0.229, 0.224, 0.225], np.float32)
     want_shift = -np.asarray([0.485, 0.456, 0.406], np.float32) / np.asarray([0.229, 0.224, 0.225], np.float32)

@@ -195,7 +195,8 @@ inline __attribute__((always_inline)) void band_kernel(const ImageView& im, cons
     if (ws.taps_call != id.call || ws.taps_box != id.box) {
         ws.ix.resize(static_cast<size_t>(tx * ow));
         ws.wx.resize(static_cast<size_t>(tx * ow));
-        axis_taps_range(box[0], box[2], W, ow, p.antialias, p.padding, tx, 0, ow, ws.ix.data(), ws.wx.data());
+        axis_taps_range(box[0], box[2], W, ow, p.antialias, p.padding_mode, tx, 0, ow, ws.ix.data(),
+                        ws.wx.data());
         rebase(ws.ix.data(), tx * ow, W, P, &ws.cx0, &ws.cx1);
         ws.taps_call = id.call;
         ws.taps_box = id.box;
@@ -205,7 +206,8 @@ inline __attribute__((always_inline)) void band_kernel(const ImageView& im, cons
     const int64_t ty = axis_tap_count(box[1], box[3], oh, p.antialias);
     ws.iy.resize(static_cast<size_t>(ty * rows_out));
     ws.wy.resize(static_cast<size_t>(ty * rows_out));
-    axis_taps_range(box[1], box[3], H, oh, p.antialias, p.padding, ty, i0, id.i1, ws.iy.data(), ws.wy.data());
+    axis_taps_range(box[1], box[3], H, oh, p.antialias, p.padding_mode, ty, i0, id.i1, ws.iy.data(),
+                    ws.wy.data());
     int64_t ry0, ry1;
     rebase(ws.iy.data(), ty * rows_out, H, ow, &ry0, &ry1);
 
@@ -306,11 +308,7 @@ MIDLEVEL_FAST_CLONES void process_band_grey(const ImageView& im, const double* b
 void run(const ImageView& im, const double* boxes, int64_t n_boxes, const CropResizeParams& p, void* out) {
     const int64_t C = im.channels;
     std::vector<float> a(C), b(C);
-    const float in_scale = im.layout == InputLayout::U8_HWC ? 1.0f / 255.0f : 1.0f;
-    for (int64_t c = 0; c < C; ++c) {
-        a[c] = in_scale / p.std[c];
-        b[c] = -p.mean[c] / p.std[c];
-    }
+    normalisation(im, p, a.data(), b.data());
     const int threads = p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
     // Whole boxes when there are enough of them to keep every thread busy, bands of rows otherwise.
     const int64_t band_rows = n_boxes >= 4 * threads ? p.out_h : kBandRows;
@@ -367,8 +365,9 @@ void crop_resize_cpu(const ImageView& image, const double* boxes, int64_t n_boxe
                      void* out) {
     if (image.data == nullptr || ((out == nullptr || boxes == nullptr) && n_boxes > 0))
         throw std::invalid_argument("crop_resize_cpu: null pointer");
-    if (image.height < 1 || image.width < 1 || (image.channels != 1 && image.channels != 3))
-        throw std::invalid_argument("crop_resize_cpu: image must be HxWxC with H, W >= 1 and C in {1, 3}");
+    check_channels(image, params);
+    if (image.height < 1 || image.width < 1)
+        throw std::invalid_argument("crop_resize_cpu: image must be HxWxC with H, W >= 1");
     if (params.out_h < 1 || params.out_w < 1 || n_boxes < 0)
         throw std::invalid_argument("crop_resize_cpu: output size must be positive");
     for (int64_t c = 0; c < image.channels; ++c)

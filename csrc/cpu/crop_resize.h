@@ -4,34 +4,13 @@
 // centre is i + 0.5 (align_corners=False). Output pixel j of a box samples the image at
 // x0 + (j + 0.5) * (x1 - x0) / out_w with a triangle filter whose support widens by the shrink factor when
 // antialiasing. Taps outside the image follow the padding mode. The tap math is in taps.h, shared with the CUDA
-// kernel.
+// kernel; the arguments are in crop_resize_params.h, shared with it and the bindings.
 #pragma once
 #include <cstdint>
 
-#include "../taps.h"
+#include "../crop_resize_params.h"
 
 namespace midlevel_fast {
-
-enum class InputLayout : int { U8_HWC = 0, F32_CHW = 1 };
-enum class OutDType : int { F32 = 0, F16 = 1 };
-
-struct ImageView {
-    const void* data;
-    InputLayout layout;
-    int64_t height, width, channels;
-    // Strides in elements along (row, column, channel), whatever the layout.
-    int64_t stride_y, stride_x, stride_c;
-};
-
-struct CropResizeParams {
-    int64_t out_h, out_w;
-    const float* mean;  // channels values, in [0, 1] pixel units
-    const float* std;   // channels values, > 0
-    bool antialias;
-    Padding padding;
-    OutDType out_dtype;
-    int num_threads;    // <= 0: OpenMP default
-};
 
 // boxes: n_boxes x 4 doubles, contiguous. out: contiguous (n_boxes, channels, out_h, out_w) of out_dtype.
 // The caller validates shapes and dtypes; this throws std::invalid_argument on what it can still check.

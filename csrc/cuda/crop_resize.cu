@@ -520,20 +520,20 @@ struct Geometry {
     int slots, stage_words;
 };
 
-Geometry tile_geometry(const CropResizeArgs& a) {
+Geometry tile_geometry(const ImageView& im, bool antialias, double max_row_scale, double max_col_scale) {
     const auto span = [&](double scale, int64_t tile, int64_t n_in) {
-        const double taps = static_cast<double>(filter::tap_count(a.antialias && scale > 1.0 ? scale : 1.0));
+        const double taps = static_cast<double>(filter::tap_count(antialias && scale > 1.0 ? scale : 1.0));
         return std::min(std::floor(static_cast<double>(tile - 1) * scale) + 2.0 + taps, static_cast<double>(n_in));
     };
-    const double cols = span(a.max_col_scale, kTileW, a.width);
-    const bool u8 = a.layout == 0;
-    const double plane = (cols - 1.0) * static_cast<double>(a.stride_x) +
-                         (u8 ? static_cast<double>((a.channels - 1) * a.stride_c) : 0.0) + 1.0;
-    const double words = u8 ? std::floor((plane + 6.0) / 4.0) : static_cast<double>(a.channels) * plane;
-    const double per_slot = 1.0 + static_cast<double>(a.channels * kTileW) + words;
+    const double cols = span(max_col_scale, kTileW, im.width);
+    const bool u8 = im.layout == InputLayout::U8_HWC;
+    const double plane = (cols - 1.0) * static_cast<double>(im.stride_x) +
+                         (u8 ? static_cast<double>((im.channels - 1) * im.stride_c) : 0.0) + 1.0;
+    const double words = u8 ? std::floor((plane + 6.0) / 4.0) : static_cast<double>(im.channels) * plane;
+    const double per_slot = 1.0 + static_cast<double>(im.channels * kTileW) + words;
     const double budget = std::floor((kSmemBytes / 4 - kFixedWords - 1) / per_slot);
-    const double row_fscale = a.antialias && a.max_row_scale > 1.0 ? a.max_row_scale : 1.0;
-    const double rows = std::floor((kTileH - 1) * a.max_row_scale) + 2.0 +
+    const double row_fscale = antialias && max_row_scale > 1.0 ? max_row_scale : 1.0;
+    const double rows = std::floor((kTileH - 1) * max_row_scale) + 2.0 +
                         static_cast<double>(filter::tap_count(row_fscale));
     Geometry g;
     g.slots = static_cast<int>(std::max(0.0, std::min(rows, budget)));
@@ -542,41 +542,39 @@ Geometry tile_geometry(const CropResizeArgs& a) {
 }
 
 template <typename In, typename Out, int C>
-void launch(const CropResizeArgs& a, cudaStream_t stream) {
+void launch(const ImageView& im, const double* boxes, int64_t n_boxes, const CropResizeParams& prm,
+            const Geometry& g, void* out, cudaStream_t stream) {
     Params p{};
-    p.image = a.image;
-    p.height = a.height;
-    p.width = a.width;
-    p.stride_y = a.stride_y;
-    p.stride_x = a.stride_x;
-    p.stride_c = a.stride_c;
-    p.boxes = a.boxes;
-    p.out_h = a.out_h;
-    p.out_w = a.out_w;
-    p.antialias = a.antialias;
-    p.padding = static_cast<Padding>(a.padding);
-    p.paired = a.out_w % 2 == 0 && reinterpret_cast<uintptr_t>(a.out) % (2 * sizeof(Out)) == 0;
-    for (int c = 0; c < 3; ++c) {
-        p.scale[c] = a.scale[c];
-        p.shift[c] = a.shift[c];
-    }
-    const Geometry g = tile_geometry(a);
+    p.image = im.data;
+    p.height = im.height;
+    p.width = im.width;
+    p.stride_y = im.stride_y;
+    p.stride_x = im.stride_x;
+    p.stride_c = im.stride_c;
+    p.boxes = boxes;
+    p.out_h = prm.out_h;
+    p.out_w = prm.out_w;
+    p.antialias = prm.antialias;
+    p.padding = prm.padding_mode;
+    p.paired = prm.out_w % 2 == 0 && reinterpret_cast<uintptr_t>(out) % (2 * sizeof(Out)) == 0;
+    normalisation(im, prm, p.scale, p.shift);
     p.slots = g.slots;
     p.stage_words = g.stage_words;
-    p.out = a.out;
+    p.out = out;
     const dim3 block(kLanes, kWarps);
-    const dim3 grid(static_cast<unsigned>(a.n_boxes), static_cast<unsigned>((a.out_h + kTileH - 1) / kTileH),
-                    static_cast<unsigned>((a.out_w + kTileW - 1) / kTileW));
+    const dim3 grid(static_cast<unsigned>(n_boxes), static_cast<unsigned>((prm.out_h + kTileH - 1) / kTileH),
+                    static_cast<unsigned>((prm.out_w + kTileW - 1) / kTileW));
     const size_t smem = sizeof(float) * static_cast<size_t>(smem_words(p.slots, C, p.stage_words));
     crop_resize_kernel<In, Out, C><<<grid, block, smem, stream>>>(p);
 }
 
 template <typename In, typename Out>
-void launch_channels(const CropResizeArgs& a, cudaStream_t stream) {
-    if (a.channels == 3)
-        launch<In, Out, 3>(a, stream);
+void launch_channels(const ImageView& im, const double* boxes, int64_t n_boxes, const CropResizeParams& prm,
+                     const Geometry& g, void* out, cudaStream_t stream) {
+    if (im.channels == 3)
+        launch<In, Out, 3>(im, boxes, n_boxes, prm, g, out, stream);
     else
-        launch<In, Out, 1>(a, stream);
+        launch<In, Out, 1>(im, boxes, n_boxes, prm, g, out, stream);
 }
 
 void check(cudaError_t err, const char* what) {
@@ -619,36 +617,36 @@ int device_count(std::string* why) {
     return count;
 }
 
-void crop_resize_cuda(const CropResizeArgs& a, int device, void* stream) {
-    if (a.n_boxes == 0) return;
-    if (a.image == nullptr || a.out == nullptr || a.boxes == nullptr)
+void crop_resize_cuda(const ImageView& image, const double* boxes, int64_t n_boxes, const CropResizeParams& params,
+                      double max_row_scale, double max_col_scale, void* out, int device, void* stream) {
+    if (n_boxes == 0) return;
+    if (image.data == nullptr || out == nullptr || boxes == nullptr)
         throw std::invalid_argument("crop_resize_cuda: null pointer");
-    if (a.channels != 1 && a.channels != 3) throw std::invalid_argument("crop_resize_cuda: channels must be 1 or 3");
-    if (a.layout != 0 && a.layout != 1) throw std::invalid_argument("crop_resize_cuda: unknown layout code");
-    if (a.padding < 0 || a.padding > 2) throw std::invalid_argument("crop_resize_cuda: unknown padding code");
-    if (a.out_dtype != 0 && a.out_dtype != 1) throw std::invalid_argument("crop_resize_cuda: unknown out_dtype code");
-    if (a.n_boxes < 0 || a.out_h < 1 || a.out_w < 1 || a.height < 1 || a.width < 1)
+    check_channels(image, params);
+    if (n_boxes < 0 || params.out_h < 1 || params.out_w < 1 || image.height < 1 || image.width < 1)
         throw std::invalid_argument("crop_resize_cuda: sizes must be positive");
-    if (a.stride_y < 0 || a.stride_x < 0 || a.stride_c < 0)
+    if (image.stride_y < 0 || image.stride_x < 0 || image.stride_c < 0)
         throw std::invalid_argument("crop_resize_cuda: strides must be >= 0");
-    if (!(a.max_row_scale >= 0.0) || !(a.max_col_scale >= 0.0))
+    if (!(max_row_scale >= 0.0) || !(max_col_scale >= 0.0))
         throw std::invalid_argument("crop_resize_cuda: max_row_scale and max_col_scale must be >= 0");
     // Grid limits: boxes on x (2^31 - 1), row and column tiles on y and z (65535 each).
-    if (a.n_boxes > 0x7fffffffLL || (a.out_h + kTileH - 1) / kTileH > 65535 ||
-        (a.out_w + kTileW - 1) / kTileW > 65535)
+    if (n_boxes > 0x7fffffffLL || (params.out_h + kTileH - 1) / kTileH > 65535 ||
+        (params.out_w + kTileW - 1) / kTileW > 65535)
         throw std::invalid_argument("crop_resize_cuda: too many boxes or output too large for one launch");
     DeviceGuard guard(device);
     const auto s = static_cast<cudaStream_t>(stream);
-    if (a.layout == 0) {
-        if (a.out_dtype == 0)
-            launch_channels<uint8_t, float>(a, s);
+    const Geometry g = tile_geometry(image, params.antialias, max_row_scale, max_col_scale);
+    const bool f32 = params.out_dtype == OutDType::F32;
+    if (image.layout == InputLayout::U8_HWC) {
+        if (f32)
+            launch_channels<uint8_t, float>(image, boxes, n_boxes, params, g, out, s);
         else
-            launch_channels<uint8_t, __half>(a, s);
+            launch_channels<uint8_t, __half>(image, boxes, n_boxes, params, g, out, s);
     } else {
-        if (a.out_dtype == 0)
-            launch_channels<float, float>(a, s);
+        if (f32)
+            launch_channels<float, float>(image, boxes, n_boxes, params, g, out, s);
         else
-            launch_channels<float, __half>(a, s);
+            launch_channels<float, __half>(image, boxes, n_boxes, params, g, out, s);
     }
     check(cudaGetLastError(), "crop_resize_cuda launch");
 }

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .alexnet import AlexNet, alexnet
-from .base import Backbone, imagenet_classes
-from .efficientnet_lite import EfficientNetLite0, efficientnet_lite0
+from midlevel_fast.backbones.alexnet import AlexNet, alexnet
+from midlevel_fast.backbones.base import Backbone, imagenet_classes
+from midlevel_fast.backbones.efficientnet_lite import EfficientNetLite0, efficientnet_lite0
 
 __all__ = [
     "AlexNet",

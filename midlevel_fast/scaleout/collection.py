@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +36,16 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from midlevel_fast.scaleout.distributed import DistContext, all_gather_objects, barrier, current, shard
 from midlevel_fast.io.image_io import load_image
+from midlevel_fast.io.overlay import write_maps
+from midlevel_fast.model import PatchClassifier, default_model
+from midlevel_fast.scaleout.distributed import DistContext, all_gather_objects, barrier, current, shard
 from midlevel_fast.scaleout.results import (PartWriter, check_meta, merge_outputs, output_format, output_paths,
-                                   pyarrow_modules, scored_paths)
+                                            pyarrow_modules, scored_paths)
+from midlevel_fast.scoring.score import MODES, ScoreResult, score_image
 
 log = logging.getLogger(__name__)
 
@@ -113,16 +117,10 @@ def _as_is(sample: Any) -> Any:
     return sample
 
 
-def _map_file(key: str, place: int, cls: str) -> str:
-    """A flat, unique file name for the map of the ``place``-th class of image ``key``."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", key.replace("/", "__")).lstrip(".")
-    return f"{stem}_{place}_{re.sub(r'[^A-Za-z0-9]+', '_', cls).strip('_')[:40] or 'class'}.png"
-
-
 def score_collection(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
-    model: Any = None,
+    model: PatchClassifier | None = None,
     *,
     mode: str = "dense",
     k: float | None = None,
@@ -138,18 +136,13 @@ def score_collection(
     """Scores every image of ``inputs`` (a directory or a list of paths) into ``out`` (see the module docstring).
 
     ``model``: a :class:`midlevel_fast.model.PatchClassifier` (default: the default model). ``mode``, ``k``,
-    ``batch_size`` (patches or windows per forward) and ``window_step`` are :func:`midlevel_fast.scoring.score.score_image`'s;
-    images are scored one at a time, since they differ in size. ``top``: classes per row (and maps per image
-    with ``maps_dir``). ``num_workers``: DataLoader processes decoding ahead of the model (0: decode in this
-    process). ``ctx``: the rank of this process (default: from the initialised ``torch.distributed`` group,
-    else a single process); every rank must call this with the same arguments.
+    ``batch_size`` (patches or windows per forward) and ``window_step`` are
+    :func:`midlevel_fast.scoring.score.score_image`'s; images are scored one at a time, since they differ in size.
+    ``top``: classes per row (and maps per image with ``maps_dir``). ``num_workers``: DataLoader processes
+    decoding ahead of the model (0: decode in this process). ``ctx``: the rank of this process (default: from the
+    initialised ``torch.distributed`` group, else a single process); every rank must call this with the same
+    arguments.
     """
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from midlevel_fast.model import default_model
-    from midlevel_fast.scoring.score import MODES, score_image
-
     out = Path(out)
     if output_format(out) == "parquet":
         pyarrow_modules()
@@ -208,7 +201,7 @@ def score_collection(
     return result
 
 
-def _row(key: str, res: Any, settings: dict, top: int, full_scores: bool, maps: Path | None,
+def _row(key: str, res: ScoreResult, settings: dict, top: int, full_scores: bool, maps: Path | None,
          image: np.ndarray) -> dict:
     """The output row of one scored image, writing its map overlays first (a row implies its maps exist)."""
     row: dict[str, Any] = {"path": key, "width": res.image_size[1], "height": res.image_size[0], **settings,
@@ -216,14 +209,7 @@ def _row(key: str, res: Any, settings: dict, top: int, full_scores: bool, maps: 
     if full_scores:
         row["scores"] = res.scores.tolist()
     if maps is not None:
-        from midlevel_fast.io.overlay import overlay, save_png
-
-        row["maps"] = []
         # Maps come for the best classes, best first; names cannot find scores (two ImageNet classes are "crane").
-        best = torch.topk(res.scores, len(res.map_classes)).values.tolist()
-        for place, (cls, heat, score) in enumerate(zip(res.map_classes, res.maps, best), 1):
-            name = _map_file(key, place, cls)
-            save_png(overlay(image, heat, f"{cls}: {score:.3f}"), maps / name)
-            row["maps"].append(name)
+        row["maps"] = write_maps(image, res.maps, res.top(len(res.map_classes)), maps, key)
     row["seconds"] = round(res.seconds, 4)
     return row

@@ -49,6 +49,7 @@ def read_part(path: Path) -> Iterator[dict]:
 
 def pyarrow_modules() -> tuple[Any, Any]:
     """``(pyarrow, pyarrow.parquet)``, or an ``ImportError`` that says how to get them."""
+    # pyarrow is optional (the [parquet] extra): imported only when a Parquet file is written or read.
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq

@@ -7,14 +7,16 @@ large convolutions on adequately subsampled versions of the full image".
 Rule, per scale ``λ`` (same ``λ`` and ``s = min(W, H)/λ`` as :func:`midlevel_fast.scoring.grid`):
 
 * the image is resized (antialiased) so that a patch of side ``s`` becomes ``input_size`` (224) pixels; each
-  resized side is then rounded to ``input_size + cell_size·window_step·m`` so that windows tile it edge to edge, as the grid's
-  patches do (the two axes may be scaled slightly differently, by at most ``cell_size·window_step/2`` pixels);
+  resized side is then rounded to ``input_size + cell_size·window_step·m`` so that windows tile it edge to edge,
+  as the grid's patches do (the two axes may be scaled slightly differently, by at most
+  ``cell_size·window_step/2`` pixels);
 * windows step by ``window_step`` trunk cells (``cell_size·window_step`` resized pixels); by default
-  ``window_step = max(1, floor(K·grid_step))``,
-  the largest step not coarser than the grid's ``grid_step·s`` (2 for Lite0's K = 7 and AlexNet's
-  K = 6 with the paper's grid step 1/3: windows overlap by 71 % and 67 %). ``window_step = 1`` is allowed;
-* window ``(u, v)`` covers resized pixels ``[cell_size·window_step·v, +input_size) × [cell_size·window_step·u, +input_size)``, i.e. the
-  box ``(x0, y0, x1, y1)`` of the image obtained by dividing by the per-axis resize factors.
+  ``window_step = max(1, floor(K·grid_step))``, the largest step not coarser than the grid's ``grid_step·s``
+  (2 for Lite0's K = 7 and AlexNet's K = 6 with the paper's grid step 1/3: windows overlap by 71 % and 67 %).
+  ``window_step = 1`` is allowed;
+* window ``(u, v)`` covers resized pixels ``[cell_size·window_step·v, +input_size) ×
+  [cell_size·window_step·u, +input_size)``, i.e. the box ``(x0, y0, x1, y1)`` of the image obtained by dividing
+  by the per-axis resize factors.
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP
 from midlevel_fast.ops.crop_resize import crop_resize
+from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP
 
 # A resized scale larger than this would need gigabytes of activations; such images go through mode="batched".
 MAX_DENSE_PIXELS = 12_000_000
@@ -74,14 +76,14 @@ def dense_windows(
     """All windows of ``image`` (RGB uint8 HWC) at every scale; see the module docstring for the geometry.
 
     ``backbone`` follows :class:`midlevel_fast.backbones.Backbone`. ``bf16`` runs the trunk and window head
-    under bfloat16 autocast (features come back float32). Raises ``ValueError`` for ``window_step < 1`` or when a scale
-    would exceed :data:`MAX_DENSE_PIXELS` (very elongated images: use ``mode="batched"``).
+    under bfloat16 autocast (features come back float32). Raises ``ValueError`` for ``window_step < 1`` or when a
+    scale would exceed :data:`MAX_DENSE_PIXELS` (very elongated images: use ``mode="batched"``).
     """
     h, w = int(image.shape[0]), int(image.shape[1])
-    step_q = default_window_step(backbone.window, grid_step) if window_step is None else int(window_step)
-    if step_q < 1:
+    step_cells = default_window_step(backbone.window, grid_step) if window_step is None else int(window_step)
+    if step_cells < 1:
         raise ValueError(f"window_step must be >= 1, got {window_step}")
-    size, step_px = backbone.input_size, backbone.cell_size * step_q
+    size, step_px = backbone.input_size, backbone.cell_size * step_cells
     device = next(backbone.parameters()).device
     # On a GPU the planes are resized there from one upload of the image, not resized here and copied over.
     source = torch.from_numpy(np.ascontiguousarray(image)).to(device) if device.type == "cuda" else image
@@ -95,7 +97,7 @@ def dense_windows(
         plane = crop_resize(source, [[0.0, 0.0, w, h]], size=(hr, wr), mean=backbone.mean, std=backbone.std)
         plane = plane.to(device).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            f = backbone.window_head(backbone.trunk(plane), step_q)[0].float()  # (F, rows, cols)
+            f = backbone.window_head(backbone.trunk(plane), step_cells)[0].float()  # (F, rows, cols)
         rows, cols = f.shape[1], f.shape[2]
         feats.append(f.flatten(1).t())
         boxes.append(window_boxes(rows, cols, step_px, size, backbone.grid_offset(hr, wr), h / hr, w / wr))

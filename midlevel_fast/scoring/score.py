@@ -13,21 +13,21 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from midlevel_fast.io.image_io import load_image
+from midlevel_fast.model import PatchClassifier, default_model
 from midlevel_fast.ops.aggregate import output_maps, power_mean
 from midlevel_fast.ops.backends import backends
+from midlevel_fast.scoring.batched import batched_patches
 from midlevel_fast.scoring.dense import dense_windows
 from midlevel_fast.scoring.grid import grid
-from midlevel_fast.io.image_io import load_image
 from midlevel_fast.scoring.malloc import tune_malloc
 from midlevel_fast.scoring.naive import patch_probabilities_naive
-from midlevel_fast.model import PatchClassifier, default_model
-from midlevel_fast.ops.crop_resize import crop_resize
 
-MODES = ("dense", "batched", "naive")
-# Patches per forward pass on a GPU: large enough to amortise Lite0's hundred kernel launches per pass, small
-# enough (about 0.1 GB of patches and a few GB of activations) for any recent card.
-GPU_BATCH = 128
-PRECISIONS = ("auto", "fp32", "bf16")
+# The one list of scoring modes (the CLI and score_collection take their choices from it).
+MODES: tuple[str, ...] = ("dense", "batched", "naive")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+# Feature vectors per head call when turning features into probabilities: bounds the logits' memory only.
+HEAD_BATCH = 1024
 
 
 @dataclass
@@ -65,28 +65,6 @@ class ScoreResult:
         return [(self.class_names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
 
 
-def batched_features(backbone: torch.nn.Module, image: np.ndarray, boxes: torch.Tensor, batch: int | None = None,
-                     device: torch.device | None = None) -> torch.Tensor:
-    """Mid-level vectors ``(M, F)`` of ``boxes`` of ``image`` (RGB uint8 HWC): fused crop_resize in chunks of
-    ``batch`` into one reused buffer, then a batched forward, so memory stays bounded whatever ``M``.
-
-    The default ``batch`` is the backbone's fastest on a CPU, :data:`GPU_BATCH` on a GPU. On a GPU the image is
-    uploaded once and cropped there (``impl="auto"``), so only the image crosses the bus, not the patches."""
-    bb = backbone
-    device = next(bb.parameters()).device if device is None else device
-    on_gpu = device.type == "cuda"
-    batch = (GPU_BATCH if on_gpu else bb.batch_size) if batch is None else batch
-    source = torch.from_numpy(np.ascontiguousarray(image)).to(device) if on_gpu else image
-    size = bb.input_size
-    buffer = torch.empty((min(batch, len(boxes)), 3, size, size), device=device if on_gpu else "cpu")
-    feats = []
-    for start in range(0, len(boxes), batch):
-        chunk = boxes[start: start + batch]
-        out = crop_resize(source, chunk, size=size, mean=bb.mean, std=bb.std, out=buffer[: len(chunk)])
-        feats.append(bb(out.to(device).contiguous(memory_format=torch.channels_last)))
-    return torch.cat(feats)
-
-
 def resolve_precision(precision: str, mode: str, device: torch.device) -> bool:
     """Whether to run the trunk in bfloat16. ``"auto"`` does so for the dense mode on CPUs with native bf16
     (AVX512-BF16/AMX), where it is 2-3x faster and moves VOC val mAP by 0.2 point; ``"batched"`` and
@@ -101,22 +79,21 @@ def resolve_precision(precision: str, mode: str, device: torch.device) -> bool:
 def patch_features(backbone: torch.nn.Module, image: np.ndarray, mode: str, scales: Sequence[float],
                    grid_step: float, window_step: int | None = None, batch: int | None = None, bf16: bool = False,
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(features (M, F), boxes (M, 4), scale_index (M,))`` of ``image`` in ``mode`` ``"dense"`` (sliding
-    window, see :mod:`midlevel_fast.scoring.dense`) or ``"batched"`` (the paper grid, cropped and resized); ``bf16``
-    runs the network under bfloat16 autocast."""
+    """``(features (M, F), boxes (M, 4), scale_index (M,))`` of ``image`` (RGB uint8 HWC) in ``mode`` ``"dense"``
+    (sliding window, see :mod:`midlevel_fast.scoring.dense`; ``window_step``) or ``"batched"`` (the paper grid,
+    cropped and resized, ``batch`` patches per forward: :mod:`midlevel_fast.scoring.batched`); ``bf16`` runs the
+    network under bfloat16 autocast. The entry point of the feature cache as well as of :func:`score_image`."""
     tune_malloc()
     if mode == "dense":
         return dense_windows(backbone, image, scales, grid_step, window_step, bf16)
     if mode != "batched":
         raise ValueError(f"patch features are computed in mode 'dense' or 'batched', not {mode!r}")
-    g = grid(image.shape[1], image.shape[0], scales, grid_step)
-    with torch.autocast(next(backbone.parameters()).device.type, dtype=torch.bfloat16, enabled=bf16):
-        feats = batched_features(backbone, image, g.boxes, batch).float()
-    return feats, g.boxes, g.scale_index
+    return batched_patches(backbone, image, scales, grid_step, batch, bf16)
 
 
-def _probabilities(model: PatchClassifier, feats: torch.Tensor, batch: int) -> torch.Tensor:
-    return torch.cat([model.probabilities(feats[i: i + batch]).cpu() for i in range(0, len(feats), batch)])
+def _probabilities(model: PatchClassifier, feats: torch.Tensor) -> torch.Tensor:
+    """``model``'s probabilities of ``feats``, :data:`HEAD_BATCH` rows at a time, on the CPU."""
+    return torch.cat([model.probabilities(feats[i: i + HEAD_BATCH]).cpu() for i in range(0, len(feats), HEAD_BATCH)])
 
 
 def score_image(
@@ -138,8 +115,8 @@ def score_image(
     grid patches in chunks of ``batch_size``, batched forward) or ``"naive"`` (the per-patch PIL loop, one
     forward per patch). ``k``: the power-mean exponent (``None``: the model's, 5 as in the paper).
     ``return_maps``: ``True`` for the maps of every class, an int ``n`` for the ``n`` best classes only.
-    ``window_step``: the dense window step in trunk cells (see :mod:`midlevel_fast.scoring.dense`). ``precision``: ``"fp32"``,
-    ``"bf16"`` or ``"auto"`` (see :func:`resolve_precision`).
+    ``window_step``: the dense window step in trunk cells (see :mod:`midlevel_fast.scoring.dense`).
+    ``precision``: ``"fp32"``, ``"bf16"`` or ``"auto"`` (see :func:`resolve_precision`).
     """
     t0 = time.perf_counter()
     tune_malloc()
@@ -166,8 +143,8 @@ def score_image(
         else:
             bf16 = resolve_precision(precision, mode, dev)
             feats, boxes, scale_index = patch_features(model.backbone, img, mode, scales, step, window_step,
-                                                            batch_size, bf16)
-            probs = _probabilities(model, feats, 1024)
+                                                       batch_size, bf16)
+            probs = _probabilities(model, feats)
     scores = power_mean(probs, kk)
     result = ScoreResult(model.class_names, scores, boxes, probs, scale_index, (h, w), mode, kk)
     if return_maps is not False:
@@ -175,7 +152,7 @@ def score_image(
         idx = torch.topk(scores, min(max(n, 1), len(model.class_names))).indices
         # On a GPU the fused Triton kernel writes the maps there; the result keeps CPU tensors either way.
         if dev.type == "cuda" and backends()["triton"].available:
-            result.maps = output_maps(boxes, probs[:, idx].to(dev), h, w, impl="triton").cpu()
+            result.maps = output_maps(boxes, probs[:, idx].to(dev), h, w, backend="triton").cpu()
         else:
             result.maps = output_maps(boxes, probs[:, idx], h, w)
         result.map_classes = [model.class_names[i] for i in idx.tolist()]

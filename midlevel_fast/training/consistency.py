@@ -42,6 +42,9 @@ import torch.nn.functional as F
 from midlevel_fast.training.cache import FeatureCache
 from midlevel_fast.training.labels import box_iou
 
+# The cache modes a pair is drawn from: dense windows, and the grid crops they are matched with.
+PAIR_MODES: tuple[str, str] = ("dense", "batched")
+
 
 @dataclass
 class PairSet:
@@ -84,7 +87,7 @@ def consistency_pairs(dense: FeatureCache, crops: FeatureCache, image_ids: Seque
     scales; both must hold every image (``KeyError`` otherwise).
     """
     a, b = dense.config, crops.config
-    if a.mode != "dense" or b.mode != "batched":
+    if (a.mode, b.mode) != PAIR_MODES:
         raise ValueError(f"consistency pairs need a dense cache and a batched one, got {a.mode!r} and {b.mode!r}")
     if (a.backbone, a.scales, a.feature_dim) != (b.backbone, b.scales, b.feature_dim):
         raise ValueError(f"the dense and batched caches differ in backbone, scales or feature size: "
@@ -111,7 +114,7 @@ def consistency_loss(a: torch.Tensor, b: torch.Tensor, objective: str,
                      global_batch: tuple[int, int] | None = None) -> torch.Tensor:
     """Half the symmetric KL between the head's object-class outputs for logits ``a`` and ``b`` (``(P, C + 1)``,
     the last column background; row ``i`` of both is one pair), averaged over the pairs; see the module docstring.
-    ``global_batch``: as in :func:`midlevel_fast.training.train.batch_loss`."""
+    ``global_batch``: as in :func:`midlevel_fast.training.loss.batch_loss`."""
     if a.shape != b.shape or a.ndim != 2 or a.shape[1] < 2:
         raise ValueError(f"paired logits must have one shape (P, C + 1) with C >= 1, got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")

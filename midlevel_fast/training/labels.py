@@ -21,7 +21,7 @@ positive area, so a qualifying patch overlaps its object). Each patch then gets 
 
 The thresholds are compared as ``5·|P∩B| ≥ |P|`` and ``5·|P∩B| ≥ 3·|B|`` (0.2 = 1/5, 0.6 = 3/5) in float64,
 with no inexact constant: for coordinates on a binary grid (whole, half or quarter pixels) every term is exact, so
-a patch exactly on a boundary qualifies, as in the exact rational oracle ``reference.patch_labels_reference``.
+a patch exactly on a boundary qualifies, as in the exact rational oracle of the tests (``tests/oracle/labels.py``).
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def qualification(patch_boxes: torch.Tensor | np.ndarray,
                   object_boxes: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Bool ``(N, M)`` matrices ``(overlaps, qualifies)``: ``|P∩B| > 0``, and the paper's two overlap
     conditions (see the module docstring). The building block of :func:`patch_labels` and of the multi-label
-    objective in :mod:`midlevel_fast.training.train`."""
+    objective in :mod:`midlevel_fast.training.patches`."""
     return _qualification(_boxes("patch_boxes", patch_boxes), _boxes("object_boxes", object_boxes))
 
 

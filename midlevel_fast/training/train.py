@@ -1,16 +1,14 @@
-"""Training the adaptation head on cached mid-level vectors (Oquab et al., section 3.2).
+"""Training the adaptation head on cached mid-level vectors (Oquab et al., section 3.2): the loop.
 
 The frozen network has already run (see :mod:`midlevel_fast.training.cache`); here only FCa/FCb learn:
 
-* rows: each cached patch of each training image, labelled by :func:`midlevel_fast.training.labels.patch_labels`, with a
-  seeded random ``bg_fraction`` (10 %) of the background kept (:func:`midlevel_fast.training.labels.resample_background`);
-* objective: cross-entropy over C + 1 outputs (``"softmax"``, the paper's), or per-output binary cross-entropy
-  on multi-hot targets (``"multilabel"``, the paper's suggested fix for co-occurring objects: a patch that
-  qualifies for objects of several classes is kept with all of them instead of being dropped);
+* rows: the labelled, background-resampled patches of :func:`midlevel_fast.training.patches.patch_set`;
+* objective: :func:`midlevel_fast.training.loss.batch_loss`, cross-entropy over C + 1 outputs (``"softmax"``, the
+  paper's) or per-output binary cross-entropy on multi-hot targets (``"multilabel"``);
 * SGD with momentum and dropout; the paper's schedule: learning rate 0.01, divided by 10 each time the
   training loss stops falling (relative improvement below ``min_improvement``), three times, then stop;
-* after every epoch the validation mAP (power mean of patch scores, VOC2010+ AP) is measured and the best
-  epoch's weights are kept;
+* after every epoch the validation mAP (:func:`midlevel_fast.training.evaluate.evaluate_head`: power mean of
+  patch scores, VOC2010+ AP) is measured and the best epoch's weights are kept;
 * optionally (``consistency = λ > 0``, not in the paper) each batch also draws as many pairs of a dense window
   and a grid crop, and adds λ times the symmetric KL of their object-class distributions
   (:mod:`midlevel_fast.training.consistency`) to the loss. The schedule still follows the classification loss alone.
@@ -24,19 +22,18 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Callable
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from midlevel_fast.training.cache import FeatureCache
+from midlevel_fast.head import OBJECTIVES, AdaptationHead
+from midlevel_fast.scaleout.train_ddp import replica_for
 from midlevel_fast.training.consistency import PairSet, consistency_loss
-from midlevel_fast.training.evaluate import mean_average_precision
-from midlevel_fast.training.labels import DROPPED, patch_labels, qualification, resample_background
-from midlevel_fast.head import OBJECTIVES, AdaptationHead, class_probabilities
-from midlevel_fast.training.voc import VocImage, image_labels, object_arrays
+from midlevel_fast.training.evaluate import evaluate_head
+from midlevel_fast.training.loss import batch_loss
+from midlevel_fast.training.patches import EvalSet, PatchSet
+
 
 @dataclass
 class TrainConfig:
@@ -70,140 +67,17 @@ class TrainConfig:
 
 
 @dataclass
-class PatchSet:
-    """Training rows: ``features`` float16 ``(R, F)``; ``targets`` int64 ``(R,)`` (softmax, class ``C`` is
-    background) or float32 ``(R, C + 1)`` multi-hot (multilabel); ``counts`` per class (index ``C``:
-    background kept)."""
-
-    features: torch.Tensor
-    targets: torch.Tensor
-    counts: np.ndarray
-
-
-@dataclass
-class EvalSet:
-    """All cached patches of evaluation images: ``features`` float16 ``(P, F)``, ``image_index`` int64
-    ``(P,)`` and per-image VOC ground truth ``positives``/``ignore`` bool ``(n, C)``."""
-
-    features: torch.Tensor
-    image_index: torch.Tensor
-    positives: np.ndarray
-    ignore: np.ndarray
-
-
-@dataclass
 class TrainResult:
+    """The trained ``head`` (the best validation epoch's weights when there was a validation set, else the last
+    epoch's), one ``history`` record per epoch (``epoch``, ``lr``, ``loss``, ``val_map``, ``seconds``), the best
+    epoch and its validation mAP, and the training time."""
+
     head: AdaptationHead
     config: TrainConfig
     history: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     best_map: float = float("nan")
     seconds: float = 0.0
-
-
-def patch_set(cache: FeatureCache, images: Sequence[VocImage], classes: Sequence[str], bg_fraction: float = 0.1,
-              seed: int = 0, objective: str = "softmax") -> PatchSet:
-    """Labels and resamples the cached patches of ``images`` (see the module docstring)."""
-    num_classes = len(classes)
-    cached, labels, hots = [], [], []
-    for img in images:
-        c = cache.load(img.image_id)
-        boxes, cls, difficult = object_arrays(img, classes)
-        if objective == "softmax":
-            labels.append(patch_labels(c.boxes, boxes, cls, num_classes, difficult))
-        else:
-            overlaps, qualifies = qualification(c.boxes, boxes)
-            clean = (qualifies & ~difficult[None, :]).double()
-            hot = torch.zeros(len(c.boxes), num_classes + 1)
-            hot[:, :num_classes] = (clean @ F.one_hot(cls, num_classes).double()).clamp(max=1).float()
-            background = ~overlaps.any(dim=1)
-            hot[background, num_classes] = 1
-            # Same patches as the softmax labelling, except that several clean objects are allowed.
-            positive = hot[:, :num_classes].any(dim=1) & ~(qualifies & difficult[None, :]).any(dim=1)
-            labels.append(torch.where(background, num_classes, torch.where(positive, 0, DROPPED)))
-            hots.append(hot)
-        cached.append(c)
-    # One draw over the whole split, so that exactly bg_fraction of its background is kept.
-    keep = resample_background(torch.cat(labels), num_classes, bg_fraction, seed)
-    feats, start = [], 0
-    for c in cached:
-        mask = keep[start: start + len(c.boxes)].numpy()
-        feats.append(torch.from_numpy(np.asarray(c.features[mask])))
-        start += len(c.boxes)
-    if objective == "softmax":
-        targets = torch.cat(labels)[keep]
-        counts = torch.bincount(targets, minlength=num_classes + 1).numpy()
-    else:
-        targets = torch.cat(hots)[keep]
-        counts = targets.sum(dim=0).long().numpy()
-    return PatchSet(torch.cat(feats), targets, counts)
-
-
-def merge_patch_sets(sets: Sequence[PatchSet]) -> PatchSet:
-    """One training set from several (e.g. the dense windows and the grid crops of the same images), rows in order."""
-    if not sets:
-        raise ValueError("no patch set to merge")
-    return PatchSet(torch.cat([s.features for s in sets]), torch.cat([s.targets for s in sets]),
-                    sum((s.counts for s in sets[1:]), sets[0].counts.copy()))
-
-
-def eval_set(cache: FeatureCache, images: Sequence[VocImage], classes: Sequence[str]) -> EvalSet:
-    """Every cached patch of ``images`` with their images' VOC ground truth."""
-    feats, index, pos, ign = [], [], [], []
-    for i, img in enumerate(images):
-        cached = cache.load(img.image_id)
-        feats.append(torch.from_numpy(np.array(cached.features)))
-        index.append(torch.full((len(cached.boxes),), i, dtype=torch.int64))
-        p, g = image_labels(img, classes)
-        pos.append(p)
-        ign.append(g)
-    return EvalSet(torch.cat(feats), torch.cat(index), np.stack(pos), np.stack(ign))
-
-
-def patch_probabilities(head: torch.nn.Module, features: torch.Tensor, objective: str, num_classes: int,
-                        chunk: int = 16384, bf16: bool = False) -> torch.Tensor:
-    """``(P, C)`` float32 probabilities of the reported classes (softmax over C + 1, or per-class sigmoid);
-    ``bf16`` runs the matrix products in bfloat16."""
-    out = []
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        for start in range(0, len(features), chunk):
-            out.append(class_probabilities(head(features[start: start + chunk].float()), objective, num_classes))
-    return torch.cat(out)
-
-
-def image_scores(probs: torch.Tensor, image_index: torch.Tensor, n_images: int, k: float) -> torch.Tensor:
-    """Power mean ``1/M Σ y^k`` of patch probabilities ``(P, C)`` per image: ``(n_images, C)`` float64."""
-    sums = torch.zeros(n_images, probs.shape[1], dtype=torch.float64).index_add_(0, image_index, probs.double() ** k)
-    counts = torch.bincount(image_index, minlength=n_images).clamp(min=1).double()
-    return sums / counts[:, None]
-
-
-def evaluate_head(head: torch.nn.Module, data: EvalSet, objective: str, k: float,
-                  method: str = "voc2010", bf16: bool = False) -> tuple[np.ndarray, float]:
-    """Per-class AP and mAP of ``head`` on ``data`` with power-mean image scores."""
-    was_training = head.training
-    head.eval()
-    probs = patch_probabilities(head, data.features, objective, data.positives.shape[1], bf16=bf16)
-    head.train(was_training)
-    scores = image_scores(probs, data.image_index, len(data.positives), k).numpy()
-    return mean_average_precision(scores, data.positives, data.ignore, method)
-
-
-def batch_loss(logits: torch.Tensor, targets: torch.Tensor, objective: str,
-               global_batch: tuple[int, int] | None = None) -> torch.Tensor:
-    """The loss to back-propagate: the mean over the batch's rows of the cross-entropy, or of the binary
-    cross-entropies summed over the outputs for ``"multilabel"`` (averaging them over the outputs as well would
-    shrink every gradient C + 1 times and leave the head untrained at the paper's learning rate).
-
-    ``global_batch``: ``(rows, world_size)`` when ``logits`` are one rank's slice of a global batch of ``rows``;
-    the slice's summed loss is then scaled so that averaging the ranks' gradients gives the global mean's.
-    """
-    if objective == "softmax":
-        summed = F.cross_entropy(logits, targets, reduction="sum")
-    else:
-        summed = F.binary_cross_entropy_with_logits(logits, targets, reduction="sum")
-    rows, world_size = global_batch if global_batch is not None else (len(logits), 1)
-    return summed * (world_size / rows)
 
 
 def train_head(train: PatchSet, num_classes: int, config: TrainConfig = TrainConfig(),
@@ -218,8 +92,6 @@ def train_head(train: PatchSet, num_classes: int, config: TrainConfig = TrainCon
     (every rank passes the same ``train``, ``val`` and ``config``, and gets the same weights; only rank 0 logs),
     ``False`` always trains locally.
     """
-    from midlevel_fast.scaleout.train_ddp import replica_for
-
     if config.consistency > 0 and not pairs:
         raise ValueError("config.consistency > 0 needs dense/crop pairs "
                          "(midlevel_fast.training.consistency.consistency_pairs)")
@@ -299,7 +171,3 @@ def train_head(train: PatchSet, num_classes: int, config: TrainConfig = TrainCon
     result.seconds = time.perf_counter() - start
     return result
 
-
-def config_dict(config: TrainConfig) -> dict:
-    """The config as plain values, for head metadata."""
-    return asdict(config)

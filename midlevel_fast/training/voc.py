@@ -33,6 +33,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -126,8 +127,6 @@ def _image_size(root_elem: ET.Element, jpeg: Path) -> tuple[int, int]:
             w = h = 0
         if w > 0 and h > 0:
             return w, h
-    from PIL import Image
-
     with Image.open(jpeg) as im:
         return im.size
 
@@ -218,8 +217,8 @@ def image_labels(img: VocImage, classes: Sequence[str] = VOC_CLASSES) -> tuple[n
 def object_arrays(
     img: VocImage, classes: Sequence[str] = VOC_CLASSES
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The objects of ``img`` as tensors for :func:`midlevel_fast.training.labels.patch_labels`: boxes float64 ``(M, 4)``,
-    class indices int64 ``(M,)`` into ``classes``, difficult flags bool ``(M,)``."""
+    """The objects of ``img`` as tensors for :func:`midlevel_fast.training.labels.patch_labels`: boxes float64
+    ``(M, 4)``, class indices int64 ``(M,)`` into ``classes``, difficult flags bool ``(M,)``."""
     index = {name: i for i, name in enumerate(classes)}
     missing = [o.name for o in img.objects if o.name not in index]
     if missing:

@@ -10,7 +10,8 @@ the probabilities of the others over the covered pixels of the tile in registers
 and writes its tile of the ``(C, H, W)`` maps once. Gathering per tile instead of scattering per window needs
 no atomics, so the result does not depend on scheduling. One extra row of programs (``t`` = number of tiles)
 reduces ``p^k`` over the windows for its class block instead. The covered pixel ranges of the windows are
-computed once beforehand with :func:`midlevel_fast.ops.aggregate.covered_range`, the rule the CPU path uses.
+computed once beforehand with :func:`midlevel_fast.ops.aggregate.schema.covered_range`, the rule the CPU path
+uses.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from midlevel_fast.ops.aggregate.schema import check_power_mean, covered_range
 from midlevel_fast.ops.backends import triton_interpreted
 
 INTERPRETED = triton_interpreted()
@@ -84,15 +86,13 @@ def aggregate_triton(probs: torch.Tensor, k: float | None = None, boxes: torch.T
     """``(scores (C,), maps (C, height, width))`` float32 on ``probs``' device, in one launch.
 
     ``probs (M, C)`` lives on a CUDA device or, under the interpreter, the CPU. Scores are computed when ``k`` is
-    given, maps when ``boxes (M, 4)`` is; a result not asked for is ``None``. Arguments are already validated
-    (as by :mod:`midlevel_fast.ops.aggregate`); no probabilities with ``k`` raise ``ValueError``.
+    given, maps when ``boxes (M, 4)`` is; a result not asked for is ``None``. ``boxes`` and ``probs`` are
+    validated as by :mod:`midlevel_fast.ops.aggregate`; ``probs`` and ``k`` raise ``ValueError`` as there.
     """
-    from midlevel_fast.ops.aggregate import covered_range
-
+    if k is not None:
+        check_power_mean(probs, k)
     dev = probs.device
     m, c = probs.shape
-    if k is not None and m == 0:
-        raise ValueError("probs has no patches to aggregate")
     scores = torch.empty(c, dtype=torch.float32, device=dev) if k is not None else None
     maps = torch.empty((c, height, width), dtype=torch.float32, device=dev) if boxes is not None else None
     if m == 0 or c == 0 or (scores is None and maps is None):

@@ -1,5 +1,6 @@
-"""Host-side index and weight math of the Triton crop_resize kernel, and the normalisation constants of both GPU
-launchers (the CUDA kernel computes its taps itself, with the C++ tap math of ``csrc/taps.h``).
+"""Tap tables of crop_resize's filter as torch ops, for the Triton kernel and the pure-torch backend, and the
+normalisation constants they apply (the C++ kernels compute both themselves, with ``csrc/taps.h`` and
+``csrc/crop_resize_params.h``).
 
 Same filter as the C++ kernel's ``axis_taps`` (and the oracle's ``tests/oracle/crop_resize.py``): output ``j``
 of an axis with box ``[b0, b1]`` is centred at ``c = b0 + (j + 0.5)·(b1 − b0)/n_out``; with ``f`` the filter scale
@@ -17,7 +18,7 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-from midlevel_fast.ops.crop_resize import PADDING_MODES
+from midlevel_fast.ops.crop_resize.schema import PADDING_MODES, CropResizeParams, ImageView
 
 
 class AxisTaps(NamedTuple):
@@ -78,7 +79,7 @@ def axis_taps(b0: torch.Tensor, b1: torch.Tensor, n_in: int, n_out: int, antiali
 
 
 class KernelSetup(NamedTuple):
-    """Everything a GPU crop_resize kernel reads besides the image: the taps of both axes and the per-channel
+    """Everything a crop_resize kernel reads besides the image: the taps of both axes and the per-channel
     affine map ``out = filtered · scale[c] + shift[c]`` (uint8→[0,1] scaling and ``(x − mean)/std`` folded),
     as float32 values held in Python floats."""
 
@@ -88,17 +89,17 @@ class KernelSetup(NamedTuple):
     shift: list[float]
 
 
-def kernel_setup(boxes: torch.Tensor, height: int, width: int, out_h: int, out_w: int, mean: Sequence[float],
-                 std: Sequence[float], uint8_input: bool, antialias: bool, padding_mode: str,
+def kernel_setup(boxes: torch.Tensor, image: ImageView, params: CropResizeParams,
                  device: torch.device) -> KernelSetup:
-    """Tap tables on ``device`` for validated float64 ``boxes (N, 4)`` (best on the CPU, see :func:`axis_taps`),
-    and the normalisation constants (:func:`normalisation`).
+    """Tap tables on ``device`` for validated float64 ``boxes (N, 4)`` (best on the CPU, see :func:`axis_taps`) of
+    an image of layout ``image``, and the normalisation constants (:func:`normalisation`).
     """
     b = boxes.to(dtype=torch.float64)
-    scale, shift = normalisation(mean, std, uint8_input)
+    scale, shift = normalisation(params.mean, params.std, image.uint8)
+    taps = dict(antialias=params.antialias, padding_mode=params.padding_mode, device=device)
     return KernelSetup(
-        rows=axis_taps(b[:, 1], b[:, 3], height, out_h, antialias, padding_mode, device),
-        cols=axis_taps(b[:, 0], b[:, 2], width, out_w, antialias, padding_mode, device),
+        rows=axis_taps(b[:, 1], b[:, 3], image.height, params.out_h, **taps),
+        cols=axis_taps(b[:, 0], b[:, 2], image.width, params.out_w, **taps),
         scale=scale,
         shift=shift,
     )

@@ -1,22 +1,21 @@
 """Triton crop_resize: the contract of :func:`midlevel_fast.crop_resize`, every box (any scale) in one launch.
 
 Program ``(n, r·C + c, q)`` writes a ``BLOCK_H × BLOCK_W`` tile (rows ``r``, columns ``q``) of channel ``c`` of
-box ``n``. It reads the box's tap tables (:mod:`midlevel_fast.ops.crop_resize.taps`, ``[box][tap][output]``, so a tile's
-table reads are contiguous), filters each tapped source row horizontally and accumulates the rows with their
+box ``n``. It reads the box's tap tables (:mod:`midlevel_fast.ops.crop_resize.taps`, ``[box][tap][output]``, so a
+tile's table reads are contiguous), filters each tapped source row horizontally and accumulates the rows with their
 vertical weights: the CPU kernel's order of operations, so both round alike. Loops run over the box's own tap
 counts, so small boxes of a many-scale batch cost no more than alone. Output rows are stored contiguously.
 """
 from __future__ import annotations
 
 import os
-from typing import Sequence
 
 import torch
 import triton
 import triton.language as tl
 
 from midlevel_fast.ops.backends import triton_interpreted
-from midlevel_fast.ops.crop_resize import image_hwc
+from midlevel_fast.ops.crop_resize.schema import CropResizeParams, image_view
 from midlevel_fast.ops.crop_resize.taps import kernel_setup
 
 # triton.jit picks the interpreter when this module is imported; the tile choice follows the same decision.
@@ -82,19 +81,17 @@ def _crop_resize_kernel(
     tl.store(dst, res.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
 
 
-def crop_resize_triton(image: torch.Tensor, boxes: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-                       antialias: bool, padding_mode: str, out: torch.Tensor) -> torch.Tensor:
+def crop_resize_triton(image: torch.Tensor, boxes: torch.Tensor, params: CropResizeParams,
+                       out: torch.Tensor) -> torch.Tensor:
     """Writes the crops of validated ``boxes`` (float64 ``(N, 4)``, best on the CPU) of ``image`` (uint8 HWC or
     float32 CHW, any strides, on a CUDA device or, under the interpreter, the CPU) into ``out`` (contiguous
-    ``(N, C, h, w)`` float32/float16 on the image's device) and returns ``out``."""
+    ``params.out_shape(N)`` of ``params.out_dtype`` on the image's device) and returns ``out``."""
     n = boxes.shape[0]
     if n == 0:
         return out
-    h, w, c = image_hwc(image)
-    uint8 = image.dtype == torch.uint8
-    sy, sx, sc = image.stride() if uint8 else (image.stride(1), image.stride(2), image.stride(0))
-    out_h, out_w = out.shape[2], out.shape[3]
-    setup = kernel_setup(boxes, h, w, out_h, out_w, mean, std, uint8, antialias, padding_mode, image.device)
+    view = image_view(image)
+    c, out_h, out_w = view.channels, params.out_h, params.out_w
+    setup = kernel_setup(boxes, view, params, image.device)
     rows, cols = setup.rows, setup.cols
     scale = setup.scale + [0.0] * (3 - c)
     shift = setup.shift + [0.0] * (3 - c)
@@ -105,7 +102,7 @@ def crop_resize_triton(image: torch.Tensor, boxes: torch.Tensor, mean: Sequence[
     _crop_resize_kernel[grid](
         image, out,
         rows.index, rows.weight, rows.count, cols.index, cols.weight, cols.count,
-        sy, sx, sc,
+        view.stride_y, view.stride_x, view.stride_c,
         out_h, out_w, rows.index.shape[1], cols.index.shape[1],
         *scale, *shift,
         C=c,

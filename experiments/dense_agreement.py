@@ -1,6 +1,6 @@
 """How far dense scoring is from per-patch scoring on real VOC val images.
 
-    python -m benchmarks.dense_agreement [--images 50] [--head imagenet|PATH]
+    python -m experiments.dense_agreement [--images 50] [--head imagenet|PATH]
 
 For each image: the Spearman ρ between the class scores of ``mode="dense"`` and ``mode="batched"`` (the paper
 grid), and the mean |Δ| between the dense windows' probabilities and the probabilities of the same boxes
@@ -19,12 +19,11 @@ import numpy as np
 import torch
 
 from midlevel_fast import load_image, load_model, power_mean, score_image
-from midlevel_fast.training.cache import FeatureCache
-from midlevel_fast.scoring.dense import dense_windows
 from midlevel_fast.ops.crop_resize import crop_resize
+from midlevel_fast.scoring.dense import dense_windows
 from midlevel_fast.scoring.score import resolve_precision
-
-from .conftest import voc_root
+from midlevel_fast.training.cache import FeatureCache
+from tests.helpers import voc_root
 
 
 def ranks(x: torch.Tensor) -> torch.Tensor:

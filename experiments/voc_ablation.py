@@ -1,6 +1,6 @@
 """The paper's procedure on real VOC data, train → val, with its ablations, in one table.
 
-    python -m benchmarks.voc_ablation [--voc ROOT] [--cache DIR] [--batched [--consistency 2 ...]] [--out results.json]
+    python -m experiments.voc_ablation [--voc ROOT] [--cache DIR] [--batched [--consistency 2 ...]] [--out results.json]
 
 Needs the dense feature cache of train and val (``midlevel-fast cache --voc ROOT --split train val``; with
 ``--batched`` also the batched one, ``--mode batched``), which it builds when missing. Rows: the paper's head
@@ -11,7 +11,7 @@ keeps its best validation epoch, as `midlevel-fast train` does.
 
 The heads trained on both kinds of patches also get the median Spearman ρ between their dense and batched class
 scores over the first 50 val images, computed from the cached features (float16, fp32 head): a quick stand-in for
-``python -m benchmarks.dense_agreement``, which runs ``score_image`` end to end.
+``python -m experiments.dense_agreement``, which runs ``score_image`` end to end.
 """
 from __future__ import annotations
 
@@ -22,22 +22,23 @@ import time
 import numpy as np
 import torch
 
+from experiments.dense_agreement import cached_agreement
 from midlevel_fast.backbones import get_backbone
-from midlevel_fast.training.cache import CacheConfig, default_cache_root, fill_cache, open_cache
+from midlevel_fast.training.cache import FeatureCache
+from midlevel_fast.training.cache_build import fill_cache
 from midlevel_fast.training.consistency import consistency_pairs
-from midlevel_fast.training.evaluate import format_ap_table
-from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP
+from midlevel_fast.training.evaluate import evaluate_head, format_ap_table
+from midlevel_fast.training.patches import eval_set, merge_patch_sets, patch_set
 from midlevel_fast.training.probe import train_probe, whole_image_features
-from midlevel_fast.training.train import TrainConfig, eval_set, evaluate_head, merge_patch_sets, patch_set, train_head
-from midlevel_fast.training.voc import VOC_CLASSES, image_labels, load_split
+from midlevel_fast.training.train import TrainConfig, train_head
+from midlevel_fast.training.voc import VOC_CLASSES, VocImage, image_labels, load_split
+from midlevel_fast.training.voc_run import voc_cache
+from tests.helpers import voc_root
 
-from .conftest import voc_root
-from .dense_agreement import cached_agreement
 
-
-def caches(backbone, base, mode, splits):
-    cache = open_cache(base, CacheConfig(backbone.name, mode, list(PAPER_SCALES), PAPER_STEP, None,
-                                         backbone.feature_dim))
+def caches(backbone: torch.nn.Module, base: str | None, mode: str, splits: list[list[VocImage]]) -> FeatureCache:
+    """The paper-grid cache of ``mode`` under ``base``, filled with every image of ``splits``."""
+    cache = voc_cache(backbone, mode, base)
     for images in splits:
         fill_cache(cache, backbone, [(im.image_id, im.path) for im in images])
     return cache
@@ -55,7 +56,6 @@ def main() -> None:
     root = args.voc or voc_root()
     if root is None:
         raise SystemExit("VOC data not found (--voc or MIDLEVEL_FAST_VOC)")
-    base = args.cache or default_cache_root()
     backbone = get_backbone("efficientnet_lite0")
     train_images, val_images = load_split(root, "train"), load_split(root, "val")
     rows: dict[str, np.ndarray] = {}
@@ -72,7 +72,7 @@ def main() -> None:
     modes = ["dense"] + (["batched"] if args.batched else [])
     mode_caches = {}
     for mode in modes:
-        cache = mode_caches[mode] = caches(backbone, base, mode, [train_images, val_images])
+        cache = mode_caches[mode] = caches(backbone, args.cache, mode, [train_images, val_images])
         val = eval_set(cache, val_images, VOC_CLASSES)
         variants = [("paper", TrainConfig())] if mode == "batched" else [
             ("paper", TrainConfig()), ("1 layer", TrainConfig(layers=1)), ("3 layers", TrainConfig(layers=3)),

@@ -1,5 +1,6 @@
-"""The CUDA C++ extension: built and importable wherever nvcc was (CI has it), clear errors without a GPU, and,
-on a GPU, the same numbers as the C++ CPU kernel and the reference on the same tolerance table."""
+"""The CUDA C++ kernel (midlevel_fast/ops/crop_resize/cuda.py): built and importable wherever nvcc was (CI has
+it), clear errors without a GPU, and, on a GPU, the same numbers as the oracle and the C++ CPU kernel on the same
+tolerance table."""
 from __future__ import annotations
 
 import os
@@ -11,12 +12,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from midlevel_fast import PADDING_MODES, backends, crop_resize, grid
+from midlevel_fast import IMAGENET_MEAN, IMAGENET_STD, PADDING_MODES, backends, crop_resize, grid
 from midlevel_fast.ops.backends import cuda_ext
 import midlevel_fast.ops.crop_resize as op_module
 import midlevel_fast.ops.crop_resize.cuda as launcher_module
+from midlevel_fast.ops.crop_resize.schema import CropResizeParams, image_view
 
-from tests.helpers import TOLERANCES, case, random_image
+from tests.helpers import TOLERANCES, assert_matches_reference, case, random_image, reference
 
 HAS_GPU = torch.cuda.is_available() and backends()["cuda"].available
 needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="no CUDA device (or torch without CUDA)")
@@ -47,25 +49,23 @@ def test_backends_lists_cuda_and_says_why_not():
 def test_calling_without_a_device_raises_a_clear_error():
     assert cuda_ext.device_count()[0] == 0
     # Null pointers on purpose: the device check comes first, before anything is dereferenced.
+    image = image_view(torch.zeros(4, 4, 3, dtype=torch.uint8)).native(cuda_ext, 0)
+    params = CropResizeParams(2, 2, (1.0,) * 3, (1.0,) * 3, True, "edge", torch.float32, 1).native(cuda_ext)
     with pytest.raises(RuntimeError, match="no CUDA device"):
-        cuda_ext.crop_resize(0, 0, 4, 4, 3, 12, 3, 1, 0, 1, 2, 2, True, 0, 1.0, 1.0, [1.0] * 3, [0.0] * 3, 0, 0, 0,
-                             0)
+        cuda_ext.crop_resize(image, 0, 1, params, 0, max_row_scale=1.0, max_col_scale=1.0, device=0, stream=0)
     with pytest.raises(RuntimeError, match="no CUDA device"):
-        crop_resize(np.zeros((4, 4, 3), np.uint8), [[0, 0, 4, 4]], size=2, impl="cuda")
+        crop_resize(np.zeros((4, 4, 3), np.uint8), [[0, 0, 4, 4]], size=2, backend="cuda")
 
 
-def gpu_vs_cpu(image, boxes, out_dtype=torch.float32, **kw) -> torch.Tensor:
-    """Runs the CUDA kernel and checks it against the C++ CPU kernel and the float64 reference."""
+def gpu_vs_cpu(image, boxes, out_dtype=torch.float32, **kw) -> None:
+    """Runs the CUDA kernel and checks it against the float64 oracle and the C++ CPU kernel."""
     atol = dict(TOLERANCES)[out_dtype]
     img = torch.as_tensor(image)
-    got = crop_resize(img.cuda(), boxes, impl="cuda", out_dtype=out_dtype, **kw)
-    assert got.is_cuda and got.dtype == out_dtype and got.is_contiguous()
-    got = got.cpu().float()
-    ref = crop_resize(img, boxes, impl="reference", **kw)
-    torch.testing.assert_close(got, ref, atol=atol, rtol=0)
-    torch.testing.assert_close(got, crop_resize(img, boxes, impl="cpu", out_dtype=out_dtype, **kw).float(),
+    got = crop_resize(img.cuda(), boxes, backend="cuda", out_dtype=out_dtype, **kw)
+    assert got.is_cuda
+    assert_matches_reference(got, img, boxes, atol, out_dtype=out_dtype, **kw)
+    torch.testing.assert_close(got.cpu(), crop_resize(img, boxes, backend="cpu", out_dtype=out_dtype, **kw),
                                atol=atol, rtol=0)
-    return got
 
 
 @needs_gpu
@@ -98,7 +98,7 @@ def test_paper_grid_stepd_inputs_and_out():
     gpu_vs_cpu(torch.from_numpy(base)[::2, ::3], boxes[::7], size=33)
     gpu_vs_cpu(base[:, :, 0], boxes[::7], size=(17, 29), padding_mode="reflect")
     out = torch.empty(len(boxes), 3, 224, 224, device="cuda")
-    assert crop_resize(torch.from_numpy(base).cuda(), boxes, impl="cuda", out=out) is out
+    assert crop_resize(torch.from_numpy(base).cuda(), boxes, backend="cuda", out=out) is out
 
 
 def both_paths_boxes(h: int, w: int, oh: int, ow: int) -> list[list[float]]:
@@ -161,21 +161,21 @@ def test_runs_on_the_current_stream():
     boxes = [[0, 0, 80, 60], [10, 5, 30, 25]]
     side = torch.cuda.Stream()
     with torch.cuda.stream(side):
-        out = crop_resize(img, boxes, size=32, impl="cuda")
+        out = crop_resize(img, boxes, size=32, backend="cuda")
     side.synchronize()
-    torch.testing.assert_close(out.cpu(), crop_resize(img.cpu(), boxes, size=32), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.cpu(), reference(img.cpu(), boxes, size=32), atol=1e-4, rtol=0)
 
 
 @needs_gpu
 def test_auto_picks_a_gpu_backend_and_the_op_dispatches_on_cuda():
     img = torch.from_numpy(random_image(30, 40, 3)).cuda()
     # HAS_GPU implies the CUDA extension is available: it is the faster backend, so auto picks it over Triton.
-    assert op_module._resolve_impl("auto", img) == "cuda"
+    assert op_module._resolve_backend("auto", img) == "cuda"
     boxes = torch.tensor([[-2.0, 1.0, 30.5, 29.0], [5, 5, 6, 7]], dtype=torch.float64)
-    mean, std = list(op_module.IMAGENET_MEAN), list(op_module.IMAGENET_STD)
-    got = op_module._crop_resize_op(img, boxes, 9, 11, mean, std, True, 0, False, 1)
-    torch.testing.assert_close(got.cpu(), crop_resize(img.cpu(), boxes, size=(9, 11)), atol=1e-4, rtol=0)
-    torch.library.opcheck(op_module._crop_resize_op, (img, boxes, 9, 11, mean, std, True, 0, False, 1))
+    args = (img, boxes, 9, 11, list(IMAGENET_MEAN), list(IMAGENET_STD), True, "edge", torch.float32, 1)
+    got = op_module._crop_resize_op(*args)
+    torch.testing.assert_close(got.cpu(), reference(img.cpu(), boxes, size=(9, 11)), atol=1e-4, rtol=0)
+    torch.library.opcheck(op_module._crop_resize_op, args)
 
 
 @needs_gpu
@@ -183,6 +183,6 @@ def test_cuda_and_triton_agree():
     pytest.importorskip("triton")
     img = torch.from_numpy(random_image(120, 90, 3, seed=9)).cuda()
     boxes = grid(90, 120).boxes
-    a = crop_resize(img, boxes, size=64, impl="cuda")
-    b = crop_resize(img, boxes, size=64, impl="triton")
+    a = crop_resize(img, boxes, size=64, backend="cuda")
+    b = crop_resize(img, boxes, size=64, backend="triton")
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)

@@ -1,0 +1,92 @@
+"""The commands on a VOC-style data set: ``cache`` (frozen patch features), ``train`` (an adaptation head) and
+``eval`` (a head's AP); the procedure is :mod:`midlevel_fast.training.voc_run`'s, ``cache`` and ``train`` shard
+under ``torchrun``."""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from midlevel_fast.cli.distributed import add_distributed_options, distributed
+from midlevel_fast.head import OBJECTIVES
+from midlevel_fast.model import load_model
+from midlevel_fast.training.cache import CACHE_MODES
+from midlevel_fast.training.consistency import PAIR_MODES
+from midlevel_fast.training.evaluate import format_ap_table
+from midlevel_fast.training.train import TrainConfig
+from midlevel_fast.training.voc_run import cache_voc_splits, evaluate_voc_head, train_voc_head
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    for cache in cache_voc_splits(args.voc, args.split, args.backbone, args.mode, args.cache, args.window_step):
+        print(f"{len(cache.image_ids)} images cached in {cache.root} ({cache.config.mode})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.consistency and not set(PAIR_MODES) <= set(args.mode):
+        raise SystemExit(f"--consistency pairs dense windows with grid crops: it needs --mode {' '.join(PAIR_MODES)}")
+    config = TrainConfig(layers=args.layers, hidden=args.hidden, objective=args.objective, k=args.k,
+                         max_epochs=args.epochs, seed=args.seed, consistency=args.consistency)
+    run = train_voc_head(args.voc, args.out, args.split, args.val_split, args.backbone, args.mode, config,
+                         args.cache, args.window_step, dtype=torch.float16 if args.half else torch.float32)
+    print(f"trained in {run.result.seconds:.1f} s, best epoch {run.result.best_epoch}; head written to {args.out}")
+    if run.val_ap:
+        print(format_ap_table(run.info.class_names, {f"{args.val_split} {m}": ap for m, ap in run.val_ap.items()}))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    model = load_model(args.head)
+    ev = evaluate_voc_head(model, args.voc, args.split, args.mode, args.k, args.cache, args.window_step)
+    print(f"{args.split}: {ev.images} images, {ev.patches} patches ({args.mode})")
+    print(format_ap_table(model.class_names, {f"k={k:g} {method}": ap for (k, method), ap in ev.ap.items()}))
+    return 0
+
+
+def _add_voc_options(p: argparse.ArgumentParser, several_modes: bool = False) -> None:
+    p.add_argument("--voc", required=True, help="VOCdevkit/VOC2012 directory")
+    if several_modes:
+        p.add_argument("--mode", nargs="+", choices=CACHE_MODES, default=[CACHE_MODES[0]],
+                       help="how patch features are computed; several modes pool their patches")
+    else:
+        p.add_argument("--mode", choices=CACHE_MODES, default=CACHE_MODES[0], help="how patch features are computed")
+    p.add_argument("--window-step", type=int, default=None, help="dense window step in trunk cells")
+    p.add_argument("--cache", default=None, help="feature cache directory (default $MIDLEVEL_FAST_CACHE or "
+                                                 "~/.cache/midlevel_fast)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``cache``, ``train`` and ``eval`` to ``subparsers``."""
+    c = subparsers.add_parser("cache", help="compute and store the frozen patch features of VOC splits")
+    _add_voc_options(c, several_modes=True)
+    c.add_argument("--split", nargs="+", default=["train", "val"])
+    c.add_argument("--backbone", default="efficientnet_lite0")
+    add_distributed_options(c)
+    c.set_defaults(func=distributed(cmd_cache))
+
+    t = subparsers.add_parser("train", help="train an adaptation head on a VOC-style data set")
+    _add_voc_options(t, several_modes=True)
+    t.add_argument("--split", nargs="+", default=["train"], help="training split(s), e.g. train or train val")
+    t.add_argument("--val-split", default="val", help="split for per-epoch validation mAP ('' for none)")
+    t.add_argument("--backbone", default="efficientnet_lite0")
+    t.add_argument("--out", required=True, help="head file to write (.safetensors)")
+    t.add_argument("--layers", type=int, default=2, help="adaptation layers: 1, 2 (paper) or 3")
+    t.add_argument("--hidden", type=int, default=2048)
+    t.add_argument("--objective", choices=OBJECTIVES, default=OBJECTIVES[0])
+    t.add_argument("--k", type=float, default=5.0, help="power-mean exponent used for validation and stored")
+    t.add_argument("--epochs", type=int, default=30, help="at most this many epochs")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--consistency", type=float, default=0.0, metavar="LAMBDA",
+                   help="weight of the dense/crop consistency term (not in the paper; needs --mode dense batched)")
+    t.add_argument("--half", action="store_true", help="store the weights as float16")
+    add_distributed_options(t)
+    t.set_defaults(func=distributed(cmd_train))
+
+    e = subparsers.add_parser("eval", help="VOC classification AP of a head")
+    _add_voc_options(e)
+    e.add_argument("--split", default="val")
+    e.add_argument("--head", required=True, help="head file (.safetensors)")
+    e.add_argument("--k", type=float, nargs="*", help="power-mean exponents to compare (default: the head's)")
+    e.set_defaults(func=cmd_eval)
