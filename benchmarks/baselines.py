@@ -8,7 +8,8 @@ import torch
 from midlevel_fast import IMAGENET_MEAN, IMAGENET_STD
 
 
-def crop_resize_interpolate_loop(image: torch.Tensor, boxes: np.ndarray | torch.Tensor, size: int = 224) -> torch.Tensor:
+def crop_resize_interpolate_loop(image: torch.Tensor, boxes: np.ndarray | torch.Tensor,
+                                 size: int = 224) -> torch.Tensor:
     """Per-box integer crop + ``F.interpolate(bilinear, antialias=True)`` loop with ImageNet normalisation: the
     torch user's baseline. ``image`` is uint8 HWC; each box is rounded outward to whole pixels (interpolate takes
     no fractional box). Returns ``(N, C, size, size)`` float32."""
