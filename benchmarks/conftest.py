@@ -20,7 +20,8 @@ def voc_image() -> tuple[str, np.ndarray]:
         for image_id in (root / "ImageSets" / "Main" / "val.txt").read_text().split():
             with Image.open(root / "JPEGImages" / f"{image_id}.jpg") as im:
                 if im.size == (500, 375):
-                    return image_id, np.asarray(im.convert("RGB"))
+                    # np.array, not asarray: a writable copy, which torch.from_numpy takes without a warning.
+                    return image_id, np.array(im.convert("RGB"))
     return "random 500x375", np.random.default_rng(0).integers(0, 256, (375, 500, 3), dtype=np.uint8)
 
 

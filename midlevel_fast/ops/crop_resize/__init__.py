@@ -213,7 +213,7 @@ def crop_resize(
     those are missing, ``"torch"``), ``"cpu"``, ``"cuda"``, ``"triton"`` (both need a CUDA image), ``"torch"``
     (slow, pure torch, any device). ``num_threads`` (CPU only) defaults to ``torch.get_num_threads()``. Bad
     arguments raise ``ValueError`` naming the argument; an unavailable backend raises ``RuntimeError`` saying why
-    (see :func:`midlevel_fast.ops.backends`).
+    (see :func:`midlevel_fast.backends`).
     """
     img = as_image_tensor(image)
     b = as_boxes(boxes)
