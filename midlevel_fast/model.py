@@ -2,6 +2,7 @@
 own ImageNet classifier, and the head shipped in the package."""
 from __future__ import annotations
 
+import difflib
 import os
 from functools import cache
 from importlib import resources
@@ -66,6 +67,10 @@ def load_model(head: str | os.PathLike | None = None, backbone: str | None = Non
         head = shipped_head_path() or "imagenet"
     if str(head) == "imagenet":
         return imagenet_classifier(get_backbone(backbone or "efficientnet_lite0", **backbone_kw))
+    if not Path(head).is_file():
+        hint = " (did you mean 'imagenet'?)" if difflib.get_close_matches(str(head), ["imagenet"], cutoff=0.7) else ""
+        raise FileNotFoundError(f"head {str(head)!r} is not a file{hint}: give a head file (.safetensors), 'imagenet' "
+                                "for the backbone's ImageNet classifier, or no head for the default model")
     adaptation, info = load_head(head)
     return PatchClassifier(get_backbone(backbone or info.backbone, **backbone_kw), adaptation, info).eval()
 

@@ -177,3 +177,11 @@ def test_torch_compile_traces_the_op():
     compiled = torch.compile(f, backend="eager", fullgraph=True)
     got = compiled(img, boxes)
     assert got.dtype == torch.float16 and torch.equal(got, f(img, boxes))
+
+
+def test_a_float_hwc_image_is_told_it_should_be_chw():
+    with pytest.raises(ValueError, match=r"got 100 .*looks HWC: pass image.permute\(2, 0, 1\)"):
+        crop_resize(np.zeros((100, 512, 3), np.float32), [[0, 0, 1, 1]])
+    with pytest.raises(ValueError, match="got 5") as err:
+        crop_resize(np.zeros((5, 8, 8), np.float32), [[0, 0, 1, 1]])
+    assert "HWC" not in str(err.value)

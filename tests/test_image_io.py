@@ -85,3 +85,8 @@ def test_truncated_and_corrupt_files_name_the_input(tmp_path):
 def test_bad_inputs(bad):
     with pytest.raises(ValueError):
         load_image(bad)
+
+
+def test_a_directory_is_not_an_image(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a directory, not an image file"):
+        load_image(tmp_path)

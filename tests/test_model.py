@@ -59,3 +59,11 @@ def test_imagenet_and_default_models():
     lite0 = load_model("imagenet")
     assert lite0.backbone.name == "efficientnet_lite0" and len(lite0.class_names) == 1000
     assert default_model() is default_model()  # built once per process
+
+
+def test_a_misspelt_head_names_the_valid_choices():
+    with pytest.raises(FileNotFoundError, match=r"did you mean 'imagenet'\?.*'imagenet' for the backbone's"):
+        load_model("imagnet")
+    with pytest.raises(FileNotFoundError, match="is not a file: give a head file") as err:
+        load_model("no/such/head.safetensors")
+    assert "did you mean" not in str(err.value)

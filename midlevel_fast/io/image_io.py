@@ -85,6 +85,8 @@ def load_image(image: Any) -> np.ndarray:
     what = _describe(image)
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
+        if path.is_dir():
+            raise IsADirectoryError(f"{what} is a directory, not an image file (score-dir scores a directory)")
         if not path.is_file():
             raise FileNotFoundError(f"{what}: no such file")
         try:

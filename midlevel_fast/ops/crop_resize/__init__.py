@@ -60,7 +60,9 @@ def as_image_tensor(image: Any) -> torch.Tensor:
     else:
         raise ValueError(f"image: dtype must be uint8 (HWC) or float32 (CHW), got {image.dtype}")
     if c not in (1, 3):
-        raise ValueError(f"image: needs 1 or 3 channels, got {c} (shape {tuple(image.shape)})")
+        looks_hwc = image.dtype == torch.float32 and image.shape[-1] in (1, 3)
+        hint = "; float32 images are CHW, and this one looks HWC: pass image.permute(2, 0, 1)" if looks_hwc else ""
+        raise ValueError(f"image: needs 1 or 3 channels, got {c} (shape {tuple(image.shape)}){hint}")
     if h < 1 or w < 1:
         raise ValueError(f"image: empty image of shape {tuple(image.shape)}")
     return image
