@@ -20,9 +20,13 @@ from torch import nn
 
 from midlevel_fast.io.files import atomic_write_bytes
 from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP
+from midlevel_fast.scoring.presence import Calibration
 
 HEAD_FORMAT = "midlevel_fast.head/1"
 OBJECTIVES: tuple[str, ...] = ("softmax", "multilabel")
+# The calibration's tensors sit beside the weights under this prefix (float64 and bool, whatever the weights' dtype).
+CALIBRATION_PREFIX = "calibration."
+CALIBRATION_TENSORS: tuple[str, ...] = ("parameters", "scores", "positives", "ignore")
 
 
 class AdaptationHead(nn.Module):
@@ -66,6 +70,8 @@ class HeadInfo:
         scales, grid_step: the patch grid (:func:`midlevel_fast.scoring.grid.grid`) the head was trained on.
         layers, hidden: the head's shape (:class:`AdaptationHead`).
         extra: anything else, e.g. ``"objective"`` (one of :data:`OBJECTIVES`) and the training settings.
+        calibration: the presence calibration and its fit data
+            (:class:`midlevel_fast.scoring.presence.Calibration`), or ``None`` for a head without one.
     """
 
     backbone: str
@@ -77,6 +83,7 @@ class HeadInfo:
     layers: int = 2
     hidden: int = 2048
     extra: dict[str, Any] = field(default_factory=dict)
+    calibration: Calibration | None = None
 
     @property
     def num_outputs(self) -> int:
@@ -98,6 +105,13 @@ def save_head(path: str | os.PathLike, head: AdaptationHead, info: HeadInfo,
         "hidden": json.dumps(info.hidden), "dropout": json.dumps(head.dropout), "in_dim": json.dumps(head.in_dim),
         "extra": json.dumps(info.extra),
     }
+    if info.calibration is not None:
+        cal = info.calibration
+        if cal.num_classes != len(info.class_names):
+            raise ValueError(f"calibration has {cal.num_classes} classes, the head {len(info.class_names)}")
+        meta["calibration"] = json.dumps({"method": cal.method, "k": cal.k, "description": cal.description})
+        tensors.update({CALIBRATION_PREFIX + name: getattr(cal, name).contiguous()
+                        for name in CALIBRATION_TENSORS})
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
@@ -125,13 +139,22 @@ def load_head(path: str | os.PathLike) -> tuple[AdaptationHead, HeadInfo]:
             grid_step=json.loads(meta["grid_step"] if "grid_step" in meta else meta["grid_stride"]),
             layers=json.loads(meta["layers"]),
             hidden=json.loads(meta["hidden"]), extra=json.loads(meta.get("extra", "{}")),
+            # Files written before presence calibration have none.
+            calibration=_calibration(meta, tensors) if "calibration" in meta else None,
         )
         head = AdaptationHead(json.loads(meta["in_dim"]), info.num_outputs, info.layers, info.hidden,
                               json.loads(meta["dropout"]))
-        head.load_state_dict({k: v.float() for k, v in tensors.items()})
-    except (KeyError, json.JSONDecodeError, RuntimeError, TypeError) as e:
+        head.load_state_dict({k: v.float() for k, v in tensors.items() if not k.startswith(CALIBRATION_PREFIX)})
+    except (KeyError, json.JSONDecodeError, RuntimeError, TypeError, ValueError) as e:
         raise ValueError(f"head file {str(p)!r} has missing or inconsistent entries ({e})") from None
     return head.eval(), info
+
+
+def _calibration(meta: dict[str, str], tensors: dict[str, torch.Tensor]) -> Calibration:
+    entry = json.loads(meta["calibration"])
+    t = {name: tensors[CALIBRATION_PREFIX + name] for name in CALIBRATION_TENSORS}
+    return Calibration(entry["method"], t["parameters"], entry["k"], t["scores"], t["positives"], t["ignore"],
+                       entry["description"])
 
 
 def class_probabilities(logits: torch.Tensor, objective: str, num_classes: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from midlevel_fast.cli import score, voc
+from midlevel_fast.cli import calibrate, score, voc
 
 # What a command reports as "error: ..." rather than as a traceback: the user's files, values and extras.
 REPORTED_ERRORS = (ValueError, ImportError, OSError)
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     score.register(sub)
     voc.register(sub)
+    calibrate.register(sub)
     return parser
 
 

@@ -22,6 +22,8 @@ from midlevel_fast.scoring.dense import dense_windows
 from midlevel_fast.scoring.grid import grid
 from midlevel_fast.scoring.malloc import tune_malloc
 from midlevel_fast.scoring.naive import patch_probabilities_naive
+from midlevel_fast.scoring.points import window_points
+from midlevel_fast.scoring.presence import presence_for
 
 # The one list of scoring modes (the CLI and score_collection take their choices from it).
 MODES: tuple[str, ...] = ("dense", "batched", "naive")
@@ -44,7 +46,13 @@ class ScoreResult:
         mode, k: how the scores were computed.
         maps: ``(len(map_classes), H, W)`` float32 output maps when asked for, else ``None``.
         map_classes: the classes of ``maps``, in order.
+        points: ``{class: (x, y)}`` in image pixels for the classes of ``maps``, empty without maps: where the
+            windows showing the class pile up (:func:`midlevel_fast.scoring.points.window_points`: the maximum of
+            the per-pixel *sum* of the covering windows' probabilities, which points better than the maximum of
+            ``maps``, their mean; ties broken by the centroid of the largest maximal region).
         seconds: wall time of the call.
+        presence: ``(C,)`` float32 probability that each class is present (:mod:`midlevel_fast.scoring.presence`),
+            ``None`` when the head has no calibration for this ``k``.
     """
 
     class_names: list[str]
@@ -57,12 +65,26 @@ class ScoreResult:
     k: float
     maps: torch.Tensor | None = None
     map_classes: list[str] = field(default_factory=list)
+    points: dict[str, tuple[float, float]] = field(default_factory=dict)
     seconds: float = 0.0
+    presence: torch.Tensor | None = None
 
     def top(self, n: int = 5) -> list[tuple[str, float]]:
         """The ``n`` best classes as ``(name, score)``, best first."""
         values, idx = torch.topk(self.scores, min(n, len(self.class_names)))
         return [(self.class_names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
+
+    def present(self, threshold: float = 0.5) -> list[tuple[str, float]]:
+        """The classes whose presence is at least ``threshold``, as ``(name, probability)``, most probable first
+        (ties in class order). Raises ``ValueError`` when there are no presence probabilities."""
+        if self.presence is None:
+            raise ValueError("no presence probabilities: the head has no calibration for k = "
+                             f"{self.k:g}; calibrate it with `midlevel-fast calibrate --voc ROOT --head HEAD --split "
+                             "val --out HEAD_OUT` (or --cross-fit) and score with the new head file")
+        if not 0 <= threshold <= 1:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+        values, idx = torch.sort(self.presence, descending=True, stable=True)
+        return [(self.class_names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist()) if v >= threshold]
 
 
 def resolve_precision(precision: str, mode: str, device: torch.device) -> bool:
@@ -146,7 +168,8 @@ def score_image(
                                                        batch_size, bf16)
             probs = _probabilities(model, feats)
     scores = power_mean(probs, kk)
-    result = ScoreResult(model.class_names, scores, boxes, probs, scale_index, (h, w), mode, kk)
+    result = ScoreResult(model.class_names, scores, boxes, probs, scale_index, (h, w), mode, kk,
+                         presence=presence_for(scores, model.info.calibration, kk))
     if return_maps is not False:
         n = len(model.class_names) if return_maps is True else int(return_maps)
         idx = torch.topk(scores, min(max(n, 1), len(model.class_names))).indices
@@ -156,5 +179,7 @@ def score_image(
         else:
             result.maps = output_maps(boxes, probs[:, idx], h, w)
         result.map_classes = [model.class_names[i] for i in idx.tolist()]
+        points = window_points(boxes, probs[:, idx].cpu(), h, w).tolist()
+        result.points = {c: (x, y) for c, (x, y) in zip(result.map_classes, points)}
     result.seconds = time.perf_counter() - t0
     return result

@@ -1,5 +1,7 @@
-"""The whole-image baseline: one 224×224 view of the full image (squashed, no patches), the backbone's pooled
-vector, and a linear multi-label classifier on top — what the patch method has to beat."""
+"""The whole-image baseline: one view of the full image (no patches) — squashed to the backbone's 224×224 input,
+or resized with its aspect kept to a given short side — the backbone's globally pooled vector, and a linear
+multi-label classifier on top: what the patch method has to beat, and the probe of the class activation maps
+(:mod:`midlevel_fast.training.cam`)."""
 from __future__ import annotations
 
 import copy
@@ -15,16 +17,45 @@ from midlevel_fast.io.image_io import load_image
 from midlevel_fast.ops.crop_resize import crop_resize
 
 
-def whole_image_features(backbone: torch.nn.Module, paths: Sequence[str | Path], batch: int = 32) -> torch.Tensor:
-    """``(n, feature_dim)`` float32: each image resized whole to the backbone's input size (antialiased), one
-    forward pass."""
-    size = backbone.input_size
+def whole_image_view_size(backbone: torch.nn.Module, height: int, width: int,
+                          short_side: int | None = None) -> tuple[int, int]:
+    """``(h, w)`` of the whole-image view of a ``height × width`` image: ``short_side=None`` squashes it to
+    ``input_size × input_size``; an int gives it that short side and the long side the nearest whole number
+    keeping the aspect."""
+    if short_side is None:
+        return backbone.input_size, backbone.input_size
+    if int(short_side) < 1:
+        raise ValueError(f"short_side must be a positive number of pixels or None, got {short_side!r}")
+    ratio = int(short_side) / min(height, width)
+    return max(1, round(height * ratio)), max(1, round(width * ratio))
+
+
+def whole_image_view(backbone: torch.nn.Module, image: np.ndarray, short_side: int | None = None) -> torch.Tensor:
+    """``(1, 3, h, w)`` float32 normalised view of the whole RGB uint8 HWC ``image``, resized (antialiased) to
+    :func:`whole_image_view_size`."""
+    h, w = image.shape[:2]
+    return crop_resize(image, [[0.0, 0.0, w, h]], size=whole_image_view_size(backbone, h, w, short_side),
+                       mean=backbone.mean, std=backbone.std)
+
+
+def whole_image_cells(backbone: torch.nn.Module, image: np.ndarray, short_side: int | None = None) -> torch.Tensor:
+    """``(1, D, h, w)`` float32: the trunk's output on :func:`whole_image_view` (no gradient)."""
+    view = whole_image_view(backbone, image, short_side)
+    with torch.inference_mode():
+        return backbone.trunk(view.contiguous(memory_format=torch.channels_last))
+
+
+def whole_image_features(backbone: torch.nn.Module, paths: Sequence[str | Path], batch: int = 32,
+                         short_side: int | None = None) -> torch.Tensor:
+    """``(n, feature_dim)`` float32: the global average of :func:`whole_image_cells` of each image (for the
+    squashed view, the backbone's own pooled vector); squashed views go through the network ``batch`` at a time,
+    views of other sizes one by one."""
+    if short_side is not None:
+        return torch.cat([whole_image_cells(backbone, load_image(p), short_side).mean(dim=(2, 3)) for p in paths])
     feats, views = [], []
     with torch.inference_mode():
         for i, path in enumerate(paths):
-            img = load_image(path)
-            h, w = img.shape[:2]
-            views.append(crop_resize(img, [[0.0, 0.0, w, h]], size=size, mean=backbone.mean, std=backbone.std))
+            views.append(whole_image_view(backbone, load_image(path)))
             if len(views) == batch or i == len(paths) - 1:
                 feats.append(backbone(torch.cat(views).contiguous(memory_format=torch.channels_last)))
                 views = []
