@@ -197,6 +197,7 @@ def main() -> None:
         print(f"no batched val rows: {e}", flush=True)
     batched_val = val_ids <= cached_ids(base, backbone.name, "batched", backbone.feature_dim)
     caches = {mode: voc_cache(backbone, mode, base) for mode in ("dense", "batched")}
+    # The geometric centre; TorchRay's "center" names the pixel index (w/2, h/2), i.e. our (w/2 + 0.5, h/2 + 0.5).
     rows: dict[str, Points] = {"image centre": [{c: (im.width / 2, im.height / 2) for c in played_classes(im)}
                                                 for im in val],
                                "dense window coverage (no head)": coverage_points(caches["dense"], val)}

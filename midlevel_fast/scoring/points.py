@@ -10,9 +10,10 @@ Two rules, measured by the pointing game on VOC val (``python -m experiments.poi
 * :func:`window_points`, what :attr:`midlevel_fast.scoring.score.ScoreResult.points` uses: the maximum of the
   window-*sum* map (:func:`window_sum_maps`: per pixel, the *sum* of the probabilities of the windows covering it,
   the expected number of windows showing the class there). The mean forgets how many windows agree: a pixel near
-  the border, covered by three windows that all see the class, ties with the middle of the object, covered by
-  thirty. On VOC val the sum's point hits clearly more often (see the README); the output map itself stays the
-  paper's mean.
+  the border covered by three windows that all see the class outranks the middle of the object covered by thirty
+  that see it at 0.9. Pointing game on VOC val, head trained on train by the shipped recipe, dense windows: 95.2
+  with the sum, 84.6 with the mean (``experiments/pointing_game.py``); the output map itself stays the paper's
+  mean.
 
 The maximum (:func:`map_points`), per map:
 
