@@ -91,3 +91,15 @@ def test_mode_takes_several_values_for_cache_and_train_only():
     with pytest.raises(SystemExit):
         parse(["cache", "--voc", "v", "--mode", "naive"])  # naive scores, it caches nothing
     assert parse(["score", "--mode", "naive"]).mode == "naive"
+
+
+def test_version_and_help_texts(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("midlevel-fast ")
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert "``" not in build_parser().format_help()
+    for name, sub in commands.items():
+        for action in sub._actions:
+            # Every option says what it does (argparse's own --help included).
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help text"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import version
 from typing import Sequence
 
 import torch
@@ -24,7 +25,9 @@ REPORTED_ERRORS = (ValueError, ImportError, OSError)
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``midlevel-fast`` parser with every command group's subcommands."""
-    parser = argparse.ArgumentParser(prog="midlevel-fast", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="midlevel-fast", description="Mid-level CNN patch features (Oquab et al., "
+                                     "CVPR 2014): score images, cache features, train and calibrate heads.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('midlevel_fast')}")
     sub = parser.add_subparsers(dest="command", required=True)
     score.register(sub)
     voc.register(sub)

@@ -84,7 +84,9 @@ def cmd_score_dir(args: argparse.Namespace) -> int:
 def _add_scoring_options(p: argparse.ArgumentParser, top_help: str, threads_help: str) -> None:
     """The options ``score`` and ``score-dir`` share: the model, how it scores, the maps."""
     p.add_argument("--maps", metavar="DIR", help="write one heat-map overlay PNG per top class into DIR")
-    p.add_argument("--mode", choices=MODES, default="dense")
+    p.add_argument("--mode", choices=MODES, default="dense",
+                   help="dense: trunk once per scale, sliding window (fast, default); batched: the paper's grid "
+                        "patches cropped and resized; naive: the per-patch PIL loop (slow reference)")
     p.add_argument("--top", type=int, default=5, help=top_help)
     p.add_argument("--head", default=None,
                    help="head file (.safetensors), or 'imagenet' for the backbone's ImageNet classifier; "

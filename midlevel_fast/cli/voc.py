@@ -61,8 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``cache``, ``train`` and ``eval`` to ``subparsers``."""
     c = subparsers.add_parser("cache", help="compute and store the frozen patch features of VOC splits")
     _add_voc_options(c, several_modes=True)
-    c.add_argument("--split", nargs="+", default=["train", "val"])
-    c.add_argument("--backbone", default="efficientnet_lite0")
+    c.add_argument("--split", nargs="+", default=["train", "val"],
+                   help="VOC splits to cache (ImageSets/Main/<split>.txt)")
+    c.add_argument("--backbone", default="efficientnet_lite0", help="backbone whose features are cached")
     add_distributed_options(c)
     c.set_defaults(func=distributed(cmd_cache))
 
@@ -70,14 +71,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_voc_options(t, several_modes=True)
     t.add_argument("--split", nargs="+", default=["train"], help="training split(s), e.g. train or train val")
     t.add_argument("--val-split", default="val", help="split for per-epoch validation mAP ('' for none)")
-    t.add_argument("--backbone", default="efficientnet_lite0")
+    t.add_argument("--backbone", default="efficientnet_lite0", help="backbone the head is trained on")
     t.add_argument("--out", required=True, help="head file to write (.safetensors)")
     t.add_argument("--layers", type=int, default=2, help="adaptation layers: 1, 2 (paper) or 3")
-    t.add_argument("--hidden", type=int, default=2048)
-    t.add_argument("--objective", choices=OBJECTIVES, default=OBJECTIVES[0])
+    t.add_argument("--hidden", type=int, default=2048, help="units of each hidden adaptation layer (FCa)")
+    t.add_argument("--objective", choices=OBJECTIVES, default=OBJECTIVES[0],
+                   help="softmax over classes + background (the paper) or per-class sigmoids")
     t.add_argument("--k", type=float, default=5.0, help="power-mean exponent used for validation and stored")
     t.add_argument("--epochs", type=int, default=30, help="at most this many epochs")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seed of background sampling, init and batches")
     t.add_argument("--consistency", type=float, default=0.0, metavar="LAMBDA",
                    help="weight of the dense/crop consistency term (not in the paper; needs --mode dense batched)")
     t.add_argument("--half", action="store_true", help="store the weights as float16")
@@ -86,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     e = subparsers.add_parser("eval", help="VOC classification AP of a head")
     _add_voc_options(e)
-    e.add_argument("--split", default="val")
+    e.add_argument("--split", default="val", help="split to evaluate on")
     e.add_argument("--head", required=True, help="head file (.safetensors)")
     e.add_argument("--k", type=float, nargs="*", help="power-mean exponents to compare (default: the head's)")
     e.set_defaults(func=cmd_eval)
