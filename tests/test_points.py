@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from midlevel_fast import load_model, output_maps, score_image
 from midlevel_fast.model import PatchClassifier
-from midlevel_fast.scoring.points import map_points, window_points, window_sum_maps
+from midlevel_fast.ops.aggregate import window_sums
+from midlevel_fast.scoring.points import map_points, window_points
 from tests.helpers import skimage_photo
 from tests.oracle.pointing import map_point_reference, window_sum_maps_reference
 
@@ -100,12 +101,12 @@ def test_window_sum_by_hand_and_where_it_differs_from_the_mean():
     0.9 around pixel 6. The mean map peaks on the left (1.0 > 0.9), the sum on the object (5.4 > 3)."""
     boxes = torch.tensor([[0.0, 0.0, 3.0, 1.0]] * 3 + [[4.0, 0.0, 9.0, 1.0]] * 6)
     probs = torch.tensor([[1.0]] * 3 + [[0.9]] * 6)
-    sums = window_sum_maps(boxes, probs, 1, 10)
+    sums = window_sums(boxes, probs, 1, 10)
     torch.testing.assert_close(sums[0, 0], torch.tensor([3.0] * 3 + [0.0] + [5.4] * 5 + [0.0]))
     assert window_points(boxes, probs, 1, 10).tolist() == [[6.5, 0.5]]
     assert map_points(output_maps(boxes, probs, 1, 10)).tolist() == [[1.5, 0.5]]
     with pytest.raises(ValueError, match="boxes"):
-        window_sum_maps(boxes[:2], probs, 1, 10)
+        window_sums(boxes[:2], probs, 1, 10)
 
 
 @given(h=st.integers(1, 12), w=st.integers(1, 12), m=st.integers(1, 6), c=st.integers(1, 3),
@@ -116,7 +117,7 @@ def test_window_sums_match_the_oracle(h, w, m, c, seed):
     boxes = torch.tensor(np.concatenate([corners.min(1), corners.max(1)], 1), dtype=torch.float32)
     probs = torch.from_numpy(rng.integers(0, 4, size=(m, c)) / 4).float()
     want = torch.tensor(window_sum_maps_reference(boxes.tolist(), probs.tolist(), h, w))
-    torch.testing.assert_close(window_sum_maps(boxes, probs, h, w), want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(window_sums(boxes, probs, h, w), want, atol=1e-5, rtol=0)
     got = window_points(boxes, probs, h, w)
     assert got.tolist() == [list(map_point_reference(want[k].tolist())) for k in range(c)]
 

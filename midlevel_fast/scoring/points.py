@@ -8,7 +8,7 @@ Two rules, measured by the pointing game on VOC val (``python -m experiments.poi
 * :func:`map_points`: the maximum of a map, e.g. the paper's output map (per pixel, the *mean* probability of the
   windows covering it);
 * :func:`window_points`, what :attr:`midlevel_fast.scoring.score.ScoreResult.points` uses: the maximum of the
-  window-*sum* map (:func:`window_sum_maps`: per pixel, the *sum* of the probabilities of the windows covering it,
+  window-*sum* map (:func:`midlevel_fast.ops.aggregate.window_sums`: per pixel, the *sum* of the probabilities of the windows covering it,
   the expected number of windows showing the class there). The mean forgets how many windows agree: a pixel near
   the border covered by three windows that all see the class outranks the middle of the object covered by thirty
   that see it at 0.9. Pointing game on VOC val, head trained on train by the shipped recipe, dense windows: 95.2
@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from midlevel_fast.ops.aggregate import output_maps
+from midlevel_fast.ops.aggregate import window_sums
 
 
 def map_points(maps: torch.Tensor) -> torch.Tensor:
@@ -51,27 +51,10 @@ def map_points(maps: torch.Tensor) -> torch.Tensor:
     return points.reshape(*maps.shape[:-2], 2)
 
 
-def window_sum_maps(boxes: torch.Tensor, probs: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``(C, height, width)`` float32: per pixel, the sum of ``probs (M, C)`` over the windows ``boxes (M, 4)``
-    covering it (a pixel is covered when its centre lies in the box, as in
-    :func:`midlevel_fast.ops.aggregate.output_maps`)."""
-    if boxes.ndim != 2 or boxes.shape[1] != 4 or probs.ndim != 2 or probs.shape[0] != boxes.shape[0]:
-        raise ValueError(f"need boxes (M, 4) and probs (M, C), got {tuple(boxes.shape)} and {tuple(probs.shape)}")
-    c = probs.shape[1]
-    # output_maps averages; the count comes from the same op: one more window covering the whole image, carrying
-    # 1 in an extra column where every other window carries 0, averages to 1 / (count + 1) at each pixel.
-    b = torch.cat([boxes.float().cpu(), torch.tensor([[0.0, 0.0, float(width), float(height)]])])
-    p = torch.zeros(len(b), c + 1)
-    p[:-1, :c] = probs.float().cpu()
-    p[-1, c] = 1.0
-    mean = output_maps(b, p, height, width)
-    return mean[:c] * torch.round(1.0 / mean[c])
-
-
 def window_points(boxes: torch.Tensor, probs: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """``(C, 2)`` float64 ``(x, y)`` per class of ``probs (M, C)``: :func:`map_points` of
-    :func:`window_sum_maps` (module docstring)."""
-    return map_points(window_sum_maps(boxes, probs, height, width)).reshape(-1, 2)
+    :func:`midlevel_fast.ops.aggregate.window_sums` (module docstring)."""
+    return map_points(window_sums(boxes, probs, height, width)).reshape(-1, 2)
 
 
 def _peak(heat: np.ndarray) -> tuple[float, float]:

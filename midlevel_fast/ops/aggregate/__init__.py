@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 
 from midlevel_fast.ops.aggregate.schema import BACKENDS, check_backend, check_output_maps, check_power_mean
-from midlevel_fast.ops.aggregate.torch_backend import output_maps_torch, power_mean_torch
+from midlevel_fast.ops.aggregate.torch_backend import coverage_sums, output_maps_torch, power_mean_torch
 
-__all__ = ["BACKENDS", "output_maps", "power_mean"]
+__all__ = ["BACKENDS", "output_maps", "power_mean", "window_sums"]
 
 
 def power_mean(probs: torch.Tensor, k: float = 5.0, backend: str = "torch") -> torch.Tensor:
@@ -45,3 +45,10 @@ def output_maps(boxes: torch.Tensor, probs: torch.Tensor, height: int, width: in
 
         return aggregate_triton(probs, boxes=boxes, height=height, width=width)[1]
     return output_maps_torch(boxes, probs, height, width)
+
+
+def window_sums(boxes: torch.Tensor, probs: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(C, height, width)`` float32 on the CPU: per pixel, the *sum* of the probabilities of the patches
+    covering it (:func:`output_maps` is the same sum over their number). ``boxes (M, 4)``, ``probs (M, C)``."""
+    check_output_maps(boxes, probs)
+    return coverage_sums(boxes, probs, height, width)[0].float()
