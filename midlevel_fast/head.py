@@ -20,6 +20,7 @@ from torch import nn
 
 from midlevel_fast.io.files import atomic_write_bytes
 from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP
+from midlevel_fast.scoring.box_regression import BoxRegression
 from midlevel_fast.scoring.presence import Calibration
 
 HEAD_FORMAT = "midlevel_fast.head/1"
@@ -27,6 +28,8 @@ OBJECTIVES: tuple[str, ...] = ("softmax", "multilabel")
 # The calibration's tensors sit beside the weights under this prefix (float64 and bool, whatever the weights' dtype).
 CALIBRATION_PREFIX = "calibration."
 CALIBRATION_TENSORS: tuple[str, ...] = ("parameters", "scores", "positives", "ignore")
+# The box regression's weight (C, 4, F) and bias (C, 4), float32 whatever the weights' dtype.
+BOX_REGRESSION_PREFIX = "box_regression."
 
 
 class AdaptationHead(nn.Module):
@@ -72,6 +75,8 @@ class HeadInfo:
         extra: anything else, e.g. ``"objective"`` (one of :data:`OBJECTIVES`) and the training settings.
         calibration: the presence calibration and its fit data
             (:class:`midlevel_fast.scoring.presence.Calibration`), or ``None`` for a head without one.
+        box_regression: the per-class box regression of detections
+            (:class:`midlevel_fast.scoring.box_regression.BoxRegression`), or ``None`` for a head without one.
     """
 
     backbone: str
@@ -84,6 +89,7 @@ class HeadInfo:
     hidden: int = 2048
     extra: dict[str, Any] = field(default_factory=dict)
     calibration: Calibration | None = None
+    box_regression: BoxRegression | None = None
 
     @property
     def num_outputs(self) -> int:
@@ -112,6 +118,14 @@ def save_head(path: str | os.PathLike, head: AdaptationHead, info: HeadInfo,
         meta["calibration"] = json.dumps({"method": cal.method, "k": cal.k, "description": cal.description})
         tensors.update({CALIBRATION_PREFIX + name: getattr(cal, name).contiguous()
                         for name in CALIBRATION_TENSORS})
+    if info.box_regression is not None:
+        reg = info.box_regression
+        if reg.num_classes != len(info.class_names) or reg.feature_dim != head.in_dim:
+            raise ValueError(f"box regression is for {reg.num_classes} classes of {reg.feature_dim} features, the "
+                             f"head has {len(info.class_names)} classes of {head.in_dim}")
+        meta["box_regression"] = json.dumps(reg.description)
+        tensors[BOX_REGRESSION_PREFIX + "weight"] = reg.weight.contiguous()
+        tensors[BOX_REGRESSION_PREFIX + "bias"] = reg.bias.contiguous()
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
@@ -141,10 +155,17 @@ def load_head(path: str | os.PathLike) -> tuple[AdaptationHead, HeadInfo]:
             hidden=json.loads(meta["hidden"]), extra=json.loads(meta.get("extra", "{}")),
             # Files written before presence calibration have none.
             calibration=_calibration(meta, tensors) if "calibration" in meta else None,
+            box_regression=(BoxRegression(tensors[BOX_REGRESSION_PREFIX + "weight"],
+                                          tensors[BOX_REGRESSION_PREFIX + "bias"], json.loads(meta["box_regression"]))
+                            if "box_regression" in meta else None),
         )
         head = AdaptationHead(json.loads(meta["in_dim"]), info.num_outputs, info.layers, info.hidden,
                               json.loads(meta["dropout"]))
-        head.load_state_dict({k: v.float() for k, v in tensors.items() if not k.startswith(CALIBRATION_PREFIX)})
+        head.load_state_dict({k: v.float() for k, v in tensors.items()
+                              if not k.startswith((CALIBRATION_PREFIX, BOX_REGRESSION_PREFIX))})
+        if info.box_regression is not None and (info.box_regression.num_classes != len(info.class_names)
+                                                or info.box_regression.feature_dim != head.in_dim):
+            raise ValueError("the box regression does not match the head's classes and features")
     except (KeyError, json.JSONDecodeError, RuntimeError, TypeError, ValueError) as e:
         raise ValueError(f"head file {str(p)!r} has missing or inconsistent entries ({e})") from None
     return head.eval(), info

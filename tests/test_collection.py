@@ -10,13 +10,16 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from midlevel_fast.scaleout.collection import score_collection
+from midlevel_fast.scaleout.collection import _row, score_collection
 from midlevel_fast.scaleout.results import read_part, read_rows
+from midlevel_fast.scoring.detections import Detection
 from tests.distributed_worker import tiny_model, write_images
 from tests.helpers import worker_command
+from tests.test_overlay import made_result
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +164,34 @@ def test_resume_after_a_killed_rank(tmp_path):
     assert paths(read_rows(out)) == [f"im{i:02d}.png" for i in range(12)]
     assert out.read_text().count("\n") == 12
 
+
+
+def test_rows_have_presence_points_and_detections(tmp_path, model):
+    write_images(tmp_path / "images", 2)
+    out = tmp_path / "scores.jsonl"
+    score_collection(tmp_path / "images", out, model, top=3, num_workers=0, progress=False)
+    for row in read_rows(out):
+        assert set(row) == {"path", "width", "height", "mode", "k", "backbone", "patches", "top", "presence",
+                            "points", "detections", "seconds"}
+        assert row["presence"] is None  # the ImageNet head has no calibration
+        # A point for every class of top (maps are made for them even without maps_dir), in the image.
+        assert set(row["points"]) == {t["class"] for t in row["top"]} and len(row["points"]) == 3
+        assert all(0 <= x <= row["width"] and 0 <= y <= row["height"] for x, y in row["points"].values())
+        assert row["detections"] == []
+
+
+def test_row_of_a_calibrated_result_maps_the_present_classes(tmp_path):
+    det = [Detection("cat", 0.875, (1.0, 2.25, 30.0, 40.0))]
+    res = made_result(presence=[0.97, 0.2, 0.6], detections=det)
+    image = np.full((60, 80, 3), 128, np.uint8)
+    row = _row("sub/img.jpg", res, {"mode": "dense"}, 2, False, tmp_path, image)
+    assert [t["class"] for t in row["top"]] == ["dog", "cat"]
+    assert row["presence"] == pytest.approx([0.2, 0.97])  # in the order of top
+    assert row["points"] == {"dog": [20.5, 30.5], "cat": [60.5, 15.5], "bus": [40.5, 40.5]}
+    assert row["detections"] == [{"class": "cat", "score": 0.875, "box": [1.0, 2.25, 30.0, 40.0]}]
+    # The present classes among the maps, ranked by score: cat (2nd by score), bus (3rd); not dog.
+    assert row["maps"] == ["sub__img_1_cat.png", "sub__img_2_bus.png"]
+    assert all((tmp_path / name).is_file() for name in row["maps"])
+    assert _row("a.png", res, {}, 2, False, tmp_path, image, stem="a.png")["maps"][0] == "a.png_1_cat.png"
+    plain = _row("img.jpg", made_result(), {}, 2, True, tmp_path, image)
+    assert plain["presence"] is None and plain["maps"] == ["img_1_dog.png"] and len(plain["scores"]) == 3

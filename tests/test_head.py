@@ -70,3 +70,20 @@ def test_class_probabilities_by_hand():
     torch.testing.assert_close(class_probabilities(logits, "multilabel", 2), torch.tensor([[0.5, 0.75]]))
     with pytest.raises(ValueError, match="objective"):
         class_probabilities(logits, "ranking", 1)
+
+
+def test_box_regression_round_trips_through_the_head_file(tmp_path):
+    from midlevel_fast.scoring.box_regression import BoxRegression
+    torch.manual_seed(0)
+    head = AdaptationHead(6, 3, layers=1).eval()
+    reg = BoxRegression(torch.randn(2, 4, 6), torch.randn(2, 4), {"ridge": 0.01, "rows": [30, 40]})
+    info = HeadInfo(backbone="toy", class_names=["cat", "dog"], layers=1, hidden=16, box_regression=reg)
+    save_head(tmp_path / "h.safetensors", head, info, dtype=torch.float16)
+    _, back = load_head(tmp_path / "h.safetensors")
+    got = back.box_regression
+    assert got.description == reg.description
+    # float32 whatever the weights' dtype: fp16 weights must not round the regression.
+    assert torch.equal(got.weight, reg.weight) and torch.equal(got.bias, reg.bias)
+    bad = HeadInfo(backbone="toy", class_names=["cat"], layers=1, hidden=16, box_regression=reg)
+    with pytest.raises(ValueError, match="box regression is for 2 classes"):
+        save_head(tmp_path / "bad.safetensors", AdaptationHead(6, 2, layers=1), bad)

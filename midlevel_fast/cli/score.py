@@ -5,20 +5,29 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+import torch
 
 from midlevel_fast.cli.distributed import add_distributed_options, distributed
 from midlevel_fast.io.image_io import load_image
-from midlevel_fast.io.overlay import write_maps
+from midlevel_fast.io.overlay import PRESENT, chosen_maps, map_stems, write_maps
 from midlevel_fast.model import load_model
 from midlevel_fast.scaleout.collection import score_collection
-from midlevel_fast.scaleout.results import output_paths
-from midlevel_fast.scoring.score import MODES, score_image
+from midlevel_fast.scaleout.results import output_paths, read_rows
+from midlevel_fast.scoring.score import MODES, ScoreResult, score_image
 
 DEMO_PHOTOS = ("chelsea", "astronaut", "coffee")
+# score prints the present classes, or this many best by score when none is present (or without calibration).
+DEFAULT_SHOWN = 3
+# Points (the maps they come from) are computed for at most this many classes per image, the best by score, where
+# every class may be shown (--all, --json) or present (a calibrated head): all of VOC's 20, not 1000 ImageNet maps.
+MAX_POINTS = 50
 
 
 def _demo_image(name: str) -> np.ndarray:
@@ -30,44 +39,121 @@ def _demo_image(name: str) -> np.ndarray:
     return getattr(data, name)()
 
 
+def shown_classes(res: ScoreResult, show_all: bool = False, top: int = DEFAULT_SHOWN) -> list[int]:
+    """The classes ``score`` prints, best score first: every class with ``show_all``; else the present ones
+    (presence >= :data:`midlevel_fast.io.overlay.PRESENT`); else (none present, or no calibration) the ``top``
+    best by score."""
+    order = torch.sort(res.scores, descending=True, stable=True).indices.tolist()
+    if show_all:
+        return order
+    if res.presence is not None:
+        present = [i for i in order if float(res.presence[i]) >= PRESENT]
+        if present:
+            return present
+    return order[:top]
+
+
+def _point(res: ScoreResult, name: str) -> list[float] | None:
+    p = res.points.get(name)
+    return None if p is None else [round(float(v), 2) for v in p]
+
+
+def format_result(name: str, res: ScoreResult, classes: Sequence[int]) -> list[str]:
+    """The lines ``score`` prints for one image: the headline, then per class of ``classes`` its presence
+    (``97.3 %``, ``n/a`` without calibration), score (scientific notation), name, point (the pixel it is in,
+    ``-`` when it was not computed) and number of detection boxes."""
+    lines = [f"{name}  ({res.mode}, {len(res.boxes)} patches, {res.seconds:.2f} s)"]
+    if res.presence is not None and not any(float(res.presence[c]) >= PRESENT for c in classes):
+        lines.append(f"  no class present (P >= {100 * PRESENT:g} %); the best by score:")
+    boxes = Counter(d.label for d in res.detections)
+    width = max((len(res.class_names[c]) for c in classes), default=0)
+    for c in classes:
+        cls = res.class_names[c]
+        presence = "n/a" if res.presence is None else f"{100 * float(res.presence[c]):.1f} %"
+        p = res.points.get(cls)
+        at = "-" if p is None else f"({math.floor(p[0])}, {math.floor(p[1])})"
+        n = boxes[cls]
+        lines.append(f"  {presence:>7}  {float(res.scores[c]):.1e}  {cls:<{width}}  at {at}  "
+                     f"{n} box{'' if n == 1 else 'es'}")
+    return lines
+
+
+def result_record(name: str, res: ScoreResult) -> dict:
+    """The JSON of one image: ``image``, ``mode``, ``seconds``, ``patches``, ``classes`` (every class, best score
+    first: ``class``, ``score``, ``presence`` or null, ``point`` ``[x, y]`` or null) and ``detections``
+    (``[{"class", "score", "box": [x0, y0, x1, y1]}]``, best first)."""
+    classes = []
+    for c in shown_classes(res, show_all=True):
+        cls = res.class_names[c]
+        classes.append({"class": cls, "score": float(res.scores[c]),
+                        "presence": None if res.presence is None else float(res.presence[c]),
+                        "point": _point(res, cls)})
+    return {"image": name, "mode": res.mode, "seconds": round(res.seconds, 3), "patches": len(res.boxes),
+            "classes": classes, "detections": [{"class": d.label, "score": float(d.score),
+                                                "box": [round(float(v), 2) for v in d.box]} for d in res.detections]}
+
+
+def _map_names(names: Sequence[str]) -> dict[str, str]:
+    """The map stems of ``score``'s inputs: after the file name (the demo photo's name), or after the path as
+    given where two inputs share a file name (:func:`midlevel_fast.io.overlay.map_stems` keeps them apart)."""
+    files = [n if n.startswith("demo:") else Path(n).name for n in names]
+    count = Counter(files)
+    keyed = {n: f if count[f] == 1 else n for n, f in zip(names, files)}
+    stems = map_stems(list(dict.fromkeys(keyed.values())))
+    return {n: stems[k] for n, k in keyed.items()}
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     """``score``: exit status 0, 1 when some image could not be scored (each is reported), 2 without input."""
+    if args.maps_for is not None and not args.maps:
+        print("error: --maps-for needs --maps DIR", file=sys.stderr)
+        return 2
     inputs: list[tuple[str, object]] = [(p, p) for p in args.images]
     inputs += [(f"demo:{d}", _demo_image(d)) for d in args.demo or []]
     if not inputs:
         print("error: give at least one IMAGE or --demo NAME", file=sys.stderr)
         return 2
     model = load_model(args.head, backbone=args.backbone)
+    cal = model.info.calibration
+    calibrated = cal is not None and float(cal.k) == float(model.info.k if args.k is None else args.k)
+    # Maps (and so points) of the classes that may be printed or mapped: which are present is known only after
+    # scoring, so with a calibration (and for --all, --json) the MAX_POINTS best.
+    n_maps = max(args.top, MAX_POINTS if calibrated or args.all or args.json else 0)
+    if args.maps:
+        n_maps = max(n_maps, args.maps_for or 1)
+    stems = _map_names([name for name, _ in inputs])
     failed = 0
     records = []
     for name, source in inputs:
         try:
-            res = score_image(source, model, mode=args.mode, k=args.k, return_maps=args.top if args.maps else False,
+            res = score_image(source, model, mode=args.mode, k=args.k, return_maps=max(n_maps, 1),
                               batch_size=args.batch_size, window_step=args.window_step)
         except (ValueError, FileNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
             failed += 1
             continue
-        top = res.top(args.top)
-        records.append({"image": name, "mode": res.mode, "seconds": round(res.seconds, 3), "patches": len(res.boxes),
-                        "top": [{"class": c, "score": s} for c, s in top]})
+        record = result_record(name, res)
+        records.append(record)
         if not args.json:
-            print(f"{name}  ({res.mode}, {len(res.boxes)} patches, {res.seconds:.2f} s)")
-            for c, s in top:
-                print(f"  {s:8.4f}  {c}")
+            print("\n".join(format_result(name, res, shown_classes(res, args.all, args.top))))
         if args.maps:
-            # Maps are named after the file (or the demo photo), as score-dir names them after the relative path.
-            key = name if name.startswith("demo:") else Path(name).name
-            for file in write_maps(load_image(source), res.maps, res.top(len(res.map_classes)), args.maps, key):
-                if not args.json:
+            files = write_maps(load_image(source), res, args.maps, stems[name], chosen_maps(res, args.maps_for))
+            record["maps"] = files
+            if not args.json:
+                for file in files:
                     print(f"  map -> {Path(args.maps) / file}")
+                if not files:
+                    print("  no map: no class present (--maps-for N maps the N best)")
     if args.json:
         print(json.dumps(records, indent=2))
+    elif records and not calibrated:
+        print("presence n/a: the head has no calibration (midlevel-fast calibrate makes one)", file=sys.stderr)
     return 1 if failed else 0
 
 
 def cmd_score_dir(args: argparse.Namespace) -> int:
-    """``score-dir``: exit status 0 when the run completes (unreadable images are listed, not fatal)."""
+    """``score-dir``: exit status 0 when the run completes (images that could not be scored, unreadable or
+    refused, are listed with the reason, not fatal)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model = load_model(args.head, backbone=args.backbone)
     res = score_collection(args.dir, args.out, model, mode=args.mode, k=args.k, top=args.top,
@@ -76,18 +162,37 @@ def cmd_score_dir(args: argparse.Namespace) -> int:
     print(f"scored {res.scored} images ({res.images_per_second:.2f} images/s), {res.resumed} already done, "
           f"{res.failed} failed", file=sys.stderr)
     if res.rows is not None:
-        errors = f"; {res.errors} unreadable images listed in {output_paths(res.out)[1]}" if res.errors else ""
+        errors = ""
+        if res.errors:
+            errors_path = output_paths(res.out)[1]
+            reasons = [str(r.get("error", "")) for r in read_rows(errors_path)]
+            # "unreadable: ..." (decoding failed) or "refused: ..." (scoring refused it): see score_collection.
+            counts = {kind: sum(r.startswith(kind + ":") for r in reasons) for kind in ("unreadable", "refused")}
+            kinds = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+            listed = f"{kinds}; " if kinds else ""
+            errors = (f"; {res.errors} image{'s' if res.errors != 1 else ''} could not be scored "
+                      f"({listed}listed with the reasons in {errors_path})")
         print(f"{res.rows} rows in {res.out}{errors}", file=sys.stderr)
     return 0
 
 
-def _add_scoring_options(p: argparse.ArgumentParser, top_help: str, threads_help: str) -> None:
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _add_scoring_options(p: argparse.ArgumentParser, top_help: str, threads_help: str, top_default: int) -> None:
     """The options ``score`` and ``score-dir`` share: the model, how it scores, the maps."""
-    p.add_argument("--maps", metavar="DIR", help="write one heat-map overlay PNG per top class into DIR")
+    p.add_argument("--maps", metavar="DIR",
+                   help="write heat-map overlay PNGs (fixed 0-1 probability scale, with the point and boxes) into "
+                        "DIR, named IMAGESTEM_RANK_CLASS.png: one per present class (presence >= 50 %%), or of the "
+                        "best class when the head has no calibration")
     p.add_argument("--mode", choices=MODES, default="dense",
                    help="dense: trunk once per scale, sliding window (fast, default); batched: the paper's grid "
                         "patches cropped and resized; naive: the per-patch PIL loop (slow reference)")
-    p.add_argument("--top", type=int, default=5, help=top_help)
+    p.add_argument("--top", type=_positive, default=top_default, help=top_help)
     p.add_argument("--head", default=None,
                    help="head file (.safetensors), or 'imagenet' for the backbone's ImageNet classifier; "
                         "default: the shipped VOC head if any, else 'imagenet'")
@@ -100,19 +205,27 @@ def _add_scoring_options(p: argparse.ArgumentParser, top_help: str, threads_help
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``score`` and ``score-dir`` to ``subparsers``."""
-    s = subparsers.add_parser("score", help="print the top classes of images (and write heat-map overlays)")
+    s = subparsers.add_parser("score", help="print the classes present in images, their points and boxes (and write "
+                                            "heat-map overlays)")
     s.add_argument("images", nargs="*", help="image files")
     s.add_argument("--demo", action="append", choices=DEMO_PHOTOS,
                    help="score a public-domain photo bundled with scikit-image (repeatable)")
-    _add_scoring_options(s, "how many classes to print (and map)", "torch CPU threads")
-    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_scoring_options(s, f"how many classes to print, best by score, when none is present or the head has no "
+                            f"calibration (default {DEFAULT_SHOWN})", "torch CPU threads", DEFAULT_SHOWN)
+    s.add_argument("--all", action="store_true", help="print every class, best score first")
+    s.add_argument("--maps-for", type=_positive, metavar="N", default=None,
+                   help="with --maps: write the maps of the N best classes by score, present or not")
+    s.add_argument("--json", action="store_true",
+                   help="print JSON instead: per image every class (score, presence or null, point or null) and "
+                        "the detections")
     s.set_defaults(func=cmd_score)
 
     d = subparsers.add_parser("score-dir", help="score every image of a directory into JSON Lines or Parquet "
                                                 "(resumable; shards across ranks under torchrun)")
     d.add_argument("dir", help="directory searched recursively for images")
     d.add_argument("--out", required=True, help="output file, .jsonl or .parquet (Parquet needs pyarrow)")
-    _add_scoring_options(d, "classes per row (and maps per image)", "torch CPU threads per rank")
+    _add_scoring_options(d, "classes per row, best by score, with their presence and points (--maps: the present "
+                            "ones among them)", "torch CPU threads per rank", 5)
     d.add_argument("--full-scores", action="store_true", help="also store the score of every class")
     d.add_argument("--workers", type=int, default=2, help="decoding processes per rank (0: decode in-process)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")

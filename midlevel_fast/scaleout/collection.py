@@ -4,19 +4,29 @@ Output files (``out``, its ``.meta.json``, ``.errors.jsonl`` and per-rank parts)
 described in :mod:`midlevel_fast.scaleout.results`.
 
 Row: ``{"path", "width", "height", "mode", "k", "backbone", "patches", "top": [{"class", "score"}, ...],
-"seconds"}``, plus ``"scores": [float, ...]`` (every class, in the order of ``class_names`` in the meta file:
-ImageNet has two classes named "crane", so names cannot be keys) with ``full_scores``, and ``"maps": [file, ...]``
-(relative to ``maps_dir``) with ``maps_dir``. ``path`` is relative to the directory when a directory is scored
-(POSIX separators), else the path as given; it is the key for resuming and merging. A run whose settings differ
-from the meta file's refuses to add to an existing output.
+"presence", "points", "detections", "seconds"}``: ``top`` the ``top`` best classes by score, best first;
+``presence`` their presence probabilities, in the order of ``top`` (``null`` when the head has no calibration for
+this ``k``); ``points`` ``{class: [x, y]}`` for the classes of ``top`` (image pixels; one entry where two top
+classes share a name, as ImageNet's two "crane"); ``detections`` ``[{"class", "score", "box": [x0, y0, x1, y1]},
+...]`` best first (all classes). Plus ``"scores": [float, ...]`` (every class, in the order of ``class_names`` in
+the meta file: names cannot be keys there) with ``full_scores``, and ``"maps": [file, ...]`` (relative to
+``maps_dir``) with ``maps_dir``: the maps of the present classes among ``top`` (presence >= 0.5), of the best class
+without calibration (:func:`midlevel_fast.io.overlay.chosen_maps`), named ``<stem>_<rank>_<class>.png`` with the
+stem of ``path`` (:func:`midlevel_fast.io.overlay.map_stem`: ``a/b/img.jpg`` -> ``a__b__img``; images whose paths
+differ only by suffix, ``a.jpg`` and ``a.png``, share map names: the later one's overwrite). ``path`` is relative
+to the directory when a directory is scored (POSIX separators), else the path as given; it is the key for resuming
+and merging. A run whose settings differ from the meta file's refuses to add to an existing output.
 
 Pipeline: a ``DataLoader`` with ``num_workers`` processes decodes images ahead of the model; images are scored one
 at a time (they differ in size; :func:`midlevel_fast.scoring.score.score_image` batches the patches or windows of each).
 A row is appended to the rank's part after the image's maps are on disk, so ``kill -9`` loses at most the image in
-flight.
+flight. The workers die with the process that started them (:func:`_die_with_parent`), so a killed run leaves
+none behind.
 
 Failures: a file that cannot be decoded or scored is logged (``logging`` warning ``skipped PATH: REASON``) and
-recorded in the errors file, and the run goes on. Failed images are retried by the next run, so a fixed file or a
+recorded in the errors file, and the run goes on. ``REASON`` (the ``error`` of the errors file) says which:
+``unreadable: ...`` when decoding failed, ``refused: ...`` when scoring refused the image (too small, or too
+elongated for the dense mode), with the message. Failed images are retried by the next run, so a fixed file or a
 transient read error heals; a row in ``out`` means the image was scored.
 
 Resume and sharding: every rank lists the inputs (sorted; all ranks must see the same list, which is checked),
@@ -26,9 +36,14 @@ takes its share with :func:`midlevel_fast.scaleout.distributed.shard`, and skips
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import logging
 import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +55,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from midlevel_fast.io.image_io import load_image
-from midlevel_fast.io.overlay import write_maps
+from midlevel_fast.io.overlay import chosen_maps, map_stem, write_maps
 from midlevel_fast.model import PatchClassifier, default_model
 from midlevel_fast.scaleout.distributed import DistContext, all_gather_objects, barrier, current, shard
 from midlevel_fast.scaleout.results import (PartWriter, check_meta, merge_outputs, output_format, output_paths,
@@ -117,6 +132,59 @@ def _as_is(sample: Any) -> Any:
     return sample
 
 
+# Linux prctl option: the signal this process gets when the thread that created it exits.
+_PR_SET_PDEATHSIG = 1
+# Seconds between the fallback's checks that the parent is alive.
+_PARENT_POLL = 0.5
+
+
+def _parent_death_signal() -> bool:
+    """Asks the kernel to SIGKILL this process when its parent dies (Linux); ``False`` where it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _die_with_parent(parent: int, worker_id: int = 0) -> None:
+    """``worker_init_fn`` of the decoding workers: they exit when ``parent`` (the scoring process) dies.
+
+    After a ``kill -9`` of the scoring process, a worker whose queue holds a decoded image otherwise never exits:
+    it leaves the DataLoader's loop (torch's watchdog sees the new parent) but then waits forever for its queue's
+    feeder thread, blocked writing to a pipe that nobody reads but whose read end the workers (forked with it)
+    still hold. So: a parent-death SIGKILL (Linux ``prctl(PR_SET_PDEATHSIG)``; the kernel sends it when the thread
+    that forked the worker exits, here the thread iterating the loader, i.e. the scoring loop) when the worker was
+    forked by ``parent`` itself, and else (no prctl, or a ``forkserver``/``spawn`` start method, where the kernel
+    would watch the wrong parent) a daemon thread polling the parent's liveness every :data:`_PARENT_POLL` s
+    (``os.getppid()`` changed, or ``parent`` gone). Both end the worker at once (SIGKILL, ``os._exit``): it holds
+    nothing worth flushing."""
+    ppid = os.getppid()
+    if ppid == parent and _parent_death_signal():
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+        return
+
+    def watch() -> None:
+        while os.getppid() == ppid and _alive(parent):
+            time.sleep(_PARENT_POLL)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def score_collection(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
@@ -169,7 +237,8 @@ def score_collection(
     if result.resumed:
         log.info("rank %d: %d of its %d images already scored", ctx.rank, result.resumed, len(mine))
     loader = torch.utils.data.DataLoader(_Decode(todo), batch_size=None, num_workers=num_workers if todo else 0,
-                                         collate_fn=_as_is)
+                                         collate_fn=_as_is,
+                                         worker_init_fn=functools.partial(_die_with_parent, os.getpid()))
     writer = PartWriter(parts / f"rank{ctx.rank:05d}.jsonl")
     desc = f"scoring (rank {ctx.rank}/{ctx.world_size})" if ctx.distributed else "scoring"
     start = time.perf_counter()
@@ -178,12 +247,14 @@ def score_collection(
               logging_redirect_tqdm()):
             for key, image, error in loader:
                 res = None
-                if error is None:
+                if error is not None:
+                    error = f"unreadable: {error}"
+                else:
                     try:
-                        res = score_image(image, model, mode=mode, k=k, return_maps=top if maps else False,
+                        res = score_image(image, model, mode=mode, k=k, return_maps=top,
                                           batch_size=batch_size, device=ctx.device, window_step=window_step)
-                    except ValueError as e:
-                        error = str(e)
+                    except ValueError as e:  # too small, too elongated for the mode: the image, not the run
+                        error = f"refused: {e}"
                 if res is None:
                     log.warning("skipped %s: %s", key, error)
                     writer.write({"path": key, "error": error})
@@ -202,14 +273,22 @@ def score_collection(
 
 
 def _row(key: str, res: ScoreResult, settings: dict, top: int, full_scores: bool, maps: Path | None,
-         image: np.ndarray) -> dict:
-    """The output row of one scored image, writing its map overlays first (a row implies its maps exist)."""
+         image: np.ndarray, stem: str | None = None) -> dict:
+    """The output row of one scored image, writing its map overlays first (a row implies its maps exist); the
+    map files are named after ``stem`` (default ``map_stem(key)``; :func:`midlevel_fast.io.overlay.map_stems` of
+    all keys keeps images that differ only by suffix apart)."""
+    # The top classes by index, best first (names cannot find scores: two ImageNet classes are "crane").
+    idx = torch.topk(res.scores, min(top, len(res.class_names))).indices.tolist()
     row: dict[str, Any] = {"path": key, "width": res.image_size[1], "height": res.image_size[0], **settings,
-                           "patches": len(res.boxes), "top": [{"class": c, "score": s} for c, s in res.top(top)]}
+                           "patches": len(res.boxes),
+                           "top": [{"class": res.class_names[i], "score": float(res.scores[i])} for i in idx],
+                           "presence": None if res.presence is None else [float(res.presence[i]) for i in idx],
+                           "points": {c: [round(float(v), 2) for v in p] for c, p in res.points.items()},
+                           "detections": [{"class": d.label, "score": float(d.score),
+                                           "box": [round(float(v), 2) for v in d.box]} for d in res.detections]}
     if full_scores:
         row["scores"] = res.scores.tolist()
     if maps is not None:
-        # Maps come for the best classes, best first; names cannot find scores (two ImageNet classes are "crane").
-        row["maps"] = write_maps(image, res.maps, res.top(len(res.map_classes)), maps, key)
+        row["maps"] = write_maps(image, res, maps, map_stem(key) if stem is None else stem, chosen_maps(res))
     row["seconds"] = round(res.seconds, 4)
     return row

@@ -3,10 +3,12 @@ and run through the backbone as batches. The exact per-patch path, fast (see :mo
 for the same patches one PIL crop and one forward at a time)."""
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from midlevel_fast.ops.crop_resize import crop_resize
 from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP, grid
@@ -14,16 +16,33 @@ from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP, grid
 # Patches per forward pass on a GPU: large enough to amortise Lite0's hundred kernel launches per pass, small
 # enough (about 0.1 GB of patches and a few GB of activations) for any recent card.
 GPU_BATCH = 128
+# progress=None shows a bar over the chunks only for an image with more patches than this (4x the paper's 512 of a
+# VOC photo: tens of seconds on a CPU) and only when standard error is a terminal, so tests, CI and logs stay quiet.
+PROGRESS_MIN_PATCHES = 2048
+
+
+def show_progress(progress: bool | None, patches: int) -> bool:
+    """Whether to show a progress bar over ``patches``: ``progress`` when given, else (auto) for more than
+    :data:`PROGRESS_MIN_PATCHES` patches when standard error is a terminal."""
+    if progress is not None:
+        return bool(progress)
+    try:
+        tty = sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stderr
+        tty = False
+    return tty and patches > PROGRESS_MIN_PATCHES
 
 
 def batched_features(backbone: torch.nn.Module, image: np.ndarray, boxes: torch.Tensor, batch: int | None = None,
-                     device: torch.device | None = None) -> torch.Tensor:
+                     device: torch.device | None = None, progress: bool | None = None) -> torch.Tensor:
     """Mid-level vectors ``(M, F)`` of ``boxes`` of ``image`` (RGB uint8 HWC): fused crop_resize in chunks of
     ``batch`` into one reused buffer, then a batched forward, so memory stays bounded whatever ``M``.
 
     ``backbone`` follows :class:`midlevel_fast.backbones.Backbone`; ``device`` defaults to its parameters'. The
     default ``batch`` is the backbone's fastest on a CPU, :data:`GPU_BATCH` on a GPU. On a GPU the image is
-    uploaded once and cropped there (backend ``"auto"``), so only the image crosses the bus, not the patches."""
+    uploaded once and cropped there (backend ``"auto"``), so only the image crosses the bus, not the patches.
+    ``progress``: a tqdm bar over the patches on standard error, updated per chunk: ``True``, ``False``, or
+    ``None`` for :func:`show_progress`'s rule (long images on a terminal only)."""
     bb = backbone
     device = next(bb.parameters()).device if device is None else device
     on_gpu = device.type == "cuda"
@@ -32,22 +51,25 @@ def batched_features(backbone: torch.nn.Module, image: np.ndarray, boxes: torch.
     size = bb.input_size
     buffer = torch.empty((min(batch, len(boxes)), 3, size, size), device=device if on_gpu else "cpu")
     feats = []
-    for start in range(0, len(boxes), batch):
-        chunk = boxes[start: start + batch]
-        out = crop_resize(source, chunk, size=size, mean=bb.mean, std=bb.std, out=buffer[: len(chunk)])
-        feats.append(bb(out.to(device).contiguous(memory_format=torch.channels_last)))
+    with tqdm(total=len(boxes), unit="patch", desc="patches", leave=False, file=sys.stderr,
+              disable=not show_progress(progress, len(boxes))) as bar:
+        for start in range(0, len(boxes), batch):
+            chunk = boxes[start: start + batch]
+            out = crop_resize(source, chunk, size=size, mean=bb.mean, std=bb.std, out=buffer[: len(chunk)])
+            feats.append(bb(out.to(device).contiguous(memory_format=torch.channels_last)))
+            bar.update(len(chunk))
     return torch.cat(feats)
 
 
 def batched_patches(backbone: torch.nn.Module, image: np.ndarray, scales: Sequence[float] = PAPER_SCALES,
                     grid_step: float = PAPER_STEP, batch: int | None = None, bf16: bool = False,
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    progress: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(features (M, F), boxes (M, 4), scale_index (M,))`` of the paper grid's patches of ``image`` (RGB uint8
     HWC), in the grid's order (:func:`midlevel_fast.scoring.grid.grid`).
 
-    ``batch`` as in :func:`batched_features`; ``bf16`` runs the backbone under bfloat16 autocast (features come
-    back float32)."""
+    ``batch`` and ``progress`` as in :func:`batched_features`; ``bf16`` runs the backbone under bfloat16 autocast
+    (features come back float32)."""
     g = grid(image.shape[1], image.shape[0], scales, grid_step)
     with torch.autocast(next(backbone.parameters()).device.type, dtype=torch.bfloat16, enabled=bf16):
-        feats = batched_features(backbone, image, g.boxes, batch).float()
+        feats = batched_features(backbone, image, g.boxes, batch, progress=progress).float()
     return feats, g.boxes, g.scale_index

@@ -54,6 +54,31 @@ def dense_length(length: float, side: float, input_size: int, step_px: int) -> i
     return input_size + step_px * max(0, round((scaled - input_size) / step_px))
 
 
+def dense_plane_sizes(width: int, height: int, scales: Sequence[float], input_size: int,
+                      step_px: int) -> list[tuple[int, int]]:
+    """``(rows, cols)`` in pixels of the resized plane of every scale of a ``width``×``height`` image (module
+    docstring), computed without touching the image: the sizes the trunk will see, one per scale."""
+    sizes = []
+    for lam in scales:
+        side = min(width, height) / float(lam)
+        sizes.append((dense_length(height, side, input_size, step_px), dense_length(width, side, input_size, step_px)))
+    return sizes
+
+
+def check_dense_planes(width: int, height: int, scales: Sequence[float], input_size: int,
+                       step_px: int) -> list[tuple[int, int]]:
+    """:func:`dense_plane_sizes`, or ``ValueError`` when any scale's plane exceeds :data:`MAX_DENSE_PIXELS`, naming
+    the first such scale and the way out. Called before any scale is computed, so that a panorama is refused at
+    once rather than after the trunk passes of the scales that fit."""
+    sizes = dense_plane_sizes(width, height, scales, input_size, step_px)
+    for lam, (hr, wr) in zip(scales, sizes):
+        if hr * wr > MAX_DENSE_PIXELS:
+            raise ValueError(f"image {width}x{height} is too elongated for mode 'dense': at scale λ={float(lam):g} "
+                             f"it needs a {wr}x{hr} dense plane, more than {MAX_DENSE_PIXELS:,} pixels; use "
+                             "mode='batched' (CLI: --mode batched), which crops the grid's patches instead")
+    return sizes
+
+
 def window_boxes(n_rows: int, n_cols: int, step_px: int, input_size: int, offset: tuple[int, int],
                  scale_y: float, scale_x: float) -> torch.Tensor:
     """Boxes ``(n_rows·n_cols, 4)`` in image coordinates of a window lattice on a resized image; ``scale_*`` is
@@ -77,23 +102,20 @@ def dense_windows(
 
     ``backbone`` follows :class:`midlevel_fast.backbones.Backbone`. ``bf16`` runs the trunk and window head
     under bfloat16 autocast (features come back float32). Raises ``ValueError`` for ``window_step < 1`` or when a
-    scale would exceed :data:`MAX_DENSE_PIXELS` (very elongated images: use ``mode="batched"``).
+    scale would exceed :data:`MAX_DENSE_PIXELS` (very elongated images: use ``mode="batched"``), checked for every
+    scale before the first is computed (:func:`check_dense_planes`).
     """
     h, w = int(image.shape[0]), int(image.shape[1])
     step_cells = default_window_step(backbone.window, grid_step) if window_step is None else int(window_step)
     if step_cells < 1:
         raise ValueError(f"window_step must be >= 1, got {window_step}")
     size, step_px = backbone.input_size, backbone.cell_size * step_cells
+    planes = check_dense_planes(w, h, scales, size, step_px)  # every scale, before any work
     device = next(backbone.parameters()).device
     # On a GPU the planes are resized there from one upload of the image, not resized here and copied over.
     source = torch.from_numpy(np.ascontiguousarray(image)).to(device) if device.type == "cuda" else image
     feats, boxes, index = [], [], []
-    for i, lam in enumerate(scales):
-        side = min(w, h) / float(lam)
-        hr, wr = dense_length(h, side, size, step_px), dense_length(w, side, size, step_px)
-        if hr * wr > MAX_DENSE_PIXELS:
-            raise ValueError(f"image {w}x{h} at scale λ={lam} needs a {wr}x{hr} dense plane, more than "
-                             f"{MAX_DENSE_PIXELS:,} pixels; use mode='batched' for such elongated images")
+    for i, (hr, wr) in enumerate(planes):
         plane = crop_resize(source, [[0.0, 0.0, w, h]], size=(hr, wr), mean=backbone.mean, std=backbone.std)
         plane = plane.to(device).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):

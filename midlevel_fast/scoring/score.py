@@ -19,7 +19,9 @@ from midlevel_fast.ops.aggregate import output_maps, power_mean
 from midlevel_fast.ops.backends import backends
 from midlevel_fast.scoring.batched import batched_patches
 from midlevel_fast.scoring.dense import dense_windows
+from midlevel_fast.scoring.detections import DETECTION_THRESHOLD, Detection, detect
 from midlevel_fast.scoring.grid import grid
+from midlevel_fast.scoring.limits import check_image_size
 from midlevel_fast.scoring.malloc import tune_malloc
 from midlevel_fast.scoring.naive import patch_probabilities_naive
 from midlevel_fast.scoring.points import window_points
@@ -53,6 +55,8 @@ class ScoreResult:
         seconds: wall time of the call.
         presence: ``(C,)`` float32 probability that each class is present (:mod:`midlevel_fast.scoring.presence`),
             ``None`` when the head has no calibration for this ``k``.
+        detections: the objects found (:class:`midlevel_fast.scoring.detections.Detection`: label, score, box),
+            best first (:func:`midlevel_fast.scoring.detections.detect`); empty in mode ``"naive"``.
     """
 
     class_names: list[str]
@@ -68,6 +72,7 @@ class ScoreResult:
     points: dict[str, tuple[float, float]] = field(default_factory=dict)
     seconds: float = 0.0
     presence: torch.Tensor | None = None
+    detections: list[Detection] = field(default_factory=list)
 
     def top(self, n: int = 5) -> list[tuple[str, float]]:
         """The ``n`` best classes as ``(name, score)``, best first."""
@@ -100,17 +105,19 @@ def resolve_precision(precision: str, mode: str, device: torch.device) -> bool:
 
 def patch_features(backbone: torch.nn.Module, image: np.ndarray, mode: str, scales: Sequence[float],
                    grid_step: float, window_step: int | None = None, batch: int | None = None, bf16: bool = False,
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   progress: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(features (M, F), boxes (M, 4), scale_index (M,))`` of ``image`` (RGB uint8 HWC) in ``mode`` ``"dense"``
     (sliding window, see :mod:`midlevel_fast.scoring.dense`; ``window_step``) or ``"batched"`` (the paper grid,
     cropped and resized, ``batch`` patches per forward: :mod:`midlevel_fast.scoring.batched`); ``bf16`` runs the
-    network under bfloat16 autocast. The entry point of the feature cache as well as of :func:`score_image`."""
+    network under bfloat16 autocast; ``progress`` shows a bar over a long image's batched chunks (``None``: only for
+    many patches on a terminal, :func:`midlevel_fast.scoring.batched.show_progress`). The entry point of the
+    feature cache as well as of :func:`score_image`."""
     tune_malloc()
     if mode == "dense":
         return dense_windows(backbone, image, scales, grid_step, window_step, bf16)
     if mode != "batched":
         raise ValueError(f"patch features are computed in mode 'dense' or 'batched', not {mode!r}")
-    return batched_patches(backbone, image, scales, grid_step, batch, bf16)
+    return batched_patches(backbone, image, scales, grid_step, batch, bf16, progress)
 
 
 def _probabilities(model: PatchClassifier, feats: torch.Tensor) -> torch.Tensor:
@@ -129,6 +136,8 @@ def score_image(
     device: str | torch.device | None = None,
     window_step: int | None = None,
     precision: str = "auto",
+    detection_threshold: float = DETECTION_THRESHOLD,
+    progress: bool | None = None,
 ) -> ScoreResult:
     """Scores ``image`` with ``model`` (default: :func:`midlevel_fast.model.default_model`).
 
@@ -139,6 +148,9 @@ def score_image(
     ``return_maps``: ``True`` for the maps of every class, an int ``n`` for the ``n`` best classes only.
     ``window_step``: the dense window step in trunk cells (see :mod:`midlevel_fast.scoring.dense`).
     ``precision``: ``"fp32"``, ``"bf16"`` or ``"auto"`` (see :func:`resolve_precision`).
+    ``detection_threshold``: the class probability a window needs to become a detection candidate
+    (:func:`midlevel_fast.scoring.detections.detect`; the head's box regression, when it has one, moves it).
+    ``progress``: a progress bar over the chunks of a long batched image (see :func:`patch_features`).
     """
     t0 = time.perf_counter()
     tune_malloc()
@@ -157,19 +169,25 @@ def score_image(
     img = load_image(image)
     h, w = img.shape[:2]
     scales, step = model.info.scales, model.info.grid_step
+    # Too small an image is refused here, in every mode, before any work (too elongated a one for the dense mode
+    # by dense_windows, before its first trunk pass).
+    check_image_size(w, h, scales, model.backbone, image)
     with torch.inference_mode():
         if mode == "naive":
             g = grid(w, h, scales, step)
             boxes, scale_index = g.boxes, g.scale_index
             probs = patch_probabilities_naive(model, img, boxes)
+            detections = []  # the per-patch loop keeps no features to regress boxes from
         else:
             bf16 = resolve_precision(precision, mode, dev)
             feats, boxes, scale_index = patch_features(model.backbone, img, mode, scales, step, window_step,
-                                                       batch_size, bf16)
+                                                       batch_size, bf16, progress)
             probs = _probabilities(model, feats)
+            detections = detect(boxes, probs, model.class_names, (h, w), feats, model.info.box_regression,
+                                threshold=detection_threshold)
     scores = power_mean(probs, kk)
     result = ScoreResult(model.class_names, scores, boxes, probs, scale_index, (h, w), mode, kk,
-                         presence=presence_for(scores, model.info.calibration, kk))
+                         presence=presence_for(scores, model.info.calibration, kk), detections=detections)
     if return_maps is not False:
         n = len(model.class_names) if return_maps is True else int(return_maps)
         idx = torch.topk(scores, min(max(n, 1), len(model.class_names))).indices

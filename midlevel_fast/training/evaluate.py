@@ -55,7 +55,19 @@ def average_precision(
     if not (pos & ~ign).any():
         return float("nan")
     tp = _true_positives(s[~ign], pos[~ign])
-    n_pos = int(tp[-1])
+    return ranked_average_precision(tp, int(tp[-1]), method)
+
+
+def ranked_average_precision(tp: np.ndarray, n_pos: int, method: Method = "voc2010") -> float:
+    """AP of a ranking from its cumulative true positives ``tp`` at ranks 1..N (int) and the number of positives
+    ``n_pos`` (which may exceed ``tp[-1]``: positives never ranked, e.g. objects no detection found), by either
+    method of the module docstring. Shared by image classification and detection (``detection_ap``)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if n_pos <= 0:
+        return float("nan")
+    if not len(tp):
+        return 0.0
     prec = tp / np.arange(1, len(tp) + 1)
     if method == "voc2007":
         # rec >= t/10 decided on integers (tp * 10 >= t * n_pos), free of rounding.

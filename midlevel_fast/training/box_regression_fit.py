@@ -1,0 +1,94 @@
+"""Fitting the box regression (:mod:`midlevel_fast.scoring.box_regression`) on the positive patches of a feature
+cache, as R-CNN fits its regressors on the proposals near each object.
+
+Rows (:func:`regression_rows`): every cached patch that is a positive of the paper's labelling
+(:func:`midlevel_fast.training.labels.qualification`: it qualifies for exactly one object, and that object is not
+difficult), with that object's box as the target, encoded as R-CNN deltas relative to the patch
+(:func:`midlevel_fast.scoring.detections.encode_boxes`). These are the windows the detector starts from: a positive
+patch may be five times its object, so the regression must learn to shrink as well as to move.
+
+Fit (:func:`fit_box_regression`): per class and per delta, ridge regression on the class's rows,
+``min_w Σ (x·w + b − t)² + ridge·n·|w|²`` (the bias unpenalised; the penalty scales with the class's row count
+``n`` so that one ``ridge`` suits classes of any size), solved in closed form in float64. A class with fewer than
+:data:`MIN_ROWS` rows keeps the windows as they are (zero deltas) and is listed in the description's
+``identity_classes``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from midlevel_fast.scoring.box_regression import BoxRegression
+from midlevel_fast.scoring.detections import encode_boxes
+from midlevel_fast.training.cache import FeatureCache
+from midlevel_fast.training.labels import qualification
+from midlevel_fast.training.voc import VocImage, object_arrays
+
+DEFAULT_RIDGE = 1e-2
+MIN_ROWS = 20
+
+
+@dataclass
+class RegressionRows:
+    """Training rows: ``features`` float16 ``(R, F)``, ``windows`` float32 ``(R, 4)`` patch boxes, ``targets``
+    float64 ``(R, 4)`` deltas onto the object, ``labels`` int64 ``(R,)`` its class."""
+
+    features: torch.Tensor
+    windows: torch.Tensor
+    targets: torch.Tensor
+    labels: torch.Tensor
+
+
+def regression_rows(cache: FeatureCache, images: Sequence[VocImage], classes: Sequence[str]) -> RegressionRows:
+    """The positive patches of ``images`` in ``cache`` with their objects' boxes (module docstring)."""
+    feats, windows, targets, labels = [], [], [], []
+    for img in images:
+        c = cache.load(img.image_id)
+        boxes, cls, difficult = object_arrays(img, classes)
+        if not len(boxes):
+            continue
+        _, qualifies = qualification(c.boxes, boxes)
+        obj = qualifies.to(torch.uint8).argmax(dim=1)
+        keep = (qualifies.sum(dim=1) == 1) & ~difficult[obj]
+        if not keep.any():
+            continue
+        mask = keep.numpy()
+        win = torch.from_numpy(c.boxes[mask])
+        feats.append(torch.from_numpy(np.asarray(c.features[mask])))
+        windows.append(win)
+        targets.append(encode_boxes(win, boxes[obj[keep]]))
+        labels.append(cls[obj[keep]])
+    if not feats:
+        raise ValueError("no positive patch to fit the box regression on: the images have no objects of the classes")
+    return RegressionRows(torch.cat(feats), torch.cat(windows), torch.cat(targets), torch.cat(labels))
+
+
+def fit_box_regression(rows: RegressionRows, num_classes: int, ridge: float = DEFAULT_RIDGE) -> BoxRegression:
+    """Per-class ridge regression of ``rows.targets`` on ``rows.features`` (module docstring)."""
+    if not ridge > 0:
+        raise ValueError(f"ridge must be > 0, got {ridge}")
+    dim = rows.features.shape[1]
+    weight = torch.zeros(num_classes, 4, dim, dtype=torch.float64)
+    bias = torch.zeros(num_classes, 4, dtype=torch.float64)
+    counts = torch.bincount(rows.labels, minlength=num_classes).tolist()
+    identity = []
+    for c in range(num_classes):
+        if counts[c] < MIN_ROWS:
+            identity.append(c)
+            continue
+        sel = rows.labels == c
+        x = rows.features[sel].double()
+        t = rows.targets[sel].double()
+        x_mean, t_mean = x.mean(dim=0), t.mean(dim=0)
+        xc = x - x_mean
+        gram = xc.t() @ xc
+        gram.diagonal().add_(ridge * counts[c])
+        w = torch.linalg.solve(gram, xc.t() @ (t - t_mean))  # (F, 4)
+        weight[c] = w.t()
+        bias[c] = t_mean - x_mean @ w
+    return BoxRegression(weight.float(), bias.float(),
+                         {"ridge": ridge, "rows": counts, "identity_classes": identity, "features": "mid-level",
+                          "parametrisation": "rcnn"})
