@@ -171,6 +171,13 @@ def load_head(path: str | os.PathLike) -> tuple[AdaptationHead, HeadInfo]:
     return head.eval(), info
 
 
+def stored_dtype(path: str | os.PathLike) -> torch.dtype:
+    """The dtype the weights of the head file ``path`` are stored in (:func:`load_head` returns float32), so that a
+    head rewritten with new extras keeps its size."""
+    with safe_open(str(path), framework="pt") as f:
+        return next(f.get_tensor(name).dtype for name in f.keys() if name.startswith("net."))
+
+
 def _calibration(meta: dict[str, str], tensors: dict[str, torch.Tensor]) -> Calibration:
     entry = json.loads(meta["calibration"])
     t = {name: tensors[CALIBRATION_PREFIX + name] for name in CALIBRATION_TENSORS}

@@ -87,8 +87,9 @@ def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match="ridge must be > 0"):
         fit_box_regression(regression_rows(cache, images, CLASSES), 2, ridge=0)
     empty = [VocImage(i.image_id, i.path, i.width, i.height, []) for i in images]
-    with pytest.raises(ValueError, match="no positive patch"):
-        regression_rows(cache, empty, CLASSES)
+    rows = regression_rows(cache, empty, CLASSES)
+    assert len(rows.labels) == 0
+    assert fit_box_regression(rows, 2).description["identity_classes"] == [0, 1], "no rows: windows kept"
     with pytest.raises(ValueError, match=r"weight must be \(C, 4, F\)"):
         BoxRegression(torch.zeros(2, 3, 5), torch.zeros(2, 3))
     reg = BoxRegression(torch.zeros(2, 4, 5), torch.zeros(2, 4))

@@ -78,3 +78,36 @@ def test_evaluate_voc_head_per_exponent_and_method(voc, tmp_path):
     default = evaluate_voc_head(model, root, "val", cache_base=cache_base)
     assert list(default.ap) == [(model.info.k, "voc2007"), (model.info.k, "voc2010")]
     assert not math.isnan(default.ap[(model.info.k, "voc2010")][CAT])
+
+
+def test_train_fits_the_box_regression_and_fit_boxes_refits_it(voc, tmp_path, capsys):
+    from midlevel_fast.cli import main
+    from midlevel_fast.head import stored_dtype
+    root, cache_base = voc
+    head_file = tmp_path / "h.safetensors"
+    train_voc_head(root, head_file, config=TrainConfig(max_epochs=1), cache_base=cache_base, log=None)
+    _, info = load_head(head_file)
+    reg = info.box_regression
+    # One image: fewer than MIN_ROWS positives of the cat, so every class keeps its windows, and it says so.
+    assert reg is not None and reg.description["splits"] == ["train"] and reg.description["mode"] == "dense"
+    assert reg.description["identity_classes"] == list(range(len(VOC_CLASSES)))
+    assert reg.description["rows"][CAT] > 0
+    out = tmp_path / "boxes.safetensors"
+    assert main(["fit-boxes", "--voc", str(root), "--head", str(head_file), "--split", "train", "val",
+                 "--ridge", "3", "--out", str(out), "--cache", str(cache_base)]) == 0
+    printed = capsys.readouterr().out
+    assert f"positive windows of train+val; head written to {out}" in printed and "boxes kept as windows" in printed
+    _, info2 = load_head(out)
+    assert info2.box_regression.description["ridge"] == 3 and info2.box_regression.description["images"] == 2
+    assert info2.extra == info.extra and stored_dtype(out) == stored_dtype(head_file)
+
+
+def test_fit_boxes_refuses_splits_without_objects(tmp_path, capsys):
+    from midlevel_fast.cli import main
+    root = make_voc(tmp_path / "empty")
+    head_file = tmp_path / "h.safetensors"
+    train_voc_head(make_voc(tmp_path / "cats", obj("cat", (4, 3, 36, 28))), head_file, val_split=None,
+                   config=TrainConfig(max_epochs=1), cache_base=tmp_path / "cache", log=None)
+    assert main(["fit-boxes", "--voc", str(root), "--head", str(head_file), "--out", str(tmp_path / "o.safetensors"),
+                 "--cache", str(tmp_path / "cache")]) == 2
+    assert "hold no object of the head's classes" in capsys.readouterr().err

@@ -14,7 +14,8 @@ from midlevel_fast.training.cache import CACHE_MODES
 from midlevel_fast.training.consistency import PAIR_MODES
 from midlevel_fast.training.evaluate import format_ap_table
 from midlevel_fast.training.train import TrainConfig
-from midlevel_fast.training.voc_run import cache_voc_splits, evaluate_voc_head, train_voc_head
+from midlevel_fast.training.box_regression_fit import DEFAULT_RIDGE
+from midlevel_fast.training.voc_run import cache_voc_splits, evaluate_voc_head, fit_voc_boxes, train_voc_head
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
@@ -33,6 +34,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"trained in {run.result.seconds:.1f} s, best epoch {run.result.best_epoch}; head written to {args.out}")
     if run.val_ap:
         print(format_ap_table(run.info.class_names, {f"{args.val_split} {m}": ap for m, ap in run.val_ap.items()}))
+    return 0
+
+
+def cmd_fit_boxes(args: argparse.Namespace) -> int:
+    info = fit_voc_boxes(args.head, args.voc, args.split, args.out, args.ridge, args.cache, args.window_step)
+    reg = info.box_regression
+    rows = sum(reg.description["rows"])
+    kept = [info.class_names[c] for c in reg.description["identity_classes"]]
+    print(f"box regression fitted on {rows} positive windows of {'+'.join(args.split)}; head written to {args.out}"
+          + (f" (too few windows, boxes kept as windows for: {', '.join(kept)})" if kept else ""))
     return 0
 
 
@@ -58,7 +69,7 @@ def _add_voc_options(p: argparse.ArgumentParser, several_modes: bool = False) ->
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Adds ``cache``, ``train`` and ``eval`` to ``subparsers``."""
+    """Adds ``cache``, ``train``, ``fit-boxes`` and ``eval`` to ``subparsers``."""
     c = subparsers.add_parser("cache", help="compute and store the frozen patch features of VOC splits")
     _add_voc_options(c, several_modes=True)
     c.add_argument("--split", nargs="+", default=["train", "val"],
@@ -85,6 +96,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--half", action="store_true", help="store the weights as float16")
     add_distributed_options(t)
     t.set_defaults(func=distributed(cmd_train))
+
+    b = subparsers.add_parser("fit-boxes", help="fit (or refit) a head's box regression of detections on VOC "
+                                                "splits ('train' fits one already)")
+    b.add_argument("--voc", required=True, help="VOCdevkit/VOC2012 directory")
+    b.add_argument("--head", required=True, help="head file (.safetensors)")
+    b.add_argument("--split", nargs="+", default=["train"], help="splits whose objects it is fitted on, e.g. train "
+                                                                 "val for a head trained on trainval")
+    b.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="ridge penalty per row (default %(default)s)")
+    b.add_argument("--out", required=True, help="head file to write, with the box regression (.safetensors)")
+    b.add_argument("--window-step", type=int, default=None, help="dense window step in trunk cells")
+    b.add_argument("--cache", default=None, help="feature cache directory (default $MIDLEVEL_FAST_CACHE or "
+                                                 "~/.cache/midlevel_fast)")
+    b.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    b.set_defaults(func=cmd_fit_boxes)
 
     e = subparsers.add_parser("eval", help="VOC classification AP of a head")
     _add_voc_options(e)

@@ -30,6 +30,11 @@ class BoxRegression:
                              f"{tuple(self.weight.shape)} and {tuple(self.bias.shape)}")
         self.weight, self.bias = self.weight.float(), self.bias.float()
 
+    def __eq__(self, other: object) -> bool:
+        # Tensors compare element-wise; two regressions are equal when their weights, biases and records are.
+        return (isinstance(other, BoxRegression) and torch.equal(self.weight, other.weight)
+                and torch.equal(self.bias, other.bias) and self.description == other.description)
+
     @property
     def num_classes(self) -> int:
         """The classes it regresses boxes for."""

@@ -27,7 +27,7 @@ from midlevel_fast.training.cache import FeatureCache
 from midlevel_fast.training.labels import qualification
 from midlevel_fast.training.voc import VocImage, object_arrays
 
-DEFAULT_RIDGE = 1e-2
+DEFAULT_RIDGE = 1.0
 MIN_ROWS = 20
 
 
@@ -43,7 +43,8 @@ class RegressionRows:
 
 
 def regression_rows(cache: FeatureCache, images: Sequence[VocImage], classes: Sequence[str]) -> RegressionRows:
-    """The positive patches of ``images`` in ``cache`` with their objects' boxes (module docstring)."""
+    """The positive patches of ``images`` in ``cache`` with their objects' boxes (module docstring); none when the
+    images have no objects of ``classes``."""
     feats, windows, targets, labels = [], [], [], []
     for img in images:
         c = cache.load(img.image_id)
@@ -61,8 +62,10 @@ def regression_rows(cache: FeatureCache, images: Sequence[VocImage], classes: Se
         windows.append(win)
         targets.append(encode_boxes(win, boxes[obj[keep]]))
         labels.append(cls[obj[keep]])
-    if not feats:
-        raise ValueError("no positive patch to fit the box regression on: the images have no objects of the classes")
+    if not feats:  # no positive patch: every class keeps its windows
+        dim = cache.config.feature_dim
+        return RegressionRows(torch.zeros(0, dim, dtype=torch.float16), torch.zeros(0, 4), torch.zeros(0, 4,
+                              dtype=torch.float64), torch.zeros(0, dtype=torch.int64))
     return RegressionRows(torch.cat(feats), torch.cat(windows), torch.cat(targets), torch.cat(labels))
 
 

@@ -22,10 +22,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from safetensors import safe_open
 
 from midlevel_fast.backbones import get_backbone
-from midlevel_fast.head import HeadInfo, load_head, save_head
+from midlevel_fast.head import HeadInfo, load_head, save_head, stored_dtype
 from midlevel_fast.scoring.presence import Calibration
 from midlevel_fast.training.cache import FeatureCache
 from midlevel_fast.training.calibration_fit import fit_calibration
@@ -199,7 +198,5 @@ def calibrate_head(head_path: str | os.PathLike, out: str | os.PathLike, data: F
         head, info = load_head(head_path)
     calibration = fit_calibration(data.scores, data.positives, data.ignore, method, info.k, info.class_names,
                                   {**data.description, "image_ids": data.image_ids})
-    with safe_open(str(head_path), framework="pt") as f:
-        dtype = next(f.get_tensor(name).dtype for name in f.keys() if name.startswith("net."))
-    save_head(out, head, dataclasses.replace(info, calibration=calibration), dtype=dtype)
+    save_head(out, head, dataclasses.replace(info, calibration=calibration), dtype=stored_dtype(head_path))
     return calibration

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from midlevel_fast.backbones import get_backbone
-from midlevel_fast.head import HeadInfo, save_head
+from midlevel_fast.head import HeadInfo, load_head, save_head, stored_dtype
 from midlevel_fast.model import PatchClassifier
 from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP
 from midlevel_fast.training.cache import CacheConfig, FeatureCache
+from midlevel_fast.training.box_regression_fit import DEFAULT_RIDGE, fit_box_regression, regression_rows
 from midlevel_fast.training.cache_build import default_cache_root, fill_cache, open_cache
 from midlevel_fast.training.consistency import PAIR_MODES, consistency_pairs
 from midlevel_fast.training.evaluate import METHODS, evaluate_head
@@ -89,7 +90,9 @@ def train_voc_head(voc_root: str | os.PathLike, out: str | os.PathLike, splits: 
     """Trains a head on the cached patches of ``splits`` (pooled over ``modes``) with per-epoch validation on
     ``val_split`` (none when empty or ``None``), and writes it to ``out`` (weights as ``dtype``).
 
-    ``config.consistency > 0`` needs both :data:`midlevel_fast.training.consistency.PAIR_MODES` (``"dense"`` and
+    The head file also gets the box regression of detections
+    (:func:`midlevel_fast.training.box_regression_fit.fit_box_regression`), fitted on the first mode's positive
+    patches of ``splits``. ``config.consistency > 0`` needs both :data:`midlevel_fast.training.consistency.PAIR_MODES` (``"dense"`` and
     ``"batched"``): the pairs are their windows and crops. ``log`` gets a line on the training set, then
     :func:`midlevel_fast.training.train.train_head`'s.
     """
@@ -114,12 +117,16 @@ def train_voc_head(voc_root: str | os.PathLike, out: str | os.PathLike, splits: 
             + (f", {len(pairs)} dense/crop pairs" if pairs else "")
             + f", loaded in {time.perf_counter() - t0:.1f} s")
     result = train_head(train, len(VOC_CLASSES), config, val, log=log, pairs=pairs)
+    # The detections start from the first mode's windows: their box regression is fitted on its patches.
+    regression = fit_box_regression(regression_rows(caches[0], train_images, VOC_CLASSES), len(VOC_CLASSES))
+    regression.description.update(splits=list(splits), mode=modes[0])
     info = HeadInfo(backbone=bb.name, class_names=list(VOC_CLASSES), k=config.k, scales=list(PAPER_SCALES),
                     grid_step=PAPER_STEP, layers=config.layers, hidden=config.hidden,
                     extra={"train": asdict(config), "mode": list(modes) if len(modes) > 1 else modes[0],
                            "window_step": window_step, "splits": list(splits),
                            "best_epoch": result.best_epoch, "val_map": result.best_map,
-                           "objective": config.objective})
+                           "objective": config.objective},
+                    box_regression=regression)
     save_head(out, result.head, info, dtype=dtype)
     val_ap = {} if val is None else {
         method: evaluate_head(result.head, val, config.objective, config.k, method)[0] for method in TABLE_METHODS}
@@ -150,3 +157,22 @@ def evaluate_voc_head(model: PatchClassifier, voc_root: str | os.PathLike, split
           for k in (ks or [model.info.k]) for method in TABLE_METHODS}
     return VocEvaluation(len(images), len(data.features), ap)
 
+
+
+def fit_voc_boxes(head_file: str | os.PathLike, voc_root: str | os.PathLike, splits: Sequence[str],
+                  out: str | os.PathLike, ridge: float = DEFAULT_RIDGE, cache_base: str | os.PathLike | None = None,
+                  window_step: int | None = None) -> HeadInfo:
+    """Fits the box regression of the head in ``head_file`` on the dense windows of ``splits`` (cached, computed
+    when missing) and writes the head with it to ``out`` (weights, calibration and the rest unchanged). Raises
+    ``ValueError`` when the splits hold no positive patch of the head's classes."""
+    head, info = load_head(head_file)
+    bb = get_backbone(info.backbone)
+    cache = voc_cache(bb, "dense", cache_base, info.scales, info.grid_step, window_step)
+    images = [im for split in splits for im in cached_split(voc_root, split, bb, [cache])]
+    rows = regression_rows(cache, images, info.class_names)
+    if not len(rows.labels):
+        raise ValueError(f"splits {list(splits)} of {voc_root} hold no object of the head's classes: no box to fit")
+    info.box_regression = fit_box_regression(rows, len(info.class_names), ridge)
+    info.box_regression.description.update(splits=list(splits), mode="dense", images=len(images))
+    save_head(out, head, info, dtype=stored_dtype(head_file))
+    return info
