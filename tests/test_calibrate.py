@@ -119,3 +119,16 @@ def test_calibrate_head_writes_the_head_with_its_calibration(tmp_path):
     assert fallback_messages(cal, SYNTHETIC_CLASSES) == [
         "class 'bus' has no positive in the fit data (3 images): its presence is the prior (0 + 1)/(3 + 2) = 0.2000 "
         "whatever its score"]
+
+
+def test_held_out_split_sharing_images_with_the_training_splits_is_refused(tmp_path):
+    voc = make_voc(tmp_path / "voc", obj("cat"))  # train.txt: img
+    main = voc / "ImageSets" / "Main"
+    (main / "all.txt").write_text("img\nother\n")
+    (main / "same.txt").write_text("img\n")
+    head = AdaptationHead(SYNTHETIC_DIM, 4)
+    with pytest.raises(ValueError, match=r"1 of the 2 images of split 'all' are in the head's training splits "
+                                         r"\['train'\] \(e.g. img\): pass --unseen-only to fit on the other 1"):
+        held_out_scores(head, info(splits=["train"]), voc, "all")
+    with pytest.raises(ValueError, match=r"every image of split 'same' is in the head's training splits"):
+        held_out_scores(head, info(splits=["train"]), voc, "same", unseen_only=True)

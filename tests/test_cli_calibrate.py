@@ -12,14 +12,17 @@ from tests.helpers import make_voc, obj
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A VOC tree of two images (train: both, val: the first), their dense cache, and a head trained on train."""
+    """A VOC tree of three images (train: the first two, val: a third, all: the three), their dense cache, and a
+    head trained on train."""
     tmp = tmp_path_factory.mktemp("calibrate")
     root = tmp / "voc"
     make_voc(root, obj("cat", (4, 3, 36, 28)), image_id="img0", split="img0\nimg1\n")
     make_voc(root, obj("dog", (2, 2, 30, 25)), image_id="img1", split="img0\nimg1\n")
-    (root / "ImageSets" / "Main" / "val.txt").write_text("img0\n")
+    make_voc(root, obj("cat", (6, 5, 30, 20)), image_id="img2", split="img0\nimg1\n")
+    (root / "ImageSets" / "Main" / "val.txt").write_text("img2\n")
+    (root / "ImageSets" / "Main" / "all.txt").write_text("img0\nimg1\nimg2\n")
     common = ["--voc", str(root), "--cache", str(tmp / "cache")]
-    assert main(["cache", *common, "--split", "train"]) == 0
+    assert main(["cache", *common, "--split", "train", "val"]) == 0
     head = tmp / "head.safetensors"
     assert main(["train", *common, "--split", "train", "--val-split", "", "--epochs", "1", "--hidden", "16",
                  "--out", str(head)]) == 0
@@ -52,6 +55,18 @@ def test_a_held_out_split_must_be_cached(trained, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: feature cache ") and "lacks 1 of the 1 images of split 'val'" in err
     assert "midlevel-fast cache --voc" in err and "Traceback" not in err
+
+
+def test_unseen_only_leaves_the_training_images_out(trained, capsys):
+    common, head, tmp = trained
+    capsys.readouterr()
+    out = tmp / "u.safetensors"
+    assert main(["calibrate", *common, "--head", str(head), "--split", "all", "--out", str(out)]) == 2
+    assert "2 of the 3 images of split 'all' are in the head's training splits" in capsys.readouterr().err
+    assert main(["calibrate", *common, "--head", str(head), "--split", "all", "--unseen-only", "--out", str(out)]) == 0
+    assert "fitted on the 1 images' scores of split 'all' (2 seen images left out)" in capsys.readouterr().out
+    cal = load_head(out)[1].calibration
+    assert cal.description["image_ids"] == ["img2"] and cal.description["left_out_as_seen"] == 2
 
 
 @pytest.mark.parametrize("args, message", [

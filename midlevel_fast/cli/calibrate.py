@@ -21,12 +21,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.cross_fit:
         data = cross_fit_head_scores(info, args.voc, args.folds, args.seed, args.cache)
     else:
-        data = held_out_scores(head, info, args.voc, args.split, args.cache)
+        data = held_out_scores(head, info, args.voc, args.split, args.cache, args.unseen_only)
     calibration = calibrate_head(args.head, args.out, data, args.method, head, info)
     for line in fallback_messages(calibration, info.class_names):
         print(f"warning: {line}", file=sys.stderr)
     how = (f"out-of-fold scores of {args.folds} folds of {'+'.join(data.description['splits'])}" if args.cross_fit
-           else f"scores of split {args.split!r}")
+           else f"scores of split {args.split!r}"
+           + (f" ({data.description['left_out_as_seen']} seen images left out)"
+              if data.description.get("left_out_as_seen") else ""))
     print(f"{args.method} calibration fitted on the {len(data.image_ids)} images' {how}; head written to {args.out}")
     return 0
 
@@ -40,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--split", help="fit on this held-out split (one the head was not trained on), e.g. val")
     where.add_argument("--cross-fit", action="store_true",
                        help="fit on out-of-fold scores of the head's own training splits (retrains one head per fold)")
+    c.add_argument("--unseen-only", action="store_true",
+                   help="with --split: leave out the images of the head's training splits instead of refusing a "
+                        "split that holds some (e.g. --split sample_all for a head trained on train val)")
     c.add_argument("--folds", type=int, default=5, help="folds of --cross-fit (>= 2)")
     c.add_argument("--seed", type=int, default=0, help="seed of the --cross-fit folds")
     c.add_argument("--method", choices=CALIBRATION_METHODS, default=DEFAULT_METHOD,

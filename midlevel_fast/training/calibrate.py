@@ -32,7 +32,7 @@ from midlevel_fast.training.consistency import PAIR_MODES, consistency_pairs
 from midlevel_fast.training.evaluate import image_scores, patch_probabilities
 from midlevel_fast.training.patches import eval_set, merge_patch_sets, patch_set
 from midlevel_fast.training.train import TrainConfig, train_head
-from midlevel_fast.training.voc import VocImage, load_split
+from midlevel_fast.training.voc import VocImage, load_split, read_split
 from midlevel_fast.training.voc_run import voc_cache
 
 Log = Callable[[str], None]
@@ -83,17 +83,31 @@ def scores_of(head: torch.nn.Module, info: HeadInfo, cache: FeatureCache, images
 
 
 def held_out_scores(head: torch.nn.Module, info: HeadInfo, voc_root: str | os.PathLike, split: str,
-                    cache_base: str | os.PathLike | None = None) -> FitData:
-    """The head's scores of the images of ``split``, which must not be one of its training splits."""
+                    cache_base: str | os.PathLike | None = None, unseen_only: bool = False) -> FitData:
+    """The head's scores of the images of ``split``, none of which the head may have been trained on: a split
+    that is one of its training splits is refused, and so is one that shares images with them (checked by image
+    id against the training splits' lists in ``voc_root``), unless ``unseen_only``, which leaves those out."""
     trained_on = info.extra.get("splits", [])
     if split in trained_on:
         raise ValueError(f"the head was trained on split {split!r} (its splits: {trained_on}): fit the calibration "
                          "on a split it did not see, or use --cross-fit")
+    seen = {i for s in trained_on for i in read_split(voc_root, s)}
+    ids = read_split(voc_root, split)
+    overlap = [i for i in ids if i in seen]
+    if overlap and not unseen_only:
+        raise ValueError(f"{len(overlap)} of the {len(ids)} images of split {split!r} are in the head's training "
+                         f"splits {trained_on} (e.g. {overlap[0]}): pass --unseen-only to fit on the other "
+                         f"{len(ids) - len(overlap)}, or use --cross-fit")
+    if len(overlap) == len(ids):
+        raise ValueError(f"every image of split {split!r} is in the head's training splits {trained_on}: nothing "
+                         "unseen to fit on; use --cross-fit")
     mode = head_modes(info)[0]
     cache = voc_cache(get_backbone(info.backbone), mode, cache_base, info.scales, info.grid_step,
                       info.extra.get("window_step"))
-    data = scores_of(head, info, cache, cached_images(voc_root, split, [cache]))
-    data.description = {"source": "held-out", "splits": [split], "mode": mode, "folds": None}
+    images = [im for im in cached_images(voc_root, split, [cache]) if im.image_id not in seen]
+    data = scores_of(head, info, cache, images)
+    data.description = {"source": "held-out", "splits": [split], "mode": mode, "folds": None,
+                        "left_out_as_seen": len(overlap)}
     return data
 
 
