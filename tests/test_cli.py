@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -240,3 +241,12 @@ def test_version_and_help_texts(capsys):
         for action in sub._actions:
             # Every option says what it does (argparse's own --help included).
             assert action.help, f"{name} {action.option_strings or action.dest} has no help text"
+
+
+def test_cat_motorbike_demo_is_the_two_photos_side_by_side():
+    skimage_data = pytest.importorskip("skimage.data", reason="--demo photos come from scikit-image")
+    from midlevel_fast.cli.score import _demo_image
+    img = _demo_image("cat_motorbike")
+    cat = skimage_data.chelsea()
+    assert img.dtype == np.uint8 and img.shape[0] == cat.shape[0] and img.shape[1] > 1.9 * cat.shape[1]
+    np.testing.assert_array_equal(img[:, : cat.shape[1]], cat)

@@ -171,8 +171,8 @@ def test_rows_have_presence_points_and_detections(tmp_path, model):
     out = tmp_path / "scores.jsonl"
     score_collection(tmp_path / "images", out, model, top=3, num_workers=0, progress=False)
     for row in read_rows(out):
-        assert set(row) == {"path", "width", "height", "mode", "k", "backbone", "patches", "top", "presence",
-                            "points", "detections", "seconds"}
+        assert set(row) == {"path", "width", "height", "mode", "k", "backbone", "detection_threshold", "patches",
+                            "top", "presence", "points", "detections", "seconds"}
         assert row["presence"] is None  # the ImageNet head has no calibration
         # A point for every class of top (maps are made for them even without maps_dir), in the image.
         assert set(row["points"]) == {t["class"] for t in row["top"]} and len(row["points"]) == 3

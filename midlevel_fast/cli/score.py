@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from midlevel_fast.cli.distributed import add_distributed_options, distributed
 from midlevel_fast.io.image_io import load_image
@@ -22,12 +23,17 @@ from midlevel_fast.scaleout.collection import score_collection
 from midlevel_fast.scaleout.results import output_paths, read_rows
 from midlevel_fast.scoring.score import MODES, ScoreResult, score_image
 
-DEMO_PHOTOS = ("chelsea", "astronaut", "coffee")
+# Public-domain photos of scikit-image; "cat_motorbike" is two of them side by side (chelsea the cat and the left view
+# of the stereo motorcycle, at the cat's height): a scene with two VOC classes, each in its own half.
+DEMO_PHOTOS = ("cat_motorbike", "chelsea", "astronaut", "coffee")
 # score prints the present classes, or this many best by score when none is present (or without calibration).
 DEFAULT_SHOWN = 3
 # Points (the maps they come from) are computed for at most this many classes per image, the best by score, where
 # every class may be shown (--all, --json) or present (a calibrated head): all of VOC's 20, not 1000 ImageNet maps.
 MAX_POINTS = 50
+# The commands report the boxes a person would act on: windows whose class probability is at least this (the Python
+# API keeps every candidate from 0.05 up, what detection AP is measured on; the CLI's --box-score 0.05 gives those).
+BOX_SCORE = 0.5
 
 
 def _demo_image(name: str) -> np.ndarray:
@@ -36,7 +42,13 @@ def _demo_image(name: str) -> np.ndarray:
         from skimage import data
     except ImportError:
         raise SystemExit("--demo needs scikit-image: pip install 'midlevel_fast[demo]'") from None
-    return getattr(data, name)()
+    if name != "cat_motorbike":
+        return getattr(data, name)()
+    cat = data.chelsea()
+    bike = Image.fromarray(data.stereo_motorcycle()[0])
+    height = cat.shape[0]
+    bike = bike.resize((round(bike.width * height / bike.height), height), Image.Resampling.LANCZOS)
+    return np.concatenate([cat, np.asarray(bike)], axis=1)
 
 
 def shown_classes(res: ScoreResult, show_all: bool = False, top: int = DEFAULT_SHOWN) -> list[int]:
@@ -127,7 +139,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     for name, source in inputs:
         try:
             res = score_image(source, model, mode=args.mode, k=args.k, return_maps=max(n_maps, 1),
-                              batch_size=args.batch_size, window_step=args.window_step)
+                              batch_size=args.batch_size, window_step=args.window_step,
+                              detection_threshold=args.box_score)
         except (ValueError, FileNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
             failed += 1
@@ -158,7 +171,8 @@ def cmd_score_dir(args: argparse.Namespace) -> int:
     model = load_model(args.head, backbone=args.backbone)
     res = score_collection(args.dir, args.out, model, mode=args.mode, k=args.k, top=args.top,
                            full_scores=args.full_scores, maps_dir=args.maps, batch_size=args.batch_size,
-                           window_step=args.window_step, num_workers=args.workers, progress=not args.no_progress)
+                           window_step=args.window_step, detection_threshold=args.box_score,
+                           num_workers=args.workers, progress=not args.no_progress)
     print(f"scored {res.scored} images ({res.images_per_second:.2f} images/s), {res.resumed} already done, "
           f"{res.failed} failed", file=sys.stderr)
     if res.rows is not None:
@@ -199,6 +213,9 @@ def _add_scoring_options(p: argparse.ArgumentParser, top_help: str, threads_help
     p.add_argument("--backbone", default=None, help="backbone name (default: the head's, else efficientnet_lite0)")
     p.add_argument("--k", type=float, default=None, help="power-mean exponent (default: the model's, 5)")
     p.add_argument("--window-step", type=int, default=None, help="dense window step in trunk cells")
+    p.add_argument("--box-score", type=float, default=BOX_SCORE, metavar="P",
+                   help=f"report detection boxes whose class probability is at least P (default {BOX_SCORE}; 0.05 "
+                        "gives every candidate, as detection AP is measured)")
     p.add_argument("--batch-size", type=int, default=None, help="patches or windows per forward")
     p.add_argument("--threads", type=int, default=None, help=threads_help)
 

@@ -3,12 +3,12 @@
 Output files (``out``, its ``.meta.json``, ``.errors.jsonl`` and per-rank parts) and their crash safety are
 described in :mod:`midlevel_fast.scaleout.results`.
 
-Row: ``{"path", "width", "height", "mode", "k", "backbone", "patches", "top": [{"class", "score"}, ...],
+Row: ``{"path", "width", "height", "mode", "k", "backbone", "detection_threshold", "patches", "top": [{"class", "score"}, ...],
 "presence", "points", "detections", "seconds"}``: ``top`` the ``top`` best classes by score, best first;
 ``presence`` their presence probabilities, in the order of ``top`` (``null`` when the head has no calibration for
 this ``k``); ``points`` ``{class: [x, y]}`` for the classes of ``top`` (image pixels; one entry where two top
 classes share a name, as ImageNet's two "crane"); ``detections`` ``[{"class", "score", "box": [x0, y0, x1, y1]},
-...]`` best first (all classes). Plus ``"scores": [float, ...]`` (every class, in the order of ``class_names`` in
+...]`` best first (all classes, score >= ``detection_threshold``). Plus ``"scores": [float, ...]`` (every class, in the order of ``class_names`` in
 the meta file: names cannot be keys there) with ``full_scores``, and ``"maps": [file, ...]`` (relative to
 ``maps_dir``) with ``maps_dir``: the maps of the present classes among ``top`` (presence >= 0.5), of the best class
 without calibration (:func:`midlevel_fast.io.overlay.chosen_maps`), named ``<stem>_<rank>_<class>.png`` with the
@@ -60,6 +60,7 @@ from midlevel_fast.model import PatchClassifier, default_model
 from midlevel_fast.scaleout.distributed import DistContext, all_gather_objects, barrier, current, shard
 from midlevel_fast.scaleout.results import (PartWriter, check_meta, merge_outputs, output_format, output_paths,
                                             pyarrow_modules, scored_paths)
+from midlevel_fast.scoring.detections import DETECTION_THRESHOLD
 from midlevel_fast.scoring.score import MODES, ScoreResult, score_image
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ def score_collection(
     maps_dir: str | os.PathLike | None = None,
     batch_size: int | None = None,
     window_step: int | None = None,
+    detection_threshold: float = DETECTION_THRESHOLD,
     num_workers: int = 2,
     progress: bool = True,
     ctx: DistContext | None = None,
@@ -204,8 +206,8 @@ def score_collection(
     """Scores every image of ``inputs`` (a directory or a list of paths) into ``out`` (see the module docstring).
 
     ``model``: a :class:`midlevel_fast.model.PatchClassifier` (default: the default model). ``mode``, ``k``,
-    ``batch_size`` (patches or windows per forward) and ``window_step`` are
-    :func:`midlevel_fast.scoring.score.score_image`'s; images are scored one at a time, since they differ in size.
+    ``batch_size`` (patches or windows per forward), ``window_step`` and ``detection_threshold`` (the least score of
+    a row's detections) are :func:`midlevel_fast.scoring.score.score_image`'s; images are scored one at a time, since they differ in size.
     ``top``: classes per row (and maps per image with ``maps_dir``). ``num_workers``: DataLoader processes
     decoding ahead of the model (0: decode in this process). ``ctx``: the rank of this process (default: from the
     initialised ``torch.distributed`` group, else a single process); every rank must call this with the same
@@ -220,7 +222,8 @@ def score_collection(
                          f"k {k}, batch_size {batch_size}")
     ctx = current() if ctx is None else ctx
     model = (default_model() if model is None else model).to(ctx.device).eval()
-    settings = {"mode": mode, "k": float(model.info.k if k is None else k), "backbone": model.info.backbone}
+    settings = {"mode": mode, "k": float(model.info.k if k is None else k), "backbone": model.info.backbone,
+                "detection_threshold": float(detection_threshold)}
     parts, _, _ = output_paths(out)
     maps = Path(maps_dir) if maps_dir is not None else None
     items = list_images(inputs, exclude=[parts] + ([maps] if maps else []))
@@ -252,7 +255,8 @@ def score_collection(
                 else:
                     try:
                         res = score_image(image, model, mode=mode, k=k, return_maps=top,
-                                          batch_size=batch_size, device=ctx.device, window_step=window_step)
+                                          batch_size=batch_size, device=ctx.device, window_step=window_step,
+                                          detection_threshold=detection_threshold)
                     except ValueError as e:  # too small, too elongated for the mode: the image, not the run
                         error = f"refused: {e}"
                 if res is None:
