@@ -177,7 +177,11 @@ def test_rows_have_presence_points_and_detections(tmp_path, model):
         # A point for every class of top (maps are made for them even without maps_dir), in the image.
         assert set(row["points"]) == {t["class"] for t in row["top"]} and len(row["points"]) == 3
         assert all(0 <= x <= row["width"] and 0 <= y <= row["height"] for x, y in row["points"].values())
-        assert row["detections"] == []
+        # The ImageNet head has no box regression: its detections are windows, inside the image, best first.
+        scores = [d["score"] for d in row["detections"]]
+        assert scores == sorted(scores, reverse=True) and all(s >= row["detection_threshold"] for s in scores)
+        assert all(0 <= d["box"][0] < d["box"][2] <= row["width"] and 0 <= d["box"][1] < d["box"][3] <= row["height"]
+                   for d in row["detections"])
 
 
 def test_row_of_a_calibrated_result_maps_the_present_classes(tmp_path):
