@@ -250,3 +250,11 @@ def test_cat_motorbike_demo_is_the_two_photos_side_by_side():
     cat = skimage_data.chelsea()
     assert img.dtype == np.uint8 and img.shape[0] == cat.shape[0] and img.shape[1] > 1.9 * cat.shape[1]
     np.testing.assert_array_equal(img[:, : cat.shape[1]], cat)
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "half"])
+def test_box_score_must_be_a_probability(value, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["score", "x.jpg", "--box-score", value])
+    assert e.value.code == 2
+    assert "--box-score: expected a probability in [0, 1]" in capsys.readouterr().err

@@ -132,3 +132,21 @@ def test_detect_rejects_mismatched_inputs():
     with pytest.raises(ValueError, match="box regression needs"):
         detect(torch.zeros(2, 4), torch.zeros(2, 1), ["cat"], (10, 10), None,
                BoxRegression(torch.zeros(1, 4, 3), torch.zeros(1, 4)))
+
+
+def test_score_image_detections_are_detect_on_its_windows():
+    from midlevel_fast import load_model, score_image
+    from midlevel_fast.scoring.score import patch_features
+    from tests.helpers import skimage_photo
+    model = load_model()
+    if model.info.box_regression is None:
+        pytest.skip("this build ships no head with a box regression")
+    img = skimage_photo("chelsea")[::2, ::2].copy()  # 150x226: quick
+    res = score_image(img, model, precision="fp32", detection_threshold=0.3)
+    with torch.inference_mode():
+        feats, boxes, _ = patch_features(model.backbone, img, "dense", model.info.scales, model.info.grid_step)
+    expected = detect(boxes, res.probs, model.class_names, res.image_size, feats, model.info.box_regression,
+                      threshold=0.3)
+    assert res.detections == expected and res.detections, "the cat photo has detections"
+    assert res.detections[0].label == "cat"
+    assert all(0 <= d.box[0] < d.box[2] <= 226 and 0 <= d.box[1] < d.box[3] <= 150 for d in res.detections)

@@ -51,6 +51,17 @@ def _demo_image(name: str) -> np.ndarray:
     return np.concatenate([cat, np.asarray(bike)], axis=1)
 
 
+def _probability(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text}")
+    return value
+
+
 def shown_classes(res: ScoreResult, show_all: bool = False, top: int = DEFAULT_SHOWN) -> list[int]:
     """The classes ``score`` prints, best score first: every class with ``show_all``; else the present ones
     (presence >= :data:`midlevel_fast.io.overlay.PRESENT`); else (none present, or no calibration) the ``top``
@@ -213,7 +224,7 @@ def _add_scoring_options(p: argparse.ArgumentParser, top_help: str, threads_help
     p.add_argument("--backbone", default=None, help="backbone name (default: the head's, else efficientnet_lite0)")
     p.add_argument("--k", type=float, default=None, help="power-mean exponent (default: the model's, 5)")
     p.add_argument("--window-step", type=int, default=None, help="dense window step in trunk cells")
-    p.add_argument("--box-score", type=float, default=BOX_SCORE, metavar="P",
+    p.add_argument("--box-score", type=_probability, default=BOX_SCORE, metavar="P",
                    help=f"report detection boxes whose class probability is at least P (default {BOX_SCORE}; 0.05 "
                         "gives every candidate, as detection AP is measured)")
     p.add_argument("--batch-size", type=int, default=None, help="patches or windows per forward")
