@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from midlevel_fast.scaleout.collection import _row, score_collection
 from midlevel_fast.scaleout.results import read_part, read_rows
@@ -199,3 +200,15 @@ def test_row_of_a_calibrated_result_maps_the_present_classes(tmp_path):
     assert _row("a.png", res, {}, 2, False, tmp_path, image, stem="a.png")["maps"][0] == "a.png_1_cat.png"
     plain = _row("img.jpg", made_result(), {}, 2, True, tmp_path, image)
     assert plain["presence"] is None and plain["maps"] == ["img_1_dog.png"] and len(plain["scores"]) == 3
+
+
+def test_images_differing_only_by_suffix_get_their_own_maps(tmp_path, model):
+    folder = tmp_path / "images"
+    write_images(folder, 1)
+    png = next(folder.glob("*.png"))
+    Image.open(png).save(png.with_suffix(".bmp"))
+    score_collection(folder, tmp_path / "s.jsonl", model, top=1, maps_dir=tmp_path / "maps", num_workers=0,
+                     progress=False)
+    maps = [m for row in read_rows(tmp_path / "s.jsonl") for m in row["maps"]]
+    assert len(maps) == 2 and len(set(maps)) == 2 and {m.split("_1_")[0] for m in maps} == {png.name, png.stem + ".bmp"}
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == sorted(maps)

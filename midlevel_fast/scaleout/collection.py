@@ -13,7 +13,8 @@ the meta file: names cannot be keys there) with ``full_scores``, and ``"maps": [
 ``maps_dir``) with ``maps_dir``: the maps of the present classes among ``top`` (presence >= 0.5), of the best class
 without calibration (:func:`midlevel_fast.io.overlay.chosen_maps`), named ``<stem>_<rank>_<class>.png`` with the
 stem of ``path`` (:func:`midlevel_fast.io.overlay.map_stem`: ``a/b/img.jpg`` -> ``a__b__img``; images whose paths
-differ only by suffix, ``a.jpg`` and ``a.png``, share map names: the later one's overwrite). ``path`` is relative
+differ only by suffix, ``a.jpg`` and ``a.png``, keep their suffix in it: :func:`midlevel_fast.io.overlay.map_stems`
+of the whole list). ``path`` is relative
 to the directory when a directory is scored (POSIX separators), else the path as given; it is the key for resuming
 and merging. A run whose settings differ from the meta file's refuses to add to an existing output.
 
@@ -55,7 +56,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from midlevel_fast.io.image_io import load_image
-from midlevel_fast.io.overlay import chosen_maps, map_stem, write_maps
+from midlevel_fast.io.overlay import chosen_maps, map_stem, map_stems, write_maps
 from midlevel_fast.model import PatchClassifier, default_model
 from midlevel_fast.scaleout.distributed import DistContext, all_gather_objects, barrier, current, shard
 from midlevel_fast.scaleout.results import (PartWriter, check_meta, merge_outputs, output_format, output_paths,
@@ -234,6 +235,8 @@ def score_collection(
     out.parent.mkdir(parents=True, exist_ok=True)
     check_meta(out, {**settings, "class_names": list(model.class_names)}, writer=ctx.is_main)
     done = scored_paths(out)
+    # Map names from the whole list, the same on every rank: images differing only by suffix get apart.
+    stems = map_stems([key for key, _ in items]) if maps else {}
     mine = shard(items, ctx.rank, ctx.world_size)
     todo = [(key, path) for key, path in mine if key not in done]
     result = CollectionResult(out, scored=0, resumed=len(mine) - len(todo), failed=0, seconds=0.0)
@@ -264,7 +267,7 @@ def score_collection(
                     writer.write({"path": key, "error": error})
                     result.failed += 1
                 else:
-                    writer.write(_row(key, res, settings, top, full_scores, maps, image))
+                    writer.write(_row(key, res, settings, top, full_scores, maps, image, stems.get(key)))
                     result.scored += 1
                 bar.update()
     finally:
