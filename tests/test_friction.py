@@ -133,7 +133,8 @@ def test_batched_progress_bar(model, capsys, monkeypatch):
         assert capsys.readouterr().err == ""
         loud = batched_features(model.backbone, image, boxes, batch=2, progress=True)
     err = capsys.readouterr().err
-    assert "patches" in err and "3/3" in err
+    # tqdm throttles redraws (and leave=False erases the bar), so which counts appear depends on timing.
+    assert "patches:" in err and "/3 [" in err
     torch.testing.assert_close(quiet, loud)
     # Auto on a terminal: a bar for a long image only.
     monkeypatch.setattr(batched, "PROGRESS_MIN_PATCHES", 1)
