@@ -15,10 +15,10 @@ the cached dense windows of val, exactly the steps :func:`midlevel_fast.scoring.
   windows) thresholded at half its maximum, one box per 8-connected component (its bounding box), scored by the
   map's maximum inside it.
 
-``--layout`` adds the lever the numbers point to: the regression fitted on the window's *layout* instead of its
-mid-level vector, the trunk cells of each quadrant of the window averaged separately (2×2 overlapping quadrants of
-4×4 of Lite0's 7×7 cells: 4 × 1280 features; the mid-level vector is their mean, which keeps no position). It runs
-the trunk again on train and val (a second, temporary cache of 2.7 GB, about 10 minutes on 2 cores).
+``--layout`` adds the regression on the windows' *layout* (:class:`midlevel_fast.backbones.layout.WindowLayout`:
+the mid-level vector, then the means of the window's four quadrants of trunk cells, 4×4 of Lite0's 7×7, 1280 + 4 ×
+1280 features; ``midlevel-fast fit-boxes``' default), fitted the same way. It runs the trunk again on train and val
+into the layout cache (6.7 GB under the cache directory, about 15 minutes on 2 cores, reused by ``fit-boxes``).
 
 Diagnostics printed with the table: how many val objects any window (or any regressed window) covers at IoU >= 0.5,
 whatever its score (the ceiling the windows set on recall), and the mean IoU of val's positive patches with their
@@ -38,70 +38,37 @@ from scipy import ndimage
 
 from midlevel_fast import output_maps
 from midlevel_fast.backbones import get_backbone
+from midlevel_fast.backbones.layout import WindowLayout
 from midlevel_fast.head import load_head
 from midlevel_fast.io.files import atomic_write_bytes
 from midlevel_fast.scoring.detections import Detection, decode_boxes, detect, pairwise_iou
 from midlevel_fast.training.box_regression_fit import DEFAULT_RIDGE, fit_box_regression, regression_rows
-from midlevel_fast.training.cache import CacheConfig
-from midlevel_fast.scoring.dense import dense_windows
-from midlevel_fast.training.cache_build import build_cache, open_cache
 from midlevel_fast.training.detection_ap import GroundTruth, detection_ap
 from midlevel_fast.training.evaluate import format_ap_table, patch_probabilities
-from midlevel_fast.training.voc import VOC_CLASSES, VocImage, load_split, object_arrays
+from midlevel_fast.training.voc import VOC_CLASSES, VocImage, object_arrays
 from midlevel_fast.training.voc_run import cached_split, train_voc_head, voc_cache
 from tests.helpers import voc_root
 
 RIDGES = (0.1, 0.3, 1.0, 3.0, 10.0)
-LAYOUT_OFFSETS = (0, 3)  # quadrants of 4x4 cells at these offsets cover a 7x7 window
-LAYOUT_SIDE = 4
+MAP_FRACTION = 0.5
 
 
-class LayoutBackbone(torch.nn.Module):
-    """Lite0 whose window head returns each window's four quadrant means instead of the window's mean (same windows
-    and boxes, :func:`midlevel_fast.scoring.dense.dense_windows` unchanged)."""
-
-    def __init__(self, backbone: torch.nn.Module):
-        super().__init__()
-        if backbone.window != LAYOUT_OFFSETS[-1] + LAYOUT_SIDE:
-            raise SystemExit(f"--layout is written for 7x7-cell windows (Lite0), not {backbone.window}")
-        self.inner = backbone
-        self.name = backbone.name + "-layout"
-        self.feature_dim = backbone.feature_dim * len(LAYOUT_OFFSETS) ** 2
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.inner, name)
-
-    def window_head(self, cells: torch.Tensor, window_step: int = 1) -> torch.Tensor:
-        means = torch.nn.functional.avg_pool2d(cells, LAYOUT_SIDE, stride=1)
-        rows = (cells.shape[2] - self.inner.window) // window_step + 1
-        cols = (cells.shape[3] - self.inner.window) // window_step + 1
-        parts = [means[:, :, a::window_step, b::window_step][:, :, :rows, :cols]
-                 for a in LAYOUT_OFFSETS for b in LAYOUT_OFFSETS]
-        return torch.cat(parts, dim=1)
-
-
-def layout_detections(backbone, cache, train, val, windows, probs, sizes, base) -> list[list[Detection]]:
-    """The regressed-windows rule with the regression fitted on the windows' layouts (module docstring)."""
-    layout = LayoutBackbone(backbone)
-    config = CacheConfig(layout.name, "dense", list(cache.config.scales), cache.config.grid_step,
-                         cache.config.window_step, layout.feature_dim)
-    lcache = open_cache(base, config)
-    # bf16 trunk (the default of score_image on this CPU): twice as fast as the float32 of the dense cache.
-    build_cache(lcache, [(im.image_id, im.path) for im in train + val],
-                lambda img: dense_windows(layout, img, config.scales, config.grid_step, config.window_step, bf16=True))
+def layout_detections(backbone, train, val, windows, probs, sizes, root, cache_base) -> list[list[Detection]]:
+    """The regressed-windows rule with the regression on the windows' layout (module docstring)."""
+    layout = WindowLayout(backbone)
+    lcache = voc_cache(layout, "dense", cache_base)
+    for split in ("train", "val"):
+        cached_split(root, split, layout, [lcache])
     for img, w in zip(val, windows):
         if not np.array_equal(lcache.load(img.image_id).boxes, w.numpy()):
             raise SystemExit(f"{img.image_id}: the layout cache's windows differ from the dense cache's")
-    regression = fit_box_regression(regression_rows(lcache, train, VOC_CLASSES), len(VOC_CLASSES), DEFAULT_RIDGE)
+    regression = fit_box_regression(regression_rows(lcache, train, VOC_CLASSES), len(VOC_CLASSES), DEFAULT_RIDGE,
+                                    "layout")
     out = []
     for img, w, p, s in zip(val, windows, probs, sizes):
         f = torch.from_numpy(np.array(lcache.load(img.image_id).features)).float()
         out.append(detect(w, p, VOC_CLASSES, s, f, regression))
     return out
-MAP_FRACTION = 0.5
 
 
 def ground_truth(images: list[VocImage]) -> list[GroundTruth]:
@@ -185,9 +152,8 @@ def main() -> None:
         "output-map components": [map_components(w, p, s) for w, p, s in zip(windows, probs, sizes)],
     }
     if args.layout:
-        with tempfile.TemporaryDirectory() as tmp:
-            found["windows regressed from their layout"] = layout_detections(backbone, cache, train, val, windows,
-                                                                             probs, sizes, tmp)
+        found["windows regressed from their layout"] = layout_detections(backbone, train, val, windows, probs,
+                                                                         sizes, root, args.cache)
     table, report = {}, {}
     for name, dets in found.items():
         for method in ("voc2007", "voc2010"):

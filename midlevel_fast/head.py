@@ -120,9 +120,9 @@ def save_head(path: str | os.PathLike, head: AdaptationHead, info: HeadInfo,
                         for name in CALIBRATION_TENSORS})
     if info.box_regression is not None:
         reg = info.box_regression
-        if reg.num_classes != len(info.class_names) or reg.feature_dim != head.in_dim:
-            raise ValueError(f"box regression is for {reg.num_classes} classes of {reg.feature_dim} features, the "
-                             f"head has {len(info.class_names)} classes of {head.in_dim}")
+        if reg.num_classes != len(info.class_names) or not _regression_fits(reg, head.in_dim):
+            raise ValueError(f"box regression is for {reg.num_classes} classes of {reg.feature_dim} {reg.features} "
+                             f"features, the head has {len(info.class_names)} classes of {head.in_dim}")
         meta["box_regression"] = json.dumps(reg.description)
         tensors[BOX_REGRESSION_PREFIX + "weight"] = reg.weight.contiguous()
         tensors[BOX_REGRESSION_PREFIX + "bias"] = reg.bias.contiguous()
@@ -164,11 +164,17 @@ def load_head(path: str | os.PathLike) -> tuple[AdaptationHead, HeadInfo]:
         head.load_state_dict({k: v.float() for k, v in tensors.items()
                               if not k.startswith((CALIBRATION_PREFIX, BOX_REGRESSION_PREFIX))})
         if info.box_regression is not None and (info.box_regression.num_classes != len(info.class_names)
-                                                or info.box_regression.feature_dim != head.in_dim):
+                                                or not _regression_fits(info.box_regression, head.in_dim)):
             raise ValueError("the box regression does not match the head's classes and features")
     except (KeyError, json.JSONDecodeError, RuntimeError, TypeError, ValueError) as e:
         raise ValueError(f"head file {str(p)!r} has missing or inconsistent entries ({e})") from None
     return head.eval(), info
+
+
+def _regression_fits(reg: BoxRegression, in_dim: int) -> bool:
+    # Layout features are the mid-level vector plus the cells' quadrant means, whose size only the backbone knows
+    # (PatchClassifier checks it exactly).
+    return reg.feature_dim == in_dim if reg.features == "mid-level" else reg.feature_dim > in_dim
 
 
 def stored_dtype(path: str | os.PathLike) -> torch.dtype:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from midlevel_fast.backbones import Backbone, get_backbone
+from midlevel_fast.backbones.layout import WindowLayout
 from midlevel_fast.head import HeadInfo, class_probabilities, load_head
 
 DEFAULT_HEAD = "voc_head_lite0.safetensors"
@@ -30,6 +31,17 @@ class PatchClassifier(nn.Module):
         if info.backbone != backbone.name:
             raise ValueError(f"head was trained on backbone {info.backbone!r}, not {backbone.name!r}")
         self.backbone, self.head, self.info = backbone, head, info
+        reg = info.box_regression
+        if reg is not None and reg.feature_dim != self.regression_backbone().feature_dim:
+            raise ValueError(f"the head's box regression reads {reg.feature_dim} {reg.features} features; "
+                             f"{backbone.name} gives {self.regression_backbone().feature_dim}")
+
+    def regression_backbone(self) -> nn.Module:
+        """The backbone whose window features the box regression reads: the backbone itself, or for a regression on
+        the windows' layout :class:`midlevel_fast.backbones.layout.WindowLayout` of it (whose features begin with
+        the mid-level vector, so the head reads their first ``feature_dim``)."""
+        reg = self.info.box_regression
+        return WindowLayout(self.backbone) if reg is not None and reg.features == "layout" else self.backbone
 
     @property
     def class_names(self) -> list[str]:

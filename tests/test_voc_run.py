@@ -111,3 +111,17 @@ def test_fit_boxes_refuses_splits_without_objects(tmp_path, capsys):
     assert main(["fit-boxes", "--voc", str(root), "--head", str(head_file), "--out", str(tmp_path / "o.safetensors"),
                  "--cache", str(tmp_path / "cache")]) == 2
     assert "hold no object of the head's classes" in capsys.readouterr().err
+
+
+def test_fit_boxes_on_the_layout_by_default(voc, tmp_path):
+    from midlevel_fast.cli import main
+    root, cache_base = voc
+    head_file, out = tmp_path / "h.safetensors", tmp_path / "layout.safetensors"
+    train_voc_head(root, head_file, config=TrainConfig(max_epochs=1), cache_base=cache_base, log=None)
+    assert load_head(head_file)[1].box_regression.features == "mid-level", "train fits the cheap one"
+    assert main(["fit-boxes", "--voc", str(root), "--head", str(head_file), "--out", str(out),
+                 "--cache", str(cache_base)]) == 0
+    reg = load_head(out)[1].box_regression
+    assert reg.features == "layout" and reg.feature_dim == 1280 * 5
+    assert any(p.name.startswith("efficientnet_lite0+layout-dense-") for p in cache_base.iterdir())
+    assert load_model(out).regression_backbone().feature_dim == 1280 * 5

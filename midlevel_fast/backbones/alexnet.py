@@ -37,6 +37,7 @@ class AlexNet(Backbone):
     cell_size = 32
     window = 6
     feature_dim = _FC
+    cell_dim = 256
     batch_size = 64
     mean = IMAGENET_MEAN
     std = IMAGENET_STD

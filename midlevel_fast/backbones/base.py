@@ -26,6 +26,7 @@ from functools import cache
 from importlib import resources
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -78,6 +79,7 @@ class Backbone(nn.Module):
         cell_size: input pixels per trunk cell (the trunk's output stride).
         window: ``K``, the number of trunk cells (per side) covering one ``input_size`` patch.
         feature_dim: size of the mid-level vector.
+        cell_dim: channels of one trunk cell (``D``).
         batch_size: patches per forward pass that run fastest on a CPU (measured: small batches keep
             EfficientNet-Lite0's depthwise activations in cache; AlexNet's FC layers want large ones).
         mean, std: input normalisation, in [0, 1] pixel units.
@@ -91,6 +93,7 @@ class Backbone(nn.Module):
     cell_size: int
     window: int
     feature_dim: int
+    cell_dim: int
     batch_size: int = 32
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -113,6 +116,19 @@ class Backbone(nn.Module):
         """``(B, D, h, w)`` cells -> ``(B, feature_dim, h', w')``, one vector per ``K x K`` window of cells taken
         every ``window_step`` cells, ``h' = (h - K) // window_step + 1``."""
         raise NotImplementedError
+
+    def window_layout(self, cells: Tensor, window_step: int = 1) -> Tensor:
+        """``(B, D, h, w)`` cells -> ``(B, 4·D, h', w')``: per ``K x K`` window (taken as :meth:`window_head` takes
+        them), the means of its four quadrants of ``ceil(K/2) x ceil(K/2)`` cells (top-left, top-right,
+        bottom-left, bottom-right; for odd ``K`` they share the middle row and column). Where in the window the
+        object lies, which the mid-level vector, a whole-window mean or projection, keeps little of."""
+        side = (self.window + 1) // 2
+        means = F.avg_pool2d(cells, side, stride=1)
+        rows = (cells.shape[2] - self.window) // window_step + 1
+        cols = (cells.shape[3] - self.window) // window_step + 1
+        far = self.window - side
+        return torch.cat([means[:, :, a::window_step, b::window_step][:, :, :rows, :cols]
+                          for a in (0, far) for b in (0, far)], dim=1)
 
     def forward(self, patches: Tensor) -> Tensor:
         """``(B, 3, input_size, input_size)`` normalised patches -> ``(B, feature_dim)`` mid-level vectors."""

@@ -87,6 +87,7 @@ class EfficientNetLite0(Backbone):
     cell_size = 32
     window = 7
     feature_dim = _HEAD
+    cell_dim = _HEAD
     batch_size = 4
     mean = (127 / 255,) * 3
     std = (128 / 255,) * 3

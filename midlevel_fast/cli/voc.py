@@ -14,6 +14,7 @@ from midlevel_fast.training.cache import CACHE_MODES
 from midlevel_fast.training.consistency import PAIR_MODES
 from midlevel_fast.training.evaluate import format_ap_table
 from midlevel_fast.training.train import TrainConfig
+from midlevel_fast.scoring.box_regression import REGRESSION_FEATURES
 from midlevel_fast.training.box_regression_fit import DEFAULT_RIDGE
 from midlevel_fast.training.voc_run import cache_voc_splits, evaluate_voc_head, fit_voc_boxes, train_voc_head
 
@@ -38,11 +39,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_fit_boxes(args: argparse.Namespace) -> int:
-    info = fit_voc_boxes(args.head, args.voc, args.split, args.out, args.ridge, args.cache, args.window_step)
+    info = fit_voc_boxes(args.head, args.voc, args.split, args.out, args.ridge, args.cache, args.window_step,
+                         args.features)
     reg = info.box_regression
     rows = sum(reg.description["rows"])
     kept = [info.class_names[c] for c in reg.description["identity_classes"]]
-    print(f"box regression fitted on {rows} positive windows of {'+'.join(args.split)}; head written to {args.out}"
+    print(f"box regression ({args.features} features) fitted on {rows} positive windows of {'+'.join(args.split)}; "
+          f"head written to {args.out}"
           + (f" (too few windows, boxes kept as windows for: {', '.join(kept)})" if kept else ""))
     return 0
 
@@ -103,6 +106,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--head", required=True, help="head file (.safetensors)")
     b.add_argument("--split", nargs="+", default=["train"], help="splits whose objects it is fitted on, e.g. train "
                                                                  "val for a head trained on trainval")
+    b.add_argument("--features", choices=REGRESSION_FEATURES, default="layout",
+                   help="layout: each window's mid-level vector and quadrant means (computes a cache of its own; "
+                        "detection mAP 20.9 vs 13.4 on VOC val); mid-level: the vector alone, what train fits")
     b.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="ridge penalty per row (default %(default)s)")
     b.add_argument("--out", required=True, help="head file to write, with the box regression (.safetensors)")
     b.add_argument("--window-step", type=int, default=None, help="dense window step in trunk cells")

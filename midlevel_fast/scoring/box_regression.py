@@ -6,6 +6,11 @@ Convention: ``deltas = features @ weight[c].T + bias[c]`` are ``(dx, dy, dw, dh)
 size, the sides scale by ``exp(dw), exp(dh)``. ``weight`` is ``(C, 4, F)`` and ``bias`` ``(C, 4)``, float32,
 for the head's ``C`` reported classes. Fitted by :mod:`midlevel_fast.training.box_regression_fit` and stored in the
 head file beside the weights.
+
+What it reads (:attr:`BoxRegression.features`): ``"mid-level"``, the window's mid-level vector (``F`` features), or
+``"layout"``, that vector followed by the means of the window's four quadrants of trunk cells
+(:class:`midlevel_fast.backbones.layout.WindowLayout`, ``F + 4·D`` features), which know where in the window the
+object is.
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+REGRESSION_FEATURES: tuple[str, ...] = ("mid-level", "layout")
 
 
 @dataclass(eq=False)
@@ -29,11 +36,18 @@ class BoxRegression:
             raise ValueError(f"box regression weight must be (C, 4, F) and bias (C, 4), got "
                              f"{tuple(self.weight.shape)} and {tuple(self.bias.shape)}")
         self.weight, self.bias = self.weight.float(), self.bias.float()
+        if self.features not in REGRESSION_FEATURES:
+            raise ValueError(f"box regression features must be one of {REGRESSION_FEATURES}, got {self.features!r}")
 
     def __eq__(self, other: object) -> bool:
         # Tensors compare element-wise; two regressions are equal when their weights, biases and records are.
         return (isinstance(other, BoxRegression) and torch.equal(self.weight, other.weight)
                 and torch.equal(self.bias, other.bias) and self.description == other.description)
+
+    @property
+    def features(self) -> str:
+        """What the regression reads, one of :data:`REGRESSION_FEATURES` (module docstring)."""
+        return self.description.get("features", "mid-level")
 
     @property
     def num_classes(self) -> int:

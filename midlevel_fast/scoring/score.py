@@ -180,9 +180,10 @@ def score_image(
             detections = []  # the per-patch loop keeps no features to regress boxes from
         else:
             bf16 = resolve_precision(precision, mode, dev)
-            feats, boxes, scale_index = patch_features(model.backbone, img, mode, scales, step, window_step,
-                                                       batch_size, bf16, progress)
-            probs = _probabilities(model, feats)
+            # With a regression on the windows' layout the features carry it after the mid-level vector.
+            feats, boxes, scale_index = patch_features(model.regression_backbone(), img, mode, scales, step,
+                                                       window_step, batch_size, bf16, progress)
+            probs = _probabilities(model, feats[:, : model.backbone.feature_dim])
             detections = detect(boxes, probs, model.class_names, (h, w), feats, model.info.box_regression,
                                 threshold=detection_threshold)
     scores = power_mean(probs, kk)

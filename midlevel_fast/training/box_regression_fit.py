@@ -69,8 +69,10 @@ def regression_rows(cache: FeatureCache, images: Sequence[VocImage], classes: Se
     return RegressionRows(torch.cat(feats), torch.cat(windows), torch.cat(targets), torch.cat(labels))
 
 
-def fit_box_regression(rows: RegressionRows, num_classes: int, ridge: float = DEFAULT_RIDGE) -> BoxRegression:
-    """Per-class ridge regression of ``rows.targets`` on ``rows.features`` (module docstring)."""
+def fit_box_regression(rows: RegressionRows, num_classes: int, ridge: float = DEFAULT_RIDGE,
+                       features: str = "mid-level") -> BoxRegression:
+    """Per-class ridge regression of ``rows.targets`` on ``rows.features`` (module docstring); ``features`` says
+    what the rows' features are (:data:`midlevel_fast.scoring.box_regression.REGRESSION_FEATURES`)."""
     if not ridge > 0:
         raise ValueError(f"ridge must be > 0, got {ridge}")
     dim = rows.features.shape[1]
@@ -93,5 +95,5 @@ def fit_box_regression(rows: RegressionRows, num_classes: int, ridge: float = DE
         weight[c] = w.t()
         bias[c] = t_mean - x_mean @ w
     return BoxRegression(weight.float(), bias.float(),
-                         {"ridge": ridge, "rows": counts, "identity_classes": identity, "features": "mid-level",
+                         {"ridge": ridge, "rows": counts, "identity_classes": identity, "features": features,
                           "parametrisation": "rcnn"})

@@ -18,10 +18,12 @@ import numpy as np
 import torch
 
 from midlevel_fast.backbones import get_backbone
+from midlevel_fast.backbones.layout import WindowLayout
 from midlevel_fast.head import HeadInfo, load_head, save_head, stored_dtype
 from midlevel_fast.model import PatchClassifier
 from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP
 from midlevel_fast.training.cache import CacheConfig, FeatureCache
+from midlevel_fast.scoring.box_regression import REGRESSION_FEATURES
 from midlevel_fast.training.box_regression_fit import DEFAULT_RIDGE, fit_box_regression, regression_rows
 from midlevel_fast.training.cache_build import default_cache_root, fill_cache, open_cache
 from midlevel_fast.training.consistency import PAIR_MODES, consistency_pairs
@@ -161,18 +163,23 @@ def evaluate_voc_head(model: PatchClassifier, voc_root: str | os.PathLike, split
 
 def fit_voc_boxes(head_file: str | os.PathLike, voc_root: str | os.PathLike, splits: Sequence[str],
                   out: str | os.PathLike, ridge: float = DEFAULT_RIDGE, cache_base: str | os.PathLike | None = None,
-                  window_step: int | None = None) -> HeadInfo:
-    """Fits the box regression of the head in ``head_file`` on the dense windows of ``splits`` (cached, computed
-    when missing) and writes the head with it to ``out`` (weights, calibration and the rest unchanged). Raises
+                  window_step: int | None = None, features: str = "layout") -> HeadInfo:
+    """Fits the box regression of the head in ``head_file`` on the dense windows of ``splits`` and writes the head
+    with it to ``out`` (weights, calibration and the rest unchanged). ``features``: ``"layout"`` (the windows'
+    mid-level vectors and quadrant means, :class:`midlevel_fast.backbones.layout.WindowLayout`; a cache of their
+    own, computed when missing) or ``"mid-level"`` (the dense cache's vectors, what ``train`` fits). Raises
     ``ValueError`` when the splits hold no positive patch of the head's classes."""
+    if features not in REGRESSION_FEATURES:
+        raise ValueError(f"features must be one of {REGRESSION_FEATURES}, got {features!r}")
     head, info = load_head(head_file)
     bb = get_backbone(info.backbone)
+    bb = WindowLayout(bb) if features == "layout" else bb
     cache = voc_cache(bb, "dense", cache_base, info.scales, info.grid_step, window_step)
     images = [im for split in splits for im in cached_split(voc_root, split, bb, [cache])]
     rows = regression_rows(cache, images, info.class_names)
     if not len(rows.labels):
         raise ValueError(f"splits {list(splits)} of {voc_root} hold no object of the head's classes: no box to fit")
-    info.box_regression = fit_box_regression(rows, len(info.class_names), ridge)
+    info.box_regression = fit_box_regression(rows, len(info.class_names), ridge, features)
     info.box_regression.description.update(splits=list(splits), mode="dense", images=len(images))
     save_head(out, head, info, dtype=stored_dtype(head_file))
     return info
