@@ -144,7 +144,8 @@ def test_score_image_detections_are_detect_on_its_windows():
     img = skimage_photo("chelsea")[::2, ::2].copy()  # 150x226: quick
     res = score_image(img, model, precision="fp32", detection_threshold=0.3)
     with torch.inference_mode():
-        feats, boxes, _ = patch_features(model.backbone, img, "dense", model.info.scales, model.info.grid_step)
+        feats, boxes, _ = patch_features(model.regression_backbone(), img, "dense", model.info.scales,
+                                         model.info.grid_step)
     expected = detect(boxes, res.probs, model.class_names, res.image_size, feats, model.info.box_regression,
                       threshold=0.3)
     assert res.detections == expected and res.detections, "the cat photo has detections"

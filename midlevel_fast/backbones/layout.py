@@ -3,7 +3,7 @@ means of its four quadrants of trunk cells (:meth:`midlevel_fast.backbones.base.
 
 The box regression reads these (``BoxRegression.description["features"] == "layout"``): the mid-level vector,
 a whole-window mean on Lite0, keeps the object's size but not where in the window it is, and a regression on it
-barely moves the windows (VOC val detection mAP 13.4; 20.9 from the layout, ``experiments/detection.py``).
+barely moves the windows (VOC val detection mAP 13.4; 21.1 from the layout, ``experiments/detection.py``).
 Wrapping rather than changing the backbone lets every consumer of ``window_head`` (dense windows, batched crops,
 feature caches) compute them unchanged, under another name (``<name>+layout``) so that their caches never mix.
 """

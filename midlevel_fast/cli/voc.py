@@ -108,7 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                                  "val for a head trained on trainval")
     b.add_argument("--features", choices=REGRESSION_FEATURES, default="layout",
                    help="layout: each window's mid-level vector and quadrant means (computes a cache of its own; "
-                        "detection mAP 20.9 vs 13.4 on VOC val); mid-level: the vector alone, what train fits")
+                        "detection mAP 21.1 vs 13.4 on VOC val); mid-level: the vector alone, what train fits")
     b.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="ridge penalty per row (default %(default)s)")
     b.add_argument("--out", required=True, help="head file to write, with the box regression (.safetensors)")
     b.add_argument("--window-step", type=int, default=None, help="dense window step in trunk cells")
