@@ -36,7 +36,7 @@ from midlevel_fast.training.evaluate import mean_average_precision
 from midlevel_fast.training.reliability import (ReliabilityBins, brier_score, expected_calibration_error,
                                                 reliability_bins)
 from midlevel_fast.training.voc_run import train_voc_head
-from tests.helpers import voc_root
+from tests.helpers import experiment_voc_root
 
 
 def fit_and_apply(fit: FitData, scores: torch.Tensor, method: str, k: float, classes: list[str]) -> torch.Tensor:
@@ -109,9 +109,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the numbers as JSON")
     parser.add_argument("--plot", default=None, help="write the reliability diagram (PNG)")
     args = parser.parse_args()
-    root = args.voc or voc_root()
-    if root is None:
-        raise SystemExit("VOC data not found (--voc or MIDLEVEL_FAST_VOC)")
+    root = experiment_voc_root(args.voc)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         head_path = Path(tmp) / "head.safetensors"

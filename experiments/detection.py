@@ -47,7 +47,7 @@ from midlevel_fast.training.detection_ap import GroundTruth, detection_ap
 from midlevel_fast.training.evaluate import format_ap_table, patch_probabilities
 from midlevel_fast.training.voc import VOC_CLASSES, VocImage, object_arrays
 from midlevel_fast.training.voc_run import cached_split, train_voc_head, voc_cache
-from tests.helpers import voc_root
+from tests.helpers import experiment_voc_root
 
 RIDGES = (0.1, 0.3, 1.0, 3.0, 10.0)
 MAP_FRACTION = 0.5
@@ -118,9 +118,7 @@ def main() -> None:
     parser.add_argument("--layout", action="store_true", help="add the layout regression row (module docstring)")
     parser.add_argument("--out", default=None, help="write the numbers as JSON")
     args = parser.parse_args()
-    root = args.voc or voc_root()
-    if root is None:
-        raise SystemExit("VOC data not found (--voc or MIDLEVEL_FAST_VOC)")
+    root = experiment_voc_root(args.voc)
     t_start = time.perf_counter()
     backbone = get_backbone("efficientnet_lite0")
     cache = voc_cache(backbone, "dense", args.cache)

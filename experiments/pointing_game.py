@@ -50,7 +50,7 @@ from midlevel_fast.training.probe import train_probe, whole_image_cells, whole_i
 from midlevel_fast.training.train import TrainConfig
 from midlevel_fast.training.voc import VOC_CLASSES, VocImage, image_labels, load_split
 from midlevel_fast.training.voc_run import train_voc_head, voc_cache
-from tests.helpers import voc_root
+from tests.helpers import experiment_voc_root
 
 Points = list[dict[str, tuple[float, float]]]
 HEADS = {"shipped recipe": (("dense", "batched"), TrainConfig(consistency=2.0)),
@@ -180,9 +180,7 @@ def main() -> None:
     parser.add_argument("--check", type=int, default=3, help="val images checked against score_image")
     parser.add_argument("--wait", type=float, default=3600, help="seconds to wait for the feature caches")
     args = parser.parse_args()
-    root = args.voc or voc_root()
-    if root is None:
-        raise SystemExit("VOC data not found (--voc or MIDLEVEL_FAST_VOC)")
+    root = experiment_voc_root(args.voc)
     t_start = time.perf_counter()
     backbone = get_backbone("efficientnet_lite0")
     train, val = load_split(root, "train"), load_split(root, "val")

@@ -33,7 +33,7 @@ from midlevel_fast.training.probe import train_probe, whole_image_features
 from midlevel_fast.training.train import TrainConfig, train_head
 from midlevel_fast.training.voc import VOC_CLASSES, VocImage, image_labels, load_split
 from midlevel_fast.training.voc_run import voc_cache
-from tests.helpers import voc_root
+from tests.helpers import experiment_voc_root
 
 
 def caches(backbone: torch.nn.Module, base: str | None, mode: str, splits: list[list[VocImage]]) -> FeatureCache:
@@ -53,9 +53,7 @@ def main() -> None:
                         help="with --batched: consistency weights to train pooled heads with (0 is the plain row)")
     parser.add_argument("--out", default=None, help="write the numbers as JSON")
     args = parser.parse_args()
-    root = args.voc or voc_root()
-    if root is None:
-        raise SystemExit("VOC data not found (--voc or MIDLEVEL_FAST_VOC)")
+    root = experiment_voc_root(args.voc)
     backbone = get_backbone("efficientnet_lite0")
     train_images, val_images = load_split(root, "train"), load_split(root, "val")
     rows: dict[str, np.ndarray] = {}

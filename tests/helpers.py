@@ -37,6 +37,15 @@ def voc_root() -> Path | None:
     return root if (root / "JPEGImages").is_dir() else None
 
 
+def experiment_voc_root(given: str | None) -> Path:
+    """The VOC root an experiment script runs on: ``given`` (its ``--voc``), else :func:`voc_root`; exits with a
+    message when there is none."""
+    root = Path(given) if given else voc_root()
+    if root is None:
+        raise SystemExit("VOC data not found (--voc or MIDLEVEL_FAST_VOC)")
+    return root
+
+
 def load_rgb(path: Path) -> np.ndarray:
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
