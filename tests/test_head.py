@@ -82,8 +82,11 @@ def test_box_regression_round_trips_through_the_head_file(tmp_path):
     _, back = load_head(tmp_path / "h.safetensors")
     got = back.box_regression
     assert got.description == reg.description
-    # float32 whatever the weights' dtype: fp16 weights must not round the regression.
-    assert torch.equal(got.weight, reg.weight) and torch.equal(got.bias, reg.bias)
+    # Stored in the weights' dtype (float16 here), read back as float32.
+    assert got.weight.dtype == torch.float32
+    assert torch.equal(got.weight, reg.weight.half().float()) and torch.equal(got.bias, reg.bias.half().float())
+    save_head(tmp_path / "f32.safetensors", head, info)
+    assert torch.equal(load_head(tmp_path / "f32.safetensors")[1].box_regression.weight, reg.weight)
     bad = HeadInfo(backbone="toy", class_names=["cat"], layers=1, hidden=16, box_regression=reg)
     with pytest.raises(ValueError, match="box regression is for 2 classes"):
         save_head(tmp_path / "bad.safetensors", AdaptationHead(6, 2, layers=1), bad)
