@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
+import torch.nn.functional as F
 from torch import nn
 
 from midlevel_fast.io.files import atomic_write_bytes
@@ -192,11 +193,15 @@ def _calibration(meta: dict[str, str], tensors: dict[str, torch.Tensor]) -> Cali
                        entry["description"])
 
 
-def class_probabilities(logits: torch.Tensor, objective: str, num_classes: int) -> torch.Tensor:
+def class_probabilities(logits: torch.Tensor, objective: str, num_classes: int, log: bool = False) -> torch.Tensor:
     """``(B, num_outputs)`` logits -> ``(B, num_classes)`` float32 probabilities of the reported classes: a softmax
-    over all outputs (``"softmax"``, background included) or per-output sigmoids (``"multilabel"``)."""
+    over all outputs (``"softmax"``, background included) or per-output sigmoids (``"multilabel"``). ``log``: their
+    logarithms, computed without underflow (for losses on probabilities far below float32's smallest)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     logits = logits.float()
-    probs = torch.softmax(logits, dim=1) if objective == "softmax" else torch.sigmoid(logits)
+    if objective == "softmax":
+        probs = torch.log_softmax(logits, dim=1) if log else torch.softmax(logits, dim=1)
+    else:
+        probs = F.logsigmoid(logits) if log else torch.sigmoid(logits)
     return probs[:, :num_classes]

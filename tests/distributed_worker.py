@@ -39,6 +39,9 @@ TRAIN_CONFIGS = {
     "multilabel": TrainConfig(hidden=32, batch_size=25, max_epochs=4, bf16=False, dropout=0.5,
                               objective="multilabel"),
     "consistency": TrainConfig(hidden=32, batch_size=25, max_epochs=4, bf16=False, dropout=0.5, consistency=2.0),
+    # 21 images in batches of 4: the last global batch has one image, so rank 1 of 2 gets none.
+    "image-level": TrainConfig(hidden=32, max_epochs=4, bf16=False, dropout=0.5, supervision="image",
+                               pooling="power-mean", images_per_batch=4),
 }
 
 
@@ -73,14 +76,38 @@ def synthetic_rows(n: int = 201, dim: int = 16, classes: int = 3) -> tuple[Patch
     return train, val
 
 
+def signal_windows(n_images: int, seed: int, windows: int = 12, dim: int = 16, classes: int = 3,
+                   noise: float = 0.5) -> tuple[EvalSet, torch.Tensor]:
+    """Images with image-level labels only: each has ``windows`` (8 to ``windows``, varying) windows of noise
+    features, one or two classes, and for each of them exactly one window (returned, ``(n_images, classes)``,
+    -1 for an absent class) whose features are the class prototype plus noise; prototypes fixed by ``seed=0``."""
+    proto = np.random.default_rng(0).normal(size=(classes, dim)) * 2
+    rng = np.random.default_rng(seed)
+    feats, index, positives, signal = [], [], [], torch.full((n_images, classes), -1)
+    for i in range(n_images):
+        n = int(rng.integers(8, windows + 1))
+        x = rng.normal(size=(n, dim)) * noise
+        present = rng.choice(classes, size=1 + i % 2, replace=False)
+        where = rng.choice(n, size=len(present), replace=False)
+        x[where] += proto[present]
+        signal[i, torch.from_numpy(present)] = torch.from_numpy(where)
+        feats.append(x)
+        index.append(np.full(n, i))
+        positives.append(np.isin(np.arange(classes), present))
+    return (EvalSet(torch.from_numpy(np.concatenate(feats)).half(), torch.from_numpy(np.concatenate(index)),
+                    np.stack(positives), np.zeros((n_images, classes), bool)), signal)
+
+
 def multilabel(train: PatchSet, classes: int = 3) -> PatchSet:
     """``train`` with one-hot float targets, for the multi-label objective."""
     hot = torch.nn.functional.one_hot(train.targets, classes + 1).float()
     return PatchSet(train.features, hot, train.counts)
 
 
-def train_inputs(name: str) -> tuple[PatchSet, EvalSet, PairSet | None]:
+def train_inputs(name: str) -> tuple[PatchSet | EvalSet, EvalSet, PairSet | None]:
     """Training rows, evaluation set and (for the consistency config) pairs of each row with a shifted copy."""
+    if name == "image-level":
+        return signal_windows(21, seed=1)[0], signal_windows(8, seed=2)[0], None
     train, val = synthetic_rows()
     if name == "multilabel":
         return multilabel(train), val, None

@@ -1,5 +1,5 @@
-"""DDP training of the head over 2 torchrun CPU ranks (gloo) against a single process, for both objectives and the
-consistency term."""
+"""DDP training of the head over 2 torchrun CPU ranks (gloo) against a single process, for both objectives, the
+consistency term and image-level labels."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,24 +17,24 @@ PARITY_ATOL, PARITY_RTOL = 1e-6, 1e-5
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    """One torchrun launch: DDP training of each config (both objectives, the consistency term)."""
+    """One torchrun launch: DDP training of each config (both objectives, the consistency term, image labels)."""
     tmp = tmp_path_factory.mktemp("ddp")
     proc = run_worker("train", str(tmp), cwd=tmp)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return tmp
 
 
-@pytest.mark.parametrize("objective", list(TRAIN_CONFIGS))
-def test_ddp_training_matches_a_single_process(two_ranks, objective):
-    config = TRAIN_CONFIGS[objective]
-    train, val, pairs = train_inputs(objective)
+@pytest.mark.parametrize("name", list(TRAIN_CONFIGS))
+def test_ddp_training_matches_a_single_process(two_ranks, name):
+    config = TRAIN_CONFIGS[name]
+    train, val, pairs = train_inputs(name)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         single = train_head(train, 3, config, val, log=None, data_parallel=False, pairs=pairs)
     finally:
         torch.set_num_threads(threads)
-    ranks = [torch.load(two_ranks / f"{objective}{r}.pt") for r in range(2)]
+    ranks = [torch.load(two_ranks / f"{name}{r}.pt") for r in range(2)]
     for name, value in single.head.state_dict().items():
         assert torch.equal(ranks[0]["state"][name], ranks[1]["state"][name])  # the ranks agree exactly
         torch.testing.assert_close(ranks[0]["state"][name], value, atol=PARITY_ATOL, rtol=PARITY_RTOL)

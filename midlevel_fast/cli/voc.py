@@ -4,6 +4,7 @@ under ``torchrun``."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -13,7 +14,11 @@ from midlevel_fast.model import load_model
 from midlevel_fast.training.cache import CACHE_MODES
 from midlevel_fast.training.consistency import PAIR_MODES
 from midlevel_fast.training.evaluate import format_ap_table
-from midlevel_fast.training.train import TrainConfig
+from midlevel_fast.training.pooling import POOLINGS
+from midlevel_fast.training.tags import TAG_FORMATS, TaggedImage, imagefolder_tags, list_tags, voc_tags
+from midlevel_fast.training.tags_run import train_tagged_head
+from midlevel_fast.training.train import SUPERVISIONS, TrainConfig
+from midlevel_fast.training.voc import VOC_CLASSES
 from midlevel_fast.scoring.box_regression import REGRESSION_FEATURES
 from midlevel_fast.training.box_regression_fit import DEFAULT_RIDGE
 from midlevel_fast.training.voc_run import cache_voc_splits, evaluate_voc_head, fit_voc_boxes, train_voc_head
@@ -25,13 +30,49 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tagged_splits(args: argparse.Namespace) -> tuple[list[TaggedImage], list[TaggedImage], list[str]]:
+    """Training and validation images of ``--voc`` or ``--data``/``--format`` with their tags, and the classes
+    (read from the training splits)."""
+    val_splits = [args.val_split] if args.val_split else []
+    if args.voc:
+        return ([img for split in args.split for img in voc_tags(args.voc, split)],
+                [img for split in val_splits for img in voc_tags(args.voc, split)], list(VOC_CLASSES))
+    read = imagefolder_tags if args.format == "imagefolder" else (
+        lambda root, split, classes=None: list_tags(Path(root) / split, classes))
+    train, classes = [], None
+    for split in args.split:
+        images, classes = read(args.data, split, classes)
+        train += images
+    val = [img for split in val_splits for img in read(args.data, split, classes)[0]]
+    return train, val, classes
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    if bool(args.voc) == bool(args.data):
+        raise SystemExit("give the data set as --voc VOC_ROOT or as --data PATH --format {imagefolder,list}")
     if args.consistency and not set(PAIR_MODES) <= set(args.mode):
         raise SystemExit(f"--consistency pairs dense windows with grid crops: it needs --mode {' '.join(PAIR_MODES)}")
     config = TrainConfig(layers=args.layers, hidden=args.hidden, objective=args.objective, k=args.k,
-                         max_epochs=args.epochs, seed=args.seed, consistency=args.consistency)
+                         max_epochs=args.epochs, seed=args.seed, consistency=args.consistency,
+                         supervision=args.supervision, pooling=args.pooling)
+    dtype = torch.float16 if args.half else torch.float32
+    if args.supervision == "image":
+        if len(args.mode) != 1:
+            raise SystemExit("--supervision image pools the windows of one --mode (dense: the 2015 paper's)")
+        train, val, classes = _tagged_splits(args)
+        source = {"data": "voc" if args.voc else args.format, "splits": list(args.split)}
+        run = train_tagged_head(train, classes, args.out, val, args.backbone, args.mode[0], config, args.cache,
+                                dtype, source)
+        print(f"trained in {run.result.seconds:.1f} s on {run.images} images' labels ({config.pooling} pooling), "
+              f"best epoch {run.result.best_epoch}; head written to {args.out}")
+        if run.val_ap:
+            print(format_ap_table(classes, {f"{args.val_split} {m}": ap for m, ap in run.val_ap.items()}))
+        return 0
+    if args.data:
+        raise SystemExit("--data/--format give image labels only: train on them with --supervision image "
+                         "(box supervision reads VOC annotations, --voc)")
     run = train_voc_head(args.voc, args.out, args.split, args.val_split, args.backbone, args.mode, config,
-                         args.cache, args.window_step, dtype=torch.float16 if args.half else torch.float32)
+                         args.cache, args.window_step, dtype=dtype)
     print(f"trained in {run.result.seconds:.1f} s, best epoch {run.result.best_epoch}; head written to {args.out}")
     if run.val_ap:
         print(format_ap_table(run.info.class_names, {f"{args.val_split} {m}": ap for m, ap in run.val_ap.items()}))
@@ -58,8 +99,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_voc_options(p: argparse.ArgumentParser, several_modes: bool = False) -> None:
-    p.add_argument("--voc", required=True, help="VOCdevkit/VOC2012 directory")
+def _add_voc_options(p: argparse.ArgumentParser, several_modes: bool = False, voc_required: bool = True) -> None:
+    p.add_argument("--voc", required=voc_required, help="VOCdevkit/VOC2012 directory")
     if several_modes:
         p.add_argument("--mode", nargs="+", choices=CACHE_MODES, default=[CACHE_MODES[0]],
                        help="how patch features are computed; several modes pool their patches")
@@ -81,10 +122,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_distributed_options(c)
     c.set_defaults(func=distributed(cmd_cache))
 
-    t = subparsers.add_parser("train", help="train an adaptation head on a VOC-style data set")
-    _add_voc_options(t, several_modes=True)
-    t.add_argument("--split", nargs="+", default=["train"], help="training split(s), e.g. train or train val")
+    t = subparsers.add_parser("train", help="train an adaptation head on a VOC-style data set, or from image labels")
+    _add_voc_options(t, several_modes=True, voc_required=False)
+    t.add_argument("--data", default=None, help="image-labelled data (with --supervision image): an ImageFolder "
+                                                "root (root/<split>/<class>/<image>) or a folder of list files")
+    t.add_argument("--format", choices=TAG_FORMATS[1:], default="imagefolder",
+                   help="layout of --data; list: each split is a CSV ('path,label1;label2') or JSON list file")
+    t.add_argument("--split", nargs="+", default=["train"], help="training split(s), e.g. train or train val "
+                                                                 "(list format: list files under --data)")
     t.add_argument("--val-split", default="val", help="split for per-epoch validation mAP ('' for none)")
+    t.add_argument("--supervision", choices=SUPERVISIONS, default=SUPERVISIONS[0],
+                   help="boxes: each patch labelled from the boxes (the paper); image: only each image's classes, "
+                        "window probabilities pooled per image (Oquab et al. 2015)")
+    t.add_argument("--pooling", choices=POOLINGS, default=POOLINGS[0],
+                   help="with --supervision image: how an image's windows pool per class (power-mean takes --k)")
     t.add_argument("--backbone", default="efficientnet_lite0", help="backbone the head is trained on")
     t.add_argument("--out", required=True, help="head file to write (.safetensors)")
     t.add_argument("--layers", type=int, default=2, help="adaptation layers: 1, 2 (paper) or 3")

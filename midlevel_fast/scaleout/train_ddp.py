@@ -6,7 +6,8 @@ Parity with a single-process run, by construction:
 * every rank holds the whole training set and draws the same seeded epoch order, so the *global* batches are the
   single-process batches; rank ``r`` computes rows ``tensor_split(batch, world)[r]`` of each (an empty slice is
   fine). With the consistency term a step forwards the rows and both sides of the pairs as one concatenation;
-  each part is split the same way;
+  each part is split the same way. With image-level labels a batch is of images, split the same way, and a rank
+  forwards all the windows of its images (:meth:`Replica.groups`);
 * dropout masks are drawn for the whole global batch on every rank, from the same seeded generator and with the
   same call as the single-process ``nn.Dropout``, and each rank keeps its rows, so the union of the ranks' masks is
   the single-process mask (a rank that drew only its own rows would consume the random stream differently);
@@ -89,6 +90,16 @@ class Replica:
             positions.append(torch.arange(offset + start, offset + stop))
             offset += len(batch)
         self.batch = (offset, torch.cat(positions))
+        return mine
+
+    def groups(self, batch: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+        """This rank's slice of a global batch of groups (images), each of ``sizes`` rows (windows) that one forward
+        takes in order: the groups are split as :meth:`rows` splits rows, and dropout masks are drawn for all the
+        rows of the global batch."""
+        (mine,) = self.rows(batch)
+        _, positions = self.batch
+        first = int(sizes[: int(positions[0])].sum()) if len(positions) else 0
+        self.batch = (int(sizes.sum()), torch.arange(first, first + int(sizes[positions].sum())))
         return mine
 
     def mean(self, value: float) -> float:

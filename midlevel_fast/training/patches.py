@@ -6,7 +6,8 @@
   With the ``"multilabel"`` objective (the paper's suggested fix for co-occurring objects) a patch that qualifies
   for objects of several classes is kept with all of them as a multi-hot target instead of being dropped;
 * evaluation rows (:func:`eval_set`): every cached patch of each evaluation image, with the images' VOC
-  classification ground truth.
+  classification ground truth; :func:`labelled_set` for any image-level labels (they are also the training rows
+  of image-level supervision, :mod:`midlevel_fast.training.weak`).
 """
 from __future__ import annotations
 
@@ -92,12 +93,17 @@ def merge_patch_sets(sets: Sequence[PatchSet]) -> PatchSet:
 
 def eval_set(cache: FeatureCache, images: Sequence[VocImage], classes: Sequence[str]) -> EvalSet:
     """Every cached patch of ``images`` with their images' VOC ground truth."""
-    feats, index, pos, ign = [], [], [], []
-    for i, img in enumerate(images):
-        cached = cache.load(img.image_id)
+    pos, ign = zip(*[image_labels(img, classes) for img in images])
+    return labelled_set(cache, [img.image_id for img in images], np.stack(pos), np.stack(ign))
+
+
+def labelled_set(cache: FeatureCache, image_ids: Sequence[str], positives: np.ndarray,
+                 ignore: np.ndarray) -> EvalSet:
+    """Every cached patch of ``image_ids``, image by image, with their image-level labels ``positives``/``ignore``
+    bool ``(len(image_ids), C)``."""
+    feats, index = [], []
+    for i, image_id in enumerate(image_ids):
+        cached = cache.load(image_id)
         feats.append(torch.from_numpy(np.array(cached.features)))
         index.append(torch.full((len(cached.boxes),), i, dtype=torch.int64))
-        p, g = image_labels(img, classes)
-        pos.append(p)
-        ign.append(g)
-    return EvalSet(torch.cat(feats), torch.cat(index), np.stack(pos), np.stack(ign))
+    return EvalSet(torch.cat(feats), torch.cat(index), np.asarray(positives, bool), np.asarray(ignore, bool))

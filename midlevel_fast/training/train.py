@@ -11,7 +11,11 @@ The frozen network has already run (see :mod:`midlevel_fast.training.cache`); he
   patch scores, VOC2010+ AP) is measured and the best epoch's weights are kept;
 * optionally (``consistency = λ > 0``, not in the paper) each batch also draws as many pairs of a dense window
   and a grid crop, and adds λ times the symmetric KL of their object-class distributions
-  (:mod:`midlevel_fast.training.consistency`) to the loss. The schedule still follows the classification loss alone.
+  (:mod:`midlevel_fast.training.consistency`) to the loss. The schedule still follows the classification loss alone;
+* with ``supervision = "image"`` (not in the paper; its authors' 2015 sequel) the rows are every window of each
+  training image, batches are ``images_per_batch`` images and the loss is that of their pooled window
+  probabilities against the images' labels (:mod:`midlevel_fast.training.weak`). Schedule, validation and seeding
+  are the same.
 
 Everything is seeded: the same inputs and config give bit-identical weights. Under an initialised
 ``torch.distributed`` group of several ranks the head trains with DistributedDataParallel and matches the
@@ -28,11 +32,16 @@ from typing import Callable
 import torch
 
 from midlevel_fast.head import OBJECTIVES, AdaptationHead
-from midlevel_fast.scaleout.train_ddp import replica_for
+from midlevel_fast.scaleout.train_ddp import Replica, replica_for
 from midlevel_fast.training.consistency import PairSet, consistency_loss
 from midlevel_fast.training.evaluate import evaluate_head
 from midlevel_fast.training.loss import batch_loss
 from midlevel_fast.training.patches import EvalSet, PatchSet
+from midlevel_fast.training.pooling import DEFAULT_SHARPNESS, POOLINGS
+from midlevel_fast.training.weak import image_step
+
+# What the targets are: each patch's class from the boxes (the paper), or only each image's classes.
+SUPERVISIONS: tuple[str, ...] = ("boxes", "image")
 
 
 @dataclass
@@ -56,6 +65,12 @@ class TrainConfig:
     consistency: float = 0.0
     # bfloat16 matrix products (fp32 master weights): 3-4x faster on CPUs with native bf16, same mAP.
     bf16: bool = True
+    # Image-level labels (supervision="image"): how windows pool per class (the power mean takes k) and the
+    # images of a batch.
+    supervision: str = "boxes"
+    pooling: str = "max"
+    sharpness: float = DEFAULT_SHARPNESS
+    images_per_batch: int = 16
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -64,6 +79,11 @@ class TrainConfig:
             raise ValueError("need lr > 0, bg_fraction in [0, 1], batch_size >= 1 and max_epochs >= 1")
         if not self.consistency >= 0:
             raise ValueError(f"consistency must be >= 0, got {self.consistency}")
+        if self.supervision not in SUPERVISIONS or self.pooling not in POOLINGS:
+            raise ValueError(f"supervision must be one of {SUPERVISIONS} and pooling one of {POOLINGS}, got "
+                             f"{self.supervision!r} and {self.pooling!r}")
+        if self.supervision == "image" and (self.consistency or self.images_per_batch < 1):
+            raise ValueError("image-level supervision needs images_per_batch >= 1 and no consistency term")
 
 
 @dataclass
@@ -80,10 +100,13 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def train_head(train: PatchSet, num_classes: int, config: TrainConfig = TrainConfig(),
+def train_head(train: PatchSet | EvalSet, num_classes: int, config: TrainConfig = TrainConfig(),
                val: EvalSet | None = None, log: Callable[[str], None] | None = print,
                data_parallel: bool | None = None, pairs: PairSet | None = None) -> TrainResult:
     """Trains an :class:`AdaptationHead` on ``train`` by the schedule of the module docstring.
+
+    ``train``: labelled patches (``config.supervision == "boxes"``), or every window of the training images with
+    their image-level labels (``"image"``; the windows of each image contiguous, images in order).
 
     ``pairs``: the dense/crop pairs of :func:`midlevel_fast.training.consistency.consistency_pairs`, required when
     ``config.consistency > 0`` and ignored otherwise.
@@ -92,6 +115,11 @@ def train_head(train: PatchSet, num_classes: int, config: TrainConfig = TrainCon
     (every rank passes the same ``train``, ``val`` and ``config``, and gets the same weights; only rank 0 logs),
     ``False`` always trains locally.
     """
+    image_level = config.supervision == "image"
+    if image_level != isinstance(train, EvalSet):
+        raise ValueError(f"supervision {config.supervision!r} trains on "
+                         f"{'an EvalSet (images and their labels)' if image_level else 'a PatchSet'}, got "
+                         f"{type(train).__name__}")
     if config.consistency > 0 and not pairs:
         raise ValueError("config.consistency > 0 needs dense/crop pairs "
                          "(midlevel_fast.training.consistency.consistency_pairs)")
@@ -107,35 +135,27 @@ def train_head(train: PatchSet, num_classes: int, config: TrainConfig = TrainCon
     model = head if replica is None else replica.wrap(head)
     opt = torch.optim.SGD(head.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay)
+    if image_level:
+        image_loss = image_step(train, config.objective, config.pooling, config.k, config.sharpness, config.bf16,
+                                replica)
+
+        def step(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            loss = image_loss(model, images)
+            return loss, loss
+        n, batch_size = len(train.positives), config.images_per_batch
+    else:
+        step = _patch_step(train, config, pairs, replica, generator)
+        n, batch_size = len(train.features), config.batch_size
     result = TrainResult(head, config)
     best_loss, drops, lr = math.inf, 0, config.lr
     start = time.perf_counter()
-    n = len(train.features)
     for epoch in range(config.max_epochs):
         head.train()
         order = torch.randperm(n, generator=generator)
         total = 0.0
-        for s in range(0, n, config.batch_size):
-            idx = order[s: s + config.batch_size]
-            batches = [idx]
-            if config.consistency > 0:
-                drawn = torch.randint(len(pairs), (len(idx),), generator=generator)
-                batches += [drawn, drawn]  # the dense sides, then the crop sides
-            mine = batches if replica is None else replica.rows(*batches)
-            x, y = [train.features[mine[0]]], train.targets[mine[0]]
-            if config.consistency > 0:
-                x += [pairs.dense[pairs.index[mine[1], 0]], pairs.crops[pairs.index[mine[2], 1]]]
-            # One forward over rows and both sides of the pairs, so that DDP sees one pass per step.
-            inputs = torch.cat(x).float()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                logits = model(inputs)
-            logits = logits.float().split([len(part) for part in x])
-            world = 1 if replica is None else replica.world_size
-            loss = batch_loss(logits[0], y, config.objective, (len(idx), world))
-            objective = loss
-            if config.consistency > 0:
-                objective = objective + config.consistency * consistency_loss(logits[1], logits[2], config.objective,
-                                                                              (len(idx), world))
+        for s in range(0, n, batch_size):
+            idx = order[s: s + batch_size]
+            loss, objective = step(model, idx)
             opt.zero_grad(set_to_none=True)
             objective.backward()
             opt.step()
@@ -171,3 +191,33 @@ def train_head(train: PatchSet, num_classes: int, config: TrainConfig = TrainCon
     result.seconds = time.perf_counter() - start
     return result
 
+
+def _patch_step(train: PatchSet, config: TrainConfig, pairs: PairSet | None, replica: Replica | None,
+                generator: torch.Generator) -> Callable[[torch.nn.Module, torch.Tensor],
+                                                        tuple[torch.Tensor, torch.Tensor]]:
+    """One batch of patch rows: ``step(model, rows) -> (classification loss, objective)``, the objective with the
+    consistency term of pairs drawn from ``generator`` when ``config.consistency > 0``."""
+    world = 1 if replica is None else replica.world_size
+
+    def step(model: torch.nn.Module, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batches = [idx]
+        if config.consistency > 0:
+            drawn = torch.randint(len(pairs), (len(idx),), generator=generator)
+            batches += [drawn, drawn]  # the dense sides, then the crop sides
+        mine = batches if replica is None else replica.rows(*batches)
+        x, y = [train.features[mine[0]]], train.targets[mine[0]]
+        if config.consistency > 0:
+            x += [pairs.dense[pairs.index[mine[1], 0]], pairs.crops[pairs.index[mine[2], 1]]]
+        # One forward over rows and both sides of the pairs, so that DDP sees one pass per step.
+        inputs = torch.cat(x).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            logits = model(inputs)
+        logits = logits.float().split([len(part) for part in x])
+        loss = batch_loss(logits[0], y, config.objective, (len(idx), world))
+        objective = loss
+        if config.consistency > 0:
+            objective = objective + config.consistency * consistency_loss(logits[1], logits[2], config.objective,
+                                                                          (len(idx), world))
+        return loss, objective
+
+    return step
