@@ -44,12 +44,12 @@ from midlevel_fast.scoring.points import map_points, window_points
 from midlevel_fast.training.cache import CacheConfig
 from midlevel_fast.training.cache_build import default_cache_root
 from midlevel_fast.training.cam import image_cams
-from midlevel_fast.training.evaluate import format_ap_table, patch_probabilities
+from midlevel_fast.training.evaluate import format_ap_table, mean_average_precision, patch_probabilities
 from midlevel_fast.training.pointing import PointingResult, played_classes, pointing_game
 from midlevel_fast.training.probe import train_probe, whole_image_cells, whole_image_features
 from midlevel_fast.training.train import TrainConfig
 from midlevel_fast.training.voc import VOC_CLASSES, VocImage, image_labels, load_split
-from midlevel_fast.training.voc_run import train_voc_head, voc_cache
+from midlevel_fast.training.voc_run import TABLE_METHODS, train_voc_head, voc_cache
 from tests.helpers import experiment_voc_root
 
 Points = list[dict[str, tuple[float, float]]]
@@ -126,21 +126,27 @@ def head_points(name: str, cache_by_mode: dict, head, objective: str, val: list[
             rows[f"{name}, {mode}, {rule}"] = pts
 
 
-def cam_points(backbone, train: list[VocImage], val: list[VocImage], short_side: int | None) -> Points:
-    """CAM points on val: the probe trained on train's pooled features of the view, applied to val's cells."""
+def cam_points(backbone, train: list[VocImage], val: list[VocImage],
+               short_side: int | None) -> tuple[Points, dict[str, np.ndarray]]:
+    """CAM points on val: the probe trained on train's pooled features of the view, applied to val's cells; and the
+    probe's per-class classification AP on val per method of ``TABLE_METHODS``."""
     pos_t = np.stack([image_labels(im)[0] for im in train])
     pos_v, ign_v = (np.stack(a) for a in zip(*[image_labels(im) for im in val]))
     x_train = whole_image_features(backbone, [im.path for im in train], short_side=short_side)
     cells = [whole_image_cells(backbone, load_image(im.path), short_side) for im in val]
-    probe, _, val_map = train_probe(x_train, pos_t, torch.cat([c.mean(dim=(2, 3)) for c in cells]), pos_v, ign_v)
+    x_val = torch.cat([c.mean(dim=(2, 3)) for c in cells])
+    probe, _, val_map = train_probe(x_train, pos_t, x_val, pos_v, ign_v)
     print(f"CAM probe ({short_side or 'squashed 224'}): val classification mAP {100 * val_map:.1f}", flush=True)
+    with torch.no_grad():
+        scores = probe(x_val).numpy()
+    ap = {m: mean_average_precision(scores, pos_v, ign_v, m)[0] for m in TABLE_METHODS}
     points = []
     for img, cell in zip(val, cells):
         classes = played_classes(img)
         maps = image_cams(cell, probe, backbone, (img.height, img.width), short_side)
         pts = map_points(maps[[VOC_CLASSES.index(c) for c in classes]])
         points.append({c: tuple(p) for c, p in zip(classes, pts.tolist())})
-    return points
+    return points, ap
 
 
 def check_against_score_image(head_file: Path, val: list[VocImage], rows: dict, n: int) -> list[dict]:
@@ -213,7 +219,7 @@ def main() -> None:
         check = check_against_score_image(Path(tmp) / "shipped recipe.safetensors", val, rows, args.check)
     for short_side in (None, 448):
         t0 = time.perf_counter()
-        rows[f"CAM {short_side or 224}"] = cam_points(backbone, train, val, short_side)
+        rows[f"CAM {short_side or 224}"], _ = cam_points(backbone, train, val, short_side)
         seconds[f"CAM {short_side or 224}"] = time.perf_counter() - t0
     results: dict[str, PointingResult] = {name: pointing_game(val, pts) for name, pts in rows.items()}
     print("\npointing game, VOC val (391 images), tolerance 15 px: accuracy per class, % (last column: the mean "
