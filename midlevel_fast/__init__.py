@@ -9,6 +9,7 @@ from midlevel_fast.ops.aggregate import output_maps, power_mean
 from midlevel_fast.ops.backends import BackendStatus, backends
 from midlevel_fast.ops.crop_resize import IMAGENET_MEAN, IMAGENET_STD, PADDING_MODES, crop_resize
 from midlevel_fast.scaleout.collection import score_collection
+from midlevel_fast.scoring.boxes import BoxScores, score_boxes
 from midlevel_fast.scoring.dense import dense_windows
 from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP, Grid, grid
 from midlevel_fast.scoring.score import ScoreResult, score_image
@@ -21,6 +22,7 @@ __all__ = [
     "PAPER_STEP",
     "AdaptationHead",
     "BackendStatus",
+    "BoxScores",
     "Grid",
     "HeadInfo",
     "PatchClassifier",
@@ -35,6 +37,7 @@ __all__ = [
     "output_maps",
     "power_mean",
     "save_head",
+    "score_boxes",
     "score_collection",
     "score_image",
 ]

@@ -19,6 +19,7 @@ from safetensors.torch import save
 import torch.nn.functional as F
 from torch import nn
 
+from midlevel_fast.backbones.top import TOP_PREFIX
 from midlevel_fast.io.files import atomic_write_bytes
 from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP
 from midlevel_fast.scoring.box_regression import BoxRegression
@@ -79,6 +80,8 @@ class HeadInfo:
             (:class:`midlevel_fast.scoring.presence.Calibration`), or ``None`` for a head without one.
         box_regression: the per-class box regression of detections
             (:class:`midlevel_fast.scoring.box_regression.BoxRegression`), or ``None`` for a head without one.
+        top: the fine-tuned weights of the backbone's top (``--unfreeze top``,
+            :mod:`midlevel_fast.backbones.top`) by state-dict name, or ``None`` when the trunk stayed frozen.
     """
 
     backbone: str
@@ -92,6 +95,15 @@ class HeadInfo:
     extra: dict[str, Any] = field(default_factory=dict)
     calibration: Calibration | None = None
     box_regression: BoxRegression | None = None
+    top: dict[str, torch.Tensor] | None = None
+
+    def require_frozen(self, what: str) -> None:
+        """``ValueError`` when the head fine-tuned the backbone's top: ``what`` (e.g. evaluating from the feature
+        cache, which holds the frozen backbone's features) would silently use the wrong features."""
+        if self.top is not None:
+            raise ValueError(f"this head fine-tuned the top of {self.backbone} (--unfreeze top): {what} reads the "
+                             "frozen backbone's cached features; score images with it instead (score_image, "
+                             "score_boxes)")
 
     @property
     def num_outputs(self) -> int:
@@ -128,6 +140,9 @@ def save_head(path: str | os.PathLike, head: AdaptationHead, info: HeadInfo,
         meta["box_regression"] = json.dumps(reg.description)
         tensors[BOX_REGRESSION_PREFIX + "weight"] = reg.weight.to(dtype).contiguous()
         tensors[BOX_REGRESSION_PREFIX + "bias"] = reg.bias.to(dtype).contiguous()
+    if info.top is not None:
+        tensors.update({TOP_PREFIX + name: value.detach().to("cpu", dtype).contiguous()
+                        for name, value in info.top.items()})
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
@@ -160,11 +175,13 @@ def load_head(path: str | os.PathLike) -> tuple[AdaptationHead, HeadInfo]:
             box_regression=(BoxRegression(tensors[BOX_REGRESSION_PREFIX + "weight"],
                                           tensors[BOX_REGRESSION_PREFIX + "bias"], json.loads(meta["box_regression"]))
                             if "box_regression" in meta else None),
+            top={name[len(TOP_PREFIX):]: value.float() for name, value in tensors.items()
+                 if name.startswith(TOP_PREFIX)} or None,
         )
         head = AdaptationHead(json.loads(meta["in_dim"]), info.num_outputs, info.layers, info.hidden,
                               json.loads(meta["dropout"]))
         head.load_state_dict({k: v.float() for k, v in tensors.items()
-                              if not k.startswith((CALIBRATION_PREFIX, BOX_REGRESSION_PREFIX))})
+                              if not k.startswith((CALIBRATION_PREFIX, BOX_REGRESSION_PREFIX, TOP_PREFIX))})
         if info.box_regression is not None and (info.box_regression.num_classes != len(info.class_names)
                                                 or not _regression_fits(info.box_regression, head.in_dim)):
             raise ValueError("the box regression does not match the head's classes and features")

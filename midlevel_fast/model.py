@@ -14,6 +14,7 @@ from torch import nn
 
 from midlevel_fast.backbones import Backbone, get_backbone
 from midlevel_fast.backbones.layout import WindowLayout
+from midlevel_fast.backbones.top import load_top
 from midlevel_fast.head import HeadInfo, class_probabilities, load_head
 
 DEFAULT_HEAD = "voc_head_lite0.safetensors"
@@ -72,7 +73,8 @@ def load_model(head: str | os.PathLike | None = None, backbone: str | None = Non
                **backbone_kw: Any) -> PatchClassifier:
     """A patch classifier in eval mode: ``head`` is a head file, ``"imagenet"`` for the backbone's ImageNet
     classifier, or ``None`` for the default (the shipped VOC head on EfficientNet-Lite0, or Lite0's ImageNet
-    classifier when this build ships no head). ``backbone`` defaults to the head file's backbone, else
+    classifier when this build ships no head). A head file with a fine-tuned top (``--unfreeze top``) replaces the
+    backbone's top weights with its own. ``backbone`` defaults to the head file's backbone, else
     ``efficientnet_lite0``; ``backbone_kw`` go to its factory (e.g. ``weights_path``). Raises as
     :func:`midlevel_fast.head.load_head` does, and ``ValueError`` when the head and backbone do not match."""
     if head is None:
@@ -84,7 +86,11 @@ def load_model(head: str | os.PathLike | None = None, backbone: str | None = Non
         raise FileNotFoundError(f"head {str(head)!r} is not a file{hint}: give a head file (.safetensors), 'imagenet' "
                                 "for the backbone's ImageNet classifier, or no head for the default model")
     adaptation, info = load_head(head)
-    return PatchClassifier(get_backbone(backbone or info.backbone, **backbone_kw), adaptation, info).eval()
+    trunk = get_backbone(backbone or info.backbone, **backbone_kw)
+    if info.top is not None:
+        # A head trained with --unfreeze top carries its own weights for the backbone's last block.
+        load_top(trunk, info.top, f"head file {str(head)!r}")
+    return PatchClassifier(trunk, adaptation, info).eval()
 
 
 @cache

@@ -185,8 +185,8 @@ TOY_CACHE_CONFIG = CacheConfig(backbone="toy", mode="dense", scales=[1.0, 2.0], 
                                feature_dim=6)
 
 
-def toy_extract(img: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(features (3, 6), boxes (3, 4), scale_index (3,))`` of an RGB uint8 HWC image."""
+def toy_extract(img: np.ndarray, image_id: str = "") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(features (3, 6), boxes (3, 4), scale_index (3,))`` of an RGB uint8 HWC image (``image_id`` unused)."""
     h, w = img.shape[:2]
     boxes = torch.tensor([[0, 0, w, h], [0, 0, w / 2, h / 2], [w / 2, h / 2, w, h]], dtype=torch.float32)
     feats = []

@@ -70,8 +70,8 @@ def test_resumes_after_kill_9_in_the_middle_of_a_write(tmp_path):
 
     calls = []
 
-    def counting(img):
-        calls.append(1)
+    def counting(img, image_id):
+        calls.append(image_id)
         return toy_extract(img)
 
     resumed = build_cache(partial, items, counting, progress=False)

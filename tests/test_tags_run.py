@@ -64,7 +64,7 @@ def test_cli_trains_from_a_list_and_from_voc_labels(folder, tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--supervision", "image"], "give the data set as --voc VOC_ROOT or as --data PATH"),
     (["--data", "D", "--voc", "V"], "give the data set as --voc VOC_ROOT or as --data PATH"),
-    (["--data", "D"], "--data/--format give image labels only: train on them with --supervision image"),
+    (["--data", "D"], "--data/--format give image labels: train on them with --supervision image"),
     (["--data", "D", "--supervision", "image", "--mode", "dense", "batched"], "pools the windows of one --mode"),
 ])
 def test_cli_refuses_inconsistent_options(args, message, tmp_path):

@@ -39,6 +39,9 @@ class AlexNet(Backbone):
     feature_dim = _FC
     cell_dim = 256
     batch_size = 64
+    # The paper's "U" row retrains FC6 (FC7 stays frozen); its input is the pool5 window.
+    top_modules = ("classifier.1",)
+    top_input_shape = (256, 6, 6)
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
 
@@ -83,7 +86,16 @@ class AlexNet(Backbone):
         # The FC weights are plain NCHW views; oneDNN runs these huge-kernel convs faster on NCHW cells.
         cells = cells.contiguous()
         x = F.relu(F.conv2d(cells, fc6.weight.view(_FC, 256, self.window, self.window), fc6.bias, stride=window_step))
+        # Dropout on FC6 only while it is trained (--unfreeze top, the paper's "U" row); frozen backbones are in
+        # eval mode and never apply it.
+        x = F.dropout(x, 0.5, self.training)
         return F.relu(F.conv2d(x, fc7.weight.view(_FC, _FC, 1, 1), fc7.bias))
+
+    def below_top(self, patches: Tensor) -> Tensor:
+        return self.features(patches)
+
+    def top(self, x: Tensor) -> Tensor:
+        return self.window_head(x).flatten(1)
 
 
 def _random_init(model: AlexNet) -> None:

@@ -86,6 +86,9 @@ class Backbone(nn.Module):
         imagenet_classes: the 1000 ImageNet class names that ``imagenet_head`` scores.
         imagenet_head: ``nn.Linear(feature_dim, 1000)``, the ImageNet classifier on top of the mid-level vector.
             It takes ``(B, feature_dim)``; for dense maps use :meth:`imagenet_head_dense`.
+        top_modules: names of the submodules of the network's last block, the part ``--unfreeze top`` trains
+            (:meth:`below_top`, :meth:`top`); empty when the backbone cannot unfreeze it.
+        top_input_shape: ``(channels, h, w)`` of one patch's input to the top.
     """
 
     name: str
@@ -98,6 +101,8 @@ class Backbone(nn.Module):
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     imagenet_head: nn.Linear
+    top_modules: tuple[str, ...] = ()
+    top_input_shape: tuple[int, int, int] = (0, 0, 0)
 
     @property
     def imagenet_classes(self) -> list[str]:
@@ -138,6 +143,15 @@ class Backbone(nn.Module):
                 f"got {tuple(patches.shape)}; use trunk + window_head for whole images"
             )
         return self.window_head(self.trunk(patches)).flatten(1)
+
+    def below_top(self, patches: Tensor) -> Tensor:
+        """``(B, 3, input_size, input_size)`` normalised patches -> ``(B, *top_input_shape)``: the frozen part."""
+        raise NotImplementedError(f"{self.name} has no trainable top (--unfreeze top)")
+
+    def top(self, x: Tensor) -> Tensor:
+        """``(B, *top_input_shape)`` -> ``(B, feature_dim)`` mid-level vectors: ``top(below_top(p)) == forward(p)``
+        in eval mode."""
+        raise NotImplementedError(f"{self.name} has no trainable top (--unfreeze top)")
 
     def imagenet_head_dense(self, features: Tensor) -> Tensor:
         """``(B, feature_dim, h, w)`` dense mid-level features -> ``(B, 1000, h, w)`` ImageNet logits."""

@@ -89,6 +89,8 @@ class EfficientNetLite0(Backbone):
     feature_dim = _HEAD
     cell_dim = _HEAD
     batch_size = 4
+    top_modules = (f"_blocks.{sum(stage[0] for stage in _STAGES) - 1}", "_conv_head")
+    top_input_shape = (_STAGES[-2][4], 7, 7)
     mean = (127 / 255,) * 3
     std = (128 / 255,) * 3
 
@@ -113,10 +115,24 @@ class EfficientNetLite0(Backbone):
         return -(-height % self.cell_size), -(-width % self.cell_size)
 
     def trunk(self, x: Tensor) -> Tensor:
+        return self._top_cells(self._below_top_cells(x))
+
+    def _below_top_cells(self, x: Tensor) -> Tensor:
         x = F.relu6(self._conv_stem(x))
-        for block in self._blocks:
+        for block in self._blocks[:-1]:
             x = block(x)
-        return F.relu6(self._conv_head(x))
+        return x
+
+    def _top_cells(self, x: Tensor) -> Tensor:
+        return F.relu6(self._conv_head(self._blocks[-1](x)))
+
+    def below_top(self, patches: Tensor) -> Tensor:
+        return self._below_top_cells(patches)
+
+    def top(self, x: Tensor) -> Tensor:
+        # The last stage (one MBConv, 192 -> 320 channels) and the 1x1 head conv; no dropout inside (EfficientNet
+        # has it only before its classifier, whose place the adaptation head's FCa dropout takes).
+        return self.window_head(self._top_cells(x)).flatten(1)
 
     def window_head(self, cells: Tensor, window_step: int = 1) -> Tensor:
         return F.avg_pool2d(cells, self.window, stride=window_step)

@@ -1,7 +1,7 @@
 """``midlevel-fast``: command-line entry point.
 
 One module per command group (:mod:`~midlevel_fast.cli.score`: ``score``, ``score-dir``;
-:mod:`~midlevel_fast.cli.voc`: ``cache``, ``train``, ``eval``), each parsing its arguments and calling library
+:mod:`~midlevel_fast.cli.boxes`: ``score-boxes``; :mod:`~midlevel_fast.cli.voc`: ``cache``, ``train``, ``eval``), each parsing its arguments and calling library
 functions; :mod:`~midlevel_fast.cli.distributed` adds ``torchrun`` support to the commands that shard.
 
 Exit status: 0 on success; 1 when ``score`` could not score some image (each is reported); 2 on a usage error
@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from midlevel_fast.cli import calibrate, score, voc
+from midlevel_fast.cli import boxes, calibrate, score, voc
 
 # What a command reports as "error: ..." rather than as a traceback: the user's files, values and extras.
 REPORTED_ERRORS = (ValueError, ImportError, OSError)
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('midlevel_fast')}")
     sub = parser.add_subparsers(dest="command", required=True)
     score.register(sub)
+    boxes.register(sub)
     voc.register(sub)
     calibrate.register(sub)
     return parser

@@ -11,6 +11,8 @@ import torch
 from midlevel_fast.cli.distributed import add_distributed_options, distributed
 from midlevel_fast.head import OBJECTIVES
 from midlevel_fast.model import load_model
+from midlevel_fast.training.box_samples import BOX_FORMATS, read_samples
+from midlevel_fast.training.box_task import train_box_head
 from midlevel_fast.training.cache import CACHE_MODES
 from midlevel_fast.training.consistency import PAIR_MODES
 from midlevel_fast.training.evaluate import format_ap_table
@@ -18,6 +20,7 @@ from midlevel_fast.training.pooling import POOLINGS
 from midlevel_fast.training.tags import TAG_FORMATS, TaggedImage, imagefolder_tags, list_tags, voc_tags
 from midlevel_fast.training.tags_run import train_tagged_head
 from midlevel_fast.training.train import SUPERVISIONS, TrainConfig
+from midlevel_fast.training.unfreeze import UNFREEZE
 from midlevel_fast.training.voc import VOC_CLASSES
 from midlevel_fast.scoring.box_regression import REGRESSION_FEATURES
 from midlevel_fast.training.box_regression_fit import DEFAULT_RIDGE
@@ -47,15 +50,50 @@ def _tagged_splits(args: argparse.Namespace) -> tuple[list[TaggedImage], list[Ta
     return train, val, classes
 
 
+# What a head learns to score: objects in whole images from patches labelled by their boxes or image tags (the
+# paper's object task), or given boxes from one square patch each (its action task).
+TASKS: tuple[str, ...] = ("objects", "boxes")
+
+
+def _train_boxes(args: argparse.Namespace, config: TrainConfig, dtype: torch.dtype) -> int:
+    """``train --task boxes``: one square patch per labelled box of ``--data`` (``--format`` one of BOX_FORMATS)."""
+    if args.voc or not args.data or args.format not in BOX_FORMATS:
+        raise SystemExit(f"--task boxes reads --data PATH --format {{{','.join(BOX_FORMATS)}}} (VOC Action: --data "
+                         "VOC_ROOT --format voc-action)")
+    if args.supervision != "boxes" or args.consistency:
+        raise SystemExit("--task boxes labels each box's patch: no --supervision image, no --consistency")
+    train, classes = [], None
+    for split in args.split:
+        samples, classes = read_samples(args.format, args.data, split, classes)
+        train += samples
+    val = read_samples(args.format, args.data, args.val_split, classes)[0] if args.val_split else []
+    run = train_box_head(train, classes, args.out, val, args.backbone, config, args.context, args.cache, dtype,
+                         {"data": args.format, "splits": list(args.split)})
+    print(f"trained in {run.result.seconds:.1f} s on {run.samples} boxes (one {args.context:g}x square patch each"
+          f"{', top unfrozen' if config.unfreeze == 'top' else ''}), best epoch {run.result.best_epoch}; head written "
+          f"to {args.out}")
+    if run.val is not None:
+        print(format_ap_table(classes, {f"{args.val_split} AP": run.val.ap}))
+        print(f"{args.val_split}: {run.val.n} boxes, mAP {100 * run.val.map:.1f} %, accuracy "
+              f"{100 * run.val.accuracy:.1f} %, log-loss {run.val.log_loss:.3f}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    config = TrainConfig(layers=args.layers, hidden=args.hidden, objective=args.objective, k=args.k,
+                         max_epochs=args.epochs, seed=args.seed, consistency=args.consistency,
+                         supervision=args.supervision, pooling=args.pooling, unfreeze=args.unfreeze)
+    dtype = torch.float16 if args.half else torch.float32
+    if args.task == "boxes":
+        return _train_boxes(args, config, dtype)
+    if args.unfreeze != "none":
+        raise SystemExit("--unfreeze top trains one patch per box: use it with --task boxes")
+    if args.data and args.format not in TAG_FORMATS[1:]:
+        raise SystemExit(f"--format {args.format} gives boxes: train on them with --task boxes")
     if bool(args.voc) == bool(args.data):
         raise SystemExit("give the data set as --voc VOC_ROOT or as --data PATH --format {imagefolder,list}")
     if args.consistency and not set(PAIR_MODES) <= set(args.mode):
         raise SystemExit(f"--consistency pairs dense windows with grid crops: it needs --mode {' '.join(PAIR_MODES)}")
-    config = TrainConfig(layers=args.layers, hidden=args.hidden, objective=args.objective, k=args.k,
-                         max_epochs=args.epochs, seed=args.seed, consistency=args.consistency,
-                         supervision=args.supervision, pooling=args.pooling)
-    dtype = torch.float16 if args.half else torch.float32
     if args.supervision == "image":
         if len(args.mode) != 1:
             raise SystemExit("--supervision image pools the windows of one --mode (dense: the 2015 paper's)")
@@ -69,8 +107,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(format_ap_table(classes, {f"{args.val_split} {m}": ap for m, ap in run.val_ap.items()}))
         return 0
     if args.data:
-        raise SystemExit("--data/--format give image labels only: train on them with --supervision image "
-                         "(box supervision reads VOC annotations, --voc)")
+        raise SystemExit("--data/--format give image labels: train on them with --supervision image, or boxes to "
+                         "classify: --task boxes (objects with box supervision read VOC annotations, --voc)")
     run = train_voc_head(args.voc, args.out, args.split, args.val_split, args.backbone, args.mode, config,
                          args.cache, args.window_step, dtype=dtype)
     print(f"trained in {run.result.seconds:.1f} s, best epoch {run.result.best_epoch}; head written to {args.out}")
@@ -122,12 +160,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_distributed_options(c)
     c.set_defaults(func=distributed(cmd_cache))
 
-    t = subparsers.add_parser("train", help="train an adaptation head on a VOC-style data set, or from image labels")
+    t = subparsers.add_parser("train", help="train an adaptation head on a VOC-style data set, from image labels, "
+                                            "or on given boxes (--task boxes)")
     _add_voc_options(t, several_modes=True, voc_required=False)
-    t.add_argument("--data", default=None, help="image-labelled data (with --supervision image): an ImageFolder "
-                                                "root (root/<split>/<class>/<image>) or a folder of list files")
-    t.add_argument("--format", choices=TAG_FORMATS[1:], default="imagefolder",
-                   help="layout of --data; list: each split is a CSV ('path,label1;label2') or JSON list file")
+    t.add_argument("--task", choices=TASKS, default=TASKS[0],
+                   help="objects: score whole images from multi-scale patches (the paper's object task); boxes: "
+                        "classify given boxes from one square patch each (its action task)")
+    t.add_argument("--data", default=None, help="image-labelled data (--supervision image) or labelled boxes "
+                                                "(--task boxes): an ImageFolder root (root/<split>/<class>/<image>), "
+                                                "a folder of list files, a VOC root (voc-action)")
+    t.add_argument("--format", choices=sorted(set(TAG_FORMATS[1:]) | set(BOX_FORMATS)), default="imagefolder",
+                   help="layout of --data; list (image labels): each split is a CSV ('path,label1;label2') or JSON "
+                        "list file under --data; csv, coco (boxes): the split's file under --data "
+                        "(<split>.csv: path,x0,y0,x1,y1,label; <split>.json: COCO); voc-action: "
+                        "ImageSets/Action/<split>.txt; imagefolder: the whole image is the box")
+    t.add_argument("--unfreeze", choices=UNFREEZE, default=UNFREEZE[0],
+                   help="with --task boxes, top: also train the backbone's last block (Lite0: its last stage and "
+                        "head conv; AlexNet: FC6) at a tenth of the learning rate (the paper's 'U' rows)")
+    t.add_argument("--context", type=float, default=1.0,
+                   help="with --task boxes: the square patch's side over the box's longer side")
     t.add_argument("--split", nargs="+", default=["train"], help="training split(s), e.g. train or train val "
                                                                  "(list format: list files under --data)")
     t.add_argument("--val-split", default="val", help="split for per-epoch validation mAP ('' for none)")

@@ -30,12 +30,12 @@ from midlevel_fast.training.cache import CacheConfig, FeatureCache
 def build_cache(
     cache: FeatureCache,
     items: Iterable[tuple[str, str | Path]],
-    extract: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    extract: Callable[[np.ndarray, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     progress: bool = True,
     part: tuple[int, int] | None = None,
 ) -> FeatureCache:
-    """Adds every ``(image_id, path)`` not yet in ``cache``, computing ``extract(rgb_uint8_hwc) -> (features,
-    boxes, scale_index)``. Resumes where a previous (killed) build stopped. Shows a tqdm bar in images/s.
+    """Adds every ``(image_id, path)`` not yet in ``cache``, computing ``extract(rgb_uint8_hwc, image_id) ->
+    (features, boxes, scale_index)`` (the id tells an extractor of several items per image which one it is). Resumes where a previous (killed) build stopped. Shows a tqdm bar in images/s.
 
     ``part``: ``(rank, world_size)`` to compute only that rank's share of ``items`` (round-robin by position);
     with ``world_size > 1`` the cache must be that rank's writer (``FeatureCache(..., rank=rank)``).
@@ -55,7 +55,7 @@ def build_cache(
     for image_id, path in bar:
         img = load_image(path)
         with torch.inference_mode():
-            feats, boxes, scale_index = extract(img)
+            feats, boxes, scale_index = extract(img, image_id)
         cache.add(image_id, feats, boxes, scale_index, (img.shape[0], img.shape[1]))
         bar.set_postfix(patches=len(boxes), elapsed=f"{time.perf_counter() - start:.0f}s")
     return cache
@@ -88,7 +88,7 @@ def fill_cache(cache: FeatureCache, backbone: torch.nn.Module, items: Iterable[t
     if backbone.name != cfg.backbone or backbone.feature_dim != cfg.feature_dim:
         raise ValueError(f"backbone {backbone.name} does not match cache config {cfg.backbone}")
 
-    def extract(img: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def extract(img: np.ndarray, image_id: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return patch_features(backbone, img, cfg.mode, cfg.scales, cfg.grid_step, cfg.window_step)
 
     ctx = current()

@@ -74,6 +74,7 @@ def cached_images(voc_root: str | os.PathLike, split: str, caches: Sequence[Feat
 
 def scores_of(head: torch.nn.Module, info: HeadInfo, cache: FeatureCache, images: Sequence[VocImage]) -> FitData:
     """``head``'s power-mean scores of ``images`` from ``cache``, with their labels (``head`` is put in eval mode)."""
+    info.require_frozen("calibration from the feature cache")
     data = eval_set(cache, images, info.class_names)
     head.eval()
     probs = patch_probabilities(head, data.features, info.extra.get("objective", "softmax"), len(info.class_names))

@@ -31,6 +31,8 @@ from typing import Callable
 
 import torch
 
+from midlevel_fast.backbones.base import Backbone
+from midlevel_fast.backbones.top import top_state
 from midlevel_fast.head import OBJECTIVES, AdaptationHead
 from midlevel_fast.scaleout.train_ddp import Replica, replica_for
 from midlevel_fast.training.consistency import PairSet, consistency_loss
@@ -38,6 +40,7 @@ from midlevel_fast.training.evaluate import evaluate_head
 from midlevel_fast.training.loss import batch_loss
 from midlevel_fast.training.patches import EvalSet, PatchSet
 from midlevel_fast.training.pooling import DEFAULT_SHARPNESS, POOLINGS
+from midlevel_fast.training.unfreeze import UNFREEZE, TopAndHead
 from midlevel_fast.training.weak import image_step
 
 # What the targets are: each patch's class from the boxes (the paper), or only each image's classes.
@@ -71,6 +74,10 @@ class TrainConfig:
     pooling: str = "max"
     sharpness: float = DEFAULT_SHARPNESS
     images_per_batch: int = 16
+    # "top": the backbone's last block trains too (the paper's "U" rows), at lr * top_lr_scale; the rows are then
+    # the inputs of that block (midlevel_fast.training.unfreeze).
+    unfreeze: str = "none"
+    top_lr_scale: float = 0.1
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -84,13 +91,19 @@ class TrainConfig:
                              f"{self.supervision!r} and {self.pooling!r}")
         if self.supervision == "image" and (self.consistency or self.images_per_batch < 1):
             raise ValueError("image-level supervision needs images_per_batch >= 1 and no consistency term")
+        if self.unfreeze not in UNFREEZE or not self.top_lr_scale > 0:
+            raise ValueError(f"unfreeze must be one of {UNFREEZE} and top_lr_scale > 0, got {self.unfreeze!r} and "
+                             f"{self.top_lr_scale!r}")
+        if self.unfreeze != "none" and (self.supervision == "image" or self.consistency):
+            raise ValueError("unfreeze='top' trains on one patch per sample (box supervision, no consistency term)")
 
 
 @dataclass
 class TrainResult:
     """The trained ``head`` (the best validation epoch's weights when there was a validation set, else the last
     epoch's), one ``history`` record per epoch (``epoch``, ``lr``, ``loss``, ``val_map``, ``seconds``), the best
-    epoch and its validation mAP, and the training time."""
+    epoch and its validation mAP, the training time, and with ``unfreeze="top"`` the trained ``top``'s weights
+    (:func:`midlevel_fast.backbones.top.top_state`)."""
 
     head: AdaptationHead
     config: TrainConfig
@@ -98,11 +111,13 @@ class TrainResult:
     best_epoch: int = -1
     best_map: float = float("nan")
     seconds: float = 0.0
+    top: dict[str, torch.Tensor] | None = None
 
 
 def train_head(train: PatchSet | EvalSet, num_classes: int, config: TrainConfig = TrainConfig(),
                val: EvalSet | None = None, log: Callable[[str], None] | None = print,
-               data_parallel: bool | None = None, pairs: PairSet | None = None) -> TrainResult:
+               data_parallel: bool | None = None, pairs: PairSet | None = None,
+               backbone: Backbone | None = None) -> TrainResult:
     """Trains an :class:`AdaptationHead` on ``train`` by the schedule of the module docstring.
 
     ``train``: labelled patches (``config.supervision == "boxes"``), or every window of the training images with
@@ -110,6 +125,9 @@ def train_head(train: PatchSet | EvalSet, num_classes: int, config: TrainConfig 
 
     ``pairs``: the dense/crop pairs of :func:`midlevel_fast.training.consistency.consistency_pairs`, required when
     ``config.consistency > 0`` and ignored otherwise.
+
+    ``backbone``: with ``config.unfreeze == "top"``, the backbone whose top trains with the head (a copy; the rows
+    are flattened :meth:`~midlevel_fast.backbones.base.Backbone.below_top` outputs); ignored otherwise.
 
     ``data_parallel``: ``None`` trains with DDP when a ``torch.distributed`` group of several ranks is initialised
     (every rank passes the same ``train``, ``val`` and ``config``, and gets the same weights; only rank 0 logs),
@@ -131,10 +149,17 @@ def train_head(train: PatchSet | EvalSet, num_classes: int, config: TrainConfig 
         log = None
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    head = AdaptationHead(train.features.shape[1], num_classes + 1, config.layers, config.hidden, config.dropout)
-    model = head if replica is None else replica.wrap(head)
-    opt = torch.optim.SGD(head.parameters(), lr=config.lr, momentum=config.momentum,
-                          weight_decay=config.weight_decay)
+    if config.unfreeze == "top" and backbone is None:
+        raise ValueError("unfreeze='top' needs the backbone whose top trains (train_head(..., backbone=...))")
+    in_dim = train.features.shape[1] if config.unfreeze == "none" else backbone.feature_dim
+    head = AdaptationHead(in_dim, num_classes + 1, config.layers, config.hidden, config.dropout)
+    trained: torch.nn.Module = head
+    groups = [{"params": list(head.parameters()), "lr": config.lr}]
+    if config.unfreeze == "top":
+        trained = TopAndHead(backbone, head)
+        groups.append({"params": trained.top_parameters(), "lr": config.lr * config.top_lr_scale})
+    model = trained if replica is None else replica.wrap(trained)
+    opt = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     if image_level:
         image_loss = image_step(train, config.objective, config.pooling, config.k, config.sharpness, config.bf16,
                                 replica)
@@ -150,7 +175,7 @@ def train_head(train: PatchSet | EvalSet, num_classes: int, config: TrainConfig 
     best_loss, drops, lr = math.inf, 0, config.lr
     start = time.perf_counter()
     for epoch in range(config.max_epochs):
-        head.train()
+        trained.train()
         order = torch.randperm(n, generator=generator)
         total = 0.0
         for s in range(0, n, batch_size):
@@ -164,10 +189,10 @@ def train_head(train: PatchSet | EvalSet, num_classes: int, config: TrainConfig 
         epoch_loss = (total if replica is None else replica.mean(total)) / n
         record = {"epoch": epoch, "lr": lr, "loss": epoch_loss}
         if val is not None:
-            _, record["val_map"] = evaluate_head(head, val, config.objective, config.k, bf16=config.bf16)
+            _, record["val_map"] = evaluate_head(trained, val, config.objective, config.k, bf16=config.bf16)
             if not result.best_map >= record["val_map"]:
                 result.best_map, result.best_epoch = record["val_map"], epoch
-                best_state = copy.deepcopy(head.state_dict())
+                best_state = copy.deepcopy(trained.state_dict())
         record["seconds"] = time.perf_counter() - start
         result.history.append(record)
         if log:
@@ -179,15 +204,17 @@ def train_head(train: PatchSet | EvalSet, num_classes: int, config: TrainConfig 
             drops += 1
             lr /= 10
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] /= 10
         best_loss = min(best_loss, epoch_loss)
     if replica is not None:
-        replica.unwrap(head)
+        replica.unwrap(trained)
     if val is not None:
-        head.load_state_dict(best_state)
+        trained.load_state_dict(best_state)
     else:
         result.best_epoch = len(result.history) - 1
-    head.eval()
+    trained.eval()
+    if config.unfreeze == "top":
+        result.top = top_state(trained.backbone)
     result.seconds = time.perf_counter() - start
     return result
 

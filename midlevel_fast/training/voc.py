@@ -107,15 +107,19 @@ def _flag(obj: ET.Element, tag: str, xml_path: Path) -> bool:
     return text == "1"
 
 
-def _coordinate(bndbox: ET.Element, tag: str, xml_path: Path) -> float:
-    text = _text(bndbox, tag, xml_path)
+def finite_number(text: str, field: str, where: str | Path) -> float:
+    """``text`` as a finite float; ``ValueError`` ``"<where>: <field> is not a number/finite: ..."`` otherwise."""
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"{xml_path}: <{tag}> is not a number: {text!r}") from None
+        raise ValueError(f"{where}: {field} is not a number: {text!r}") from None
     if not math.isfinite(value):
-        raise ValueError(f"{xml_path}: <{tag}> is not finite: {text!r}")
+        raise ValueError(f"{where}: {field} is not finite: {text!r}")
     return value
+
+
+def _coordinate(bndbox: ET.Element, tag: str, xml_path: Path) -> float:
+    return finite_number(_text(bndbox, tag, xml_path), f"<{tag}>", xml_path)
 
 
 def _image_size(root_elem: ET.Element, jpeg: Path) -> tuple[int, int]:
@@ -148,6 +152,23 @@ def _box(obj: ET.Element, width: int, height: int, xml_path: Path) -> tuple[floa
     return box
 
 
+def open_annotation(root: str | Path, image_id: str) -> tuple[Path, Path, ET.Element, int, int]:
+    """``(xml_path, jpeg, parsed root element, width, height)`` of ``image_id``'s annotation under the VOC ``root``.
+    ``FileNotFoundError`` for a missing XML or image, ``ValueError`` naming the XML when it is malformed."""
+    root = _check_root(root)
+    xml_path = root / "Annotations" / f"{image_id}.xml"
+    jpeg = root / "JPEGImages" / f"{image_id}.jpg"
+    if not xml_path.is_file():
+        raise FileNotFoundError(f"annotation {str(xml_path)!r} not found")
+    if not jpeg.is_file():
+        raise FileNotFoundError(f"image {str(jpeg)!r} not found (annotated in {xml_path})")
+    try:
+        tree = ET.parse(xml_path).getroot()
+    except ET.ParseError as e:
+        raise ValueError(f"{xml_path}: malformed XML: {e}") from None
+    return xml_path, jpeg, tree, *_image_size(tree, jpeg)
+
+
 def read_annotation(
     root: str | Path,
     image_id: str,
@@ -161,18 +182,7 @@ def read_annotation(
     """
     if unknown not in ("error", "skip"):
         raise ValueError(f"unknown must be 'error' or 'skip', got {unknown!r}")
-    root = _check_root(root)
-    xml_path = root / "Annotations" / f"{image_id}.xml"
-    jpeg = root / "JPEGImages" / f"{image_id}.jpg"
-    if not xml_path.is_file():
-        raise FileNotFoundError(f"annotation {str(xml_path)!r} not found")
-    if not jpeg.is_file():
-        raise FileNotFoundError(f"image {str(jpeg)!r} not found (annotated in {xml_path})")
-    try:
-        tree = ET.parse(xml_path).getroot()
-    except ET.ParseError as e:
-        raise ValueError(f"{xml_path}: malformed XML: {e}") from None
-    width, height = _image_size(tree, jpeg)
+    xml_path, jpeg, tree, width, height = open_annotation(root, image_id)
     known = set(classes)
     objects = []
     for obj in tree.findall("object"):

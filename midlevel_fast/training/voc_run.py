@@ -151,6 +151,7 @@ def evaluate_voc_head(model: PatchClassifier, voc_root: str | os.PathLike, split
                       window_step: int | None = None) -> VocEvaluation:
     """AP of ``model``'s head on ``split`` from cached ``mode`` features (computed when missing) on the head's grid,
     for each power-mean exponent of ``ks`` (default: the head's) and each method of :data:`TABLE_METHODS`."""
+    model.info.require_frozen("evaluation from the feature cache")
     objective = model.info.extra.get("objective", "softmax")
     cache = voc_cache(model.backbone, mode, cache_base, model.info.scales, model.info.grid_step, window_step)
     images = cached_split(voc_root, split, model.backbone, [cache])
@@ -172,6 +173,7 @@ def fit_voc_boxes(head_file: str | os.PathLike, voc_root: str | os.PathLike, spl
     if features not in REGRESSION_FEATURES:
         raise ValueError(f"features must be one of {REGRESSION_FEATURES}, got {features!r}")
     head, info = load_head(head_file)
+    info.require_frozen("fitting the box regression")
     bb = get_backbone(info.backbone)
     bb = WindowLayout(bb) if features == "layout" else bb
     cache = voc_cache(bb, "dense", cache_base, info.scales, info.grid_step, window_step)
