@@ -12,7 +12,7 @@ from midlevel_fast.cli.distributed import add_distributed_options, distributed
 from midlevel_fast.head import OBJECTIVES
 from midlevel_fast.model import load_model
 from midlevel_fast.training.box_samples import BOX_FORMATS, read_samples
-from midlevel_fast.training.box_task import train_box_head
+from midlevel_fast.training.box_task import BOX_BATCH_SIZE, train_box_head
 from midlevel_fast.training.cache import CACHE_MODES
 from midlevel_fast.training.consistency import PAIR_MODES
 from midlevel_fast.training.evaluate import format_ap_table
@@ -80,9 +80,11 @@ def _train_boxes(args: argparse.Namespace, config: TrainConfig, dtype: torch.dty
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    batch = args.batch_size or (BOX_BATCH_SIZE if args.task == "boxes" else TrainConfig.batch_size)
     config = TrainConfig(layers=args.layers, hidden=args.hidden, objective=args.objective, k=args.k,
                          max_epochs=args.epochs, seed=args.seed, consistency=args.consistency,
-                         supervision=args.supervision, pooling=args.pooling, unfreeze=args.unfreeze)
+                         supervision=args.supervision, pooling=args.pooling, unfreeze=args.unfreeze,
+                         batch_size=batch)
     dtype = torch.float16 if args.half else torch.float32
     if args.task == "boxes":
         return _train_boxes(args, config, dtype)
@@ -195,6 +197,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="softmax over classes + background (the paper) or per-class sigmoids")
     t.add_argument("--k", type=float, default=5.0, help="power-mean exponent used for validation and stored")
     t.add_argument("--epochs", type=int, default=30, help="at most this many epochs")
+    t.add_argument("--batch-size", type=int, default=None,
+                   help=f"rows per SGD step (default {TrainConfig.batch_size}; {BOX_BATCH_SIZE} with --task boxes)")
     t.add_argument("--seed", type=int, default=0, help="seed of background sampling, init and batches")
     t.add_argument("--consistency", type=float, default=0.0, metavar="LAMBDA",
                    help="weight of the dense/crop consistency term (not in the paper; needs --mode dense batched)")

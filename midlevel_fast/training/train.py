@@ -117,7 +117,8 @@ class TrainResult:
 def train_head(train: PatchSet | EvalSet, num_classes: int, config: TrainConfig = TrainConfig(),
                val: EvalSet | None = None, log: Callable[[str], None] | None = print,
                data_parallel: bool | None = None, pairs: PairSet | None = None,
-               backbone: Backbone | None = None) -> TrainResult:
+               backbone: Backbone | None = None,
+               tie_break: Callable[[torch.nn.Module], float] | None = None) -> TrainResult:
     """Trains an :class:`AdaptationHead` on ``train`` by the schedule of the module docstring.
 
     ``train``: labelled patches (``config.supervision == "boxes"``), or every window of the training images with
@@ -128,6 +129,9 @@ def train_head(train: PatchSet | EvalSet, num_classes: int, config: TrainConfig 
 
     ``backbone``: with ``config.unfreeze == "top"``, the backbone whose top trains with the head (a copy; the rows
     are flattened :meth:`~midlevel_fast.backbones.base.Backbone.below_top` outputs); ignored otherwise.
+
+    ``tie_break``: among epochs of equal validation mAP (e.g. a small validation set at 100 %), keep the one where
+    ``tie_break(model)`` is highest (``None``: the first); the model is in eval mode when called.
 
     ``data_parallel``: ``None`` trains with DDP when a ``torch.distributed`` group of several ranks is initialised
     (every rank passes the same ``train``, ``val`` and ``config``, and gets the same weights; only rank 0 logs),
@@ -173,6 +177,7 @@ def train_head(train: PatchSet | EvalSet, num_classes: int, config: TrainConfig 
         n, batch_size = len(train.features), config.batch_size
     result = TrainResult(head, config)
     best_loss, drops, lr = math.inf, 0, config.lr
+    best_key: tuple[float, float] = (-math.inf, -math.inf)
     start = time.perf_counter()
     for epoch in range(config.max_epochs):
         trained.train()
@@ -190,7 +195,11 @@ def train_head(train: PatchSet | EvalSet, num_classes: int, config: TrainConfig 
         record = {"epoch": epoch, "lr": lr, "loss": epoch_loss}
         if val is not None:
             _, record["val_map"] = evaluate_head(trained, val, config.objective, config.k, bf16=config.bf16)
-            if not result.best_map >= record["val_map"]:
+            # A NaN mAP (no positive in val) ranks below any number, as in max().
+            value = record["val_map"] if not math.isnan(record["val_map"]) else -math.inf
+            key = (value, tie_break(trained.eval()) if tie_break is not None else 0.0)
+            if key > best_key:
+                best_key = key
                 result.best_map, result.best_epoch = record["val_map"], epoch
                 best_state = copy.deepcopy(trained.state_dict())
         record["seconds"] = time.perf_counter() - start
