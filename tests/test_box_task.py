@@ -137,3 +137,23 @@ def test_cli_refuses_inconsistent_box_options(args, message, tmp_path):
 def test_score_boxes_cli_needs_boxes(folder):
     with pytest.raises(SystemExit, match="give the boxes"):
         main(["score-boxes", str(folder / "val" / "warm" / "0.png")])
+
+
+def test_alexnet_top_trains_fc6_only():
+    """The paper's "U" row on AlexNet: one SGD step through TopAndHead moves FC6 and the head, nothing else."""
+    from midlevel_fast.head import AdaptationHead
+    from midlevel_fast.training.unfreeze import TopAndHead
+
+    bb = random_alexnet()
+    model = TopAndHead(bb, AdaptationHead(bb.feature_dim, 4, hidden=8))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    original = {k: v.clone() for k, v in bb.state_dict().items()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    x = torch.randn(3, int(np.prod(bb.top_input_shape)))
+    torch.nn.functional.cross_entropy(model.train()(x), torch.tensor([0, 1, 2])).backward()
+    opt.step()
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert {k for k in changed if k.startswith("backbone.")} == {"backbone.classifier.1.weight",
+                                                                  "backbone.classifier.1.bias"}
+    assert any(k.startswith("head.") for k in changed)
+    assert all(torch.equal(v, original[k]) for k, v in bb.state_dict().items())  # the backbone given is untouched
