@@ -49,13 +49,16 @@ def read_boxes_file(path: str | Path) -> list[list[float]]:
     return boxes
 
 
-def format_box_scores(result: BoxScores, given: list[list[float]], shown: int = SHOWN) -> str:
-    """One line per box: the box as given, then its ``shown`` most probable classes with their probabilities."""
+def format_box_scores(result: BoxScores, given: list[list[float]], shown: int = SHOWN,
+                      background: bool = False) -> str:
+    """One line per box: the box as given, then its ``shown`` most probable classes with their probabilities, and
+    with ``background`` (a softmax head with a background output) the probability left to the background."""
     lines = []
     for box, row in zip(given, result.probs):
         best = row.argsort(descending=True)[:shown].tolist()
         classes = "  ".join(f"{100 * float(row[c]):5.1f} % {result.class_names[c]}" for c in best)
-        lines.append(f"  [{', '.join(f'{v:g}' for v in box)}]  {classes}")
+        rest = f"  (background {100 * max(0.0, 1 - float(row.sum())):.1f} %)" if background else ""
+        lines.append(f"  [{', '.join(f'{v:g}' for v in box)}]  {classes}{rest}")
     return "\n".join(lines)
 
 
@@ -74,8 +77,9 @@ def cmd_score_boxes(args: argparse.Namespace) -> int:
             for i, (box, patch) in enumerate(zip(given, result.boxes.tolist()))]
         print(json.dumps({"image": args.image, "boxes": rows}, indent=1))
     else:
-        print(f"{args.image}  ({len(given)} boxes)")
-        print(format_box_scores(result, given, args.top))
+        print(f"{args.image}  ({len(given)} box{'' if len(given) == 1 else 'es'})")
+        softmax = model.info.background and model.info.extra.get("objective", "softmax") == "softmax"
+        print(format_box_scores(result, given, args.top, softmax))
     return 0
 
 
@@ -84,7 +88,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b = subparsers.add_parser("score-boxes", help="classify given boxes of an image, one square patch each (e.g. "
                                                   "the action of a person whose box is known)")
     b.add_argument("image", help="image file")
-    b.add_argument("--boxes", nargs="+", type=_box, metavar="x0,y0,x1,y1", help="boxes in pixels")
+    b.add_argument("--boxes", nargs="+", type=_box, metavar="x0,y0,x1,y1",
+                   help="boxes in pixels (one whose x0 is negative: --boxes=-3,0,50,20, or use --boxes-file)")
     b.add_argument("--boxes-file", default=None, help="JSON list of [x0, y0, x1, y1] (or {\"box\": [...]})")
     b.add_argument("--head", default=None, help="head file (.safetensors, e.g. from train --task boxes); 'imagenet' "
                                                 "for the ImageNet classes; default: the shipped VOC head")
