@@ -86,14 +86,15 @@ def test_top_of_below_top_is_the_mid_level_vector(name):
 
 
 def test_evaluation_against_hand_computed_numbers():
-    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.2, 0.2, 0.4], [0.5, 0.3, 0.1]])
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.45], [0.2, 0.2, 0.4], [0.5, 0.3, 0.1]])
     labels = np.array([0, 1, 2, 1])
     ev = evaluate_probabilities(probs, labels)
     assert ev.accuracy == 0.75 and ev.n == 4
-    want = -np.mean(np.log([0.7, 0.6, 0.4 / 0.8, 0.3 / 0.9]))
+    want = -np.mean(np.log([0.7, 0.6 / 1.15, 0.4 / 0.8, 0.3 / 0.9]))
     assert ev.log_loss == pytest.approx(want, rel=1e-12)
-    # class 1: ranked 0.6 (+), 0.3 (+), 0.2, 0.2 -> AP 1; class 0: 0.7 (+), 0.5 -> 1; class 2: 0.4 (+) first -> 1
-    assert ev.map == pytest.approx(1.0)
+    # class 0: 0.7 (+) first -> AP 1; class 1: 0.6 (+), 0.3 (+) first -> 1; class 2: 0.45 (-), 0.4 (+) -> 1/2
+    np.testing.assert_allclose(ev.ap, [1.0, 1.0, 0.5])
+    assert ev.map == pytest.approx(2.5 / 3)
 
 
 def test_score_boxes_cli(folder, tmp_path, capsys):

@@ -47,6 +47,26 @@ def test_schedule_divides_the_rate_three_times_then_stops(data):
     assert res.best_epoch == len(res.history) - 1  # without validation the last epoch is kept
 
 
+def test_tie_break_picks_among_epochs_of_equal_val_map(data):
+    """Among epochs of the best val mAP the first is kept, or the one the tie-break ranks highest; here the
+    tie-break prefers later epochs, so the last epoch reaching the best mAP wins."""
+    cache, images, val_cache, val_images = data
+    train, val = patch_set(cache, images, CLASSES), eval_set(val_cache, val_images, CLASSES)
+    plain = train_head(train, len(CLASSES), CFG, val, log=None)
+    calls = []
+
+    def later_is_better(model):
+        assert not model.training
+        calls.append(1)
+        return float(len(calls))
+
+    broken = train_head(train, len(CLASSES), CFG, val, log=None, tie_break=later_is_better)
+    maps = [r["val_map"] for r in plain.history]
+    assert [r["val_map"] for r in broken.history] == maps and len(calls) == len(maps)
+    assert plain.best_epoch == maps.index(max(maps))
+    assert broken.best_epoch == len(maps) - 1 - maps[::-1].index(max(maps))
+
+
 def test_bad_config():
     with pytest.raises(ValueError, match="objective"):
         TrainConfig(objective="hinge")

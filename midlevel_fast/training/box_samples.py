@@ -315,8 +315,6 @@ def coco_samples(path: str | Path, images_root: str | Path | None = None,
         bbox = _field(rec, "bbox", list, where)
         if len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
             raise ValueError(f"{where}: bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
-        if not all(math.isfinite(v) for v in bbox):
-            raise ValueError(f"{where}: bbox {bbox} has a coordinate that is not finite")
         x, y, w, h = (float(v) for v in bbox)
         if w <= 0 or h <= 0:
             raise ValueError(f"{where}: bbox {bbox} has a width or height that is not positive")
