@@ -21,7 +21,7 @@ import torch
 from midlevel_fast import load_image, load_model, power_mean, score_image
 from midlevel_fast.ops.crop_resize import crop_resize
 from midlevel_fast.scoring.dense import dense_windows
-from midlevel_fast.scoring.score import resolve_precision
+from midlevel_fast.scoring.precision import resolve_precision
 from midlevel_fast.training.cache import FeatureCache
 from tests.helpers import voc_root
 
@@ -80,7 +80,7 @@ def main() -> None:
         rho = spearman(dense.scores, batched.scores)
         with torch.inference_mode():
             d = dense_windows(bb, img, model.info.scales, model.info.grid_step,
-                              bf16=resolve_precision(args.precision, "dense", torch.device("cpu")))
+                              precision=resolve_precision(args.precision, "dense", torch.device("cpu")))
             crops = crop_resize(img, d.boxes, size=bb.input_size, mean=bb.mean, std=bb.std)
             same_boxes = torch.cat([model.probabilities(bb(crops[i: i + 64])) for i in range(0, len(crops), 64)])
             dense_probs = model.probabilities(d.features)

@@ -11,7 +11,8 @@ from PIL import Image
 
 from midlevel_fast import grid, load_model, score_image
 from midlevel_fast.model import PatchClassifier
-from midlevel_fast.scoring.score import MODES, ScoreResult, resolve_precision
+from midlevel_fast.scoring.precision import resolve_precision
+from midlevel_fast.scoring.score import MODES, ScoreResult
 from tests.oracle.aggregate import output_maps_reference, power_mean_reference
 
 from tests.helpers import skimage_photo
@@ -98,8 +99,8 @@ def test_bad_arguments(lite0_two_scales, photo, tmp_path):
 
 def test_precision_choices(lite0, photo):
     cpu = torch.device("cpu")
-    assert resolve_precision("fp32", "dense", cpu) is False and resolve_precision("bf16", "batched", cpu) is True
-    assert resolve_precision("auto", "batched", cpu) is False and resolve_precision("auto", "naive", cpu) is False
+    assert resolve_precision("fp32", "dense", cpu) == "fp32" and resolve_precision("bf16", "batched", cpu) == "bf16"
+    assert resolve_precision("auto", "batched", cpu) == "fp32" and resolve_precision("auto", "naive", cpu) == "fp32"
     with pytest.raises(ValueError, match="precision"):
         score_image(photo, lite0, precision="fp8")
     fp32 = score_image(photo, lite0, precision="fp32")

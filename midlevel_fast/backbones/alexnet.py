@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from midlevel_fast.backbones.base import Backbone, check_state_dict, load_state_file
+from midlevel_fast.backbones.fused import conv2d
 from midlevel_fast.ops.crop_resize import IMAGENET_MEAN, IMAGENET_STD
 
 _FC = 4096
@@ -79,20 +80,31 @@ class AlexNet(Backbone):
         return self.classifier[6]
 
     def trunk(self, x: Tensor) -> Tensor:
-        return self.features(x)
+        return self._features(x)
+
+    def _features(self, x: Tensor) -> Tensor:
+        # Every Conv2d of ``features`` is followed by its ReLU, which conv2d applies with it (fused once prepared).
+        for layer in self.features:
+            if isinstance(layer, nn.Conv2d):
+                x = conv2d(x, layer.weight, layer.bias, stride=layer.stride[0], padding=layer.padding[0], act="relu",
+                           fused=self.fused)
+            elif isinstance(layer, nn.MaxPool2d):
+                x = layer(x)
+        return x
 
     def window_head(self, cells: Tensor, window_step: int = 1) -> Tensor:
         fc6, fc7 = self.classifier[1], self.classifier[4]
         # The FC weights are plain NCHW views; oneDNN runs these huge-kernel convs faster on NCHW cells.
         cells = cells.contiguous()
-        x = F.relu(F.conv2d(cells, fc6.weight.view(_FC, 256, self.window, self.window), fc6.bias, stride=window_step))
+        x = conv2d(cells, fc6.weight.view(_FC, 256, self.window, self.window), fc6.bias, stride=window_step,
+                   act="relu", fused=self.fused)
         # Dropout on FC6 only while it is trained (--unfreeze top, the paper's "U" row); frozen backbones are in
         # eval mode and never apply it.
         x = F.dropout(x, 0.5, self.training)
-        return F.relu(F.conv2d(x, fc7.weight.view(_FC, _FC, 1, 1), fc7.bias))
+        return conv2d(x, fc7.weight.view(_FC, _FC, 1, 1), fc7.bias, act="relu", fused=self.fused)
 
     def below_top(self, patches: Tensor) -> Tensor:
-        return self.features(patches)
+        return self._features(patches)
 
     def top(self, x: Tensor) -> Tensor:
         return self.window_head(x).flatten(1)

@@ -89,6 +89,9 @@ class Backbone(nn.Module):
         top_modules: names of the submodules of the network's last block, the part ``--unfreeze top`` trains
             (:meth:`below_top`, :meth:`top`); empty when the backbone cannot unfreeze it.
         top_input_shape: ``(channels, h, w)`` of one patch's input to the top.
+        fused: compute each convolution with its activation in one oneDNN call
+            (:func:`midlevel_fast.backbones.fused.conv2d`); set only on the frozen inference copies that
+            :func:`midlevel_fast.backbones.prepared.prepared` makes.
     """
 
     name: str
@@ -103,6 +106,7 @@ class Backbone(nn.Module):
     imagenet_head: nn.Linear
     top_modules: tuple[str, ...] = ()
     top_input_shape: tuple[int, int, int] = (0, 0, 0)
+    fused: bool = False
 
     @property
     def imagenet_classes(self) -> list[str]:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from midlevel_fast.backbones.base import Backbone, check_state_dict, load_state_file
+from midlevel_fast.backbones.fused import Activation, conv2d
 
 _BN_EPS = 1e-3
 _STEM, _HEAD, _NUM_CLASSES = 32, 1280, 1000
@@ -43,20 +44,24 @@ _STAGES = (
 
 
 class _SameConv2d(nn.Conv2d):
-    """Conv2d with TensorFlow "SAME" padding and a bias (the folded BatchNorm)."""
+    """Conv2d with TensorFlow "SAME" padding and a bias (the folded BatchNorm), computed with its activation and
+    residual sum through :func:`midlevel_fast.backbones.fused.conv2d` (fused in prepared copies)."""
+
+    fused = False
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
         # Stride 1 "SAME" with an odd kernel is symmetric, so the convolution pads by itself without a copy.
         super().__init__(cin, cout, kernel, stride, padding=kernel // 2 if stride == 1 else 0, groups=groups)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.stride[0] == 1:
-            return super().forward(x)
+    def forward(self, x: Tensor, act: Activation = None, residual: Tensor | None = None) -> Tensor:
+        """``act(conv(x) + residual)``."""
         k, s = self.kernel_size[0], self.stride[0]
-        pad_h = max((-(-x.shape[-2] // s) - 1) * s + k - x.shape[-2], 0)
-        pad_w = max((-(-x.shape[-1] // s) - 1) * s + k - x.shape[-1], 0)
-        x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
-        return super().forward(x)
+        if s != 1:
+            pad_h = max((-(-x.shape[-2] // s) - 1) * s + k - x.shape[-2], 0)
+            pad_w = max((-(-x.shape[-1] // s) - 1) * s + k - x.shape[-1], 0)
+            x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+        return conv2d(x, self.weight, self.bias, stride=s, padding=self.padding[0], groups=self.groups, act=act,
+                      residual=residual, fused=self.fused)
 
 
 class _MBConv(nn.Module):
@@ -71,9 +76,8 @@ class _MBConv(nn.Module):
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x: Tensor) -> Tensor:
-        y = x if self._expand_conv is None else F.relu6(self._expand_conv(x))
-        y = self._project_conv(F.relu6(self._depthwise_conv(y)))
-        return x + y if self.residual else y
+        y = x if self._expand_conv is None else self._expand_conv(x, "relu6")
+        return self._project_conv(self._depthwise_conv(y, "relu6"), residual=x if self.residual else None)
 
 
 class EfficientNetLite0(Backbone):
@@ -118,13 +122,13 @@ class EfficientNetLite0(Backbone):
         return self._top_cells(self._below_top_cells(x))
 
     def _below_top_cells(self, x: Tensor) -> Tensor:
-        x = F.relu6(self._conv_stem(x))
+        x = self._conv_stem(x, "relu6")
         for block in self._blocks[:-1]:
             x = block(x)
         return x
 
     def _top_cells(self, x: Tensor) -> Tensor:
-        return F.relu6(self._conv_head(self._blocks[-1](x)))
+        return self._conv_head(self._blocks[-1](x), "relu6")
 
     def below_top(self, patches: Tensor) -> Tensor:
         return self._below_top_cells(patches)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from midlevel_fast.backbones.prepared import copy_dtype, prepared
 from midlevel_fast.ops.crop_resize import crop_resize
 from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP, grid
 
@@ -34,7 +35,8 @@ def show_progress(progress: bool | None, patches: int) -> bool:
 
 
 def batched_features(backbone: torch.nn.Module, image: np.ndarray, boxes: torch.Tensor, batch: int | None = None,
-                     device: torch.device | None = None, progress: bool | None = None) -> torch.Tensor:
+                     device: torch.device | None = None, progress: bool | None = None,
+                     precision: str = "fp32") -> torch.Tensor:
     """Mid-level vectors ``(M, F)`` of ``boxes`` of ``image`` (RGB uint8 HWC): fused crop_resize in chunks of
     ``batch`` into one reused buffer, then a batched forward, so memory stays bounded whatever ``M``.
 
@@ -42,8 +44,11 @@ def batched_features(backbone: torch.nn.Module, image: np.ndarray, boxes: torch.
     default ``batch`` is the backbone's fastest on a CPU, :data:`GPU_BATCH` on a GPU. On a GPU the image is
     uploaded once and cropped there (backend ``"auto"``), so only the image crosses the bus, not the patches.
     ``progress``: a tqdm bar over the patches on standard error, updated per chunk: ``True``, ``False``, or
-    ``None`` for :func:`show_progress`'s rule (long images on a terminal only)."""
-    bb = backbone
+    ``None`` for :func:`show_progress`'s rule (long images on a terminal only). ``precision``: ``"fp32"`` or
+    ``"bf16"``, the backbone's prepared copy that runs (:func:`midlevel_fast.backbones.prepared.prepared`); the
+    vectors come back float32 either way."""
+    bb = prepared(backbone, precision)
+    dtype = copy_dtype(bb)
     device = next(bb.parameters()).device if device is None else device
     on_gpu = device.type == "cuda"
     batch = (GPU_BATCH if on_gpu else bb.batch_size) if batch is None else batch
@@ -56,20 +61,18 @@ def batched_features(backbone: torch.nn.Module, image: np.ndarray, boxes: torch.
         for start in range(0, len(boxes), batch):
             chunk = boxes[start: start + batch]
             out = crop_resize(source, chunk, size=size, mean=bb.mean, std=bb.std, out=buffer[: len(chunk)])
-            feats.append(bb(out.to(device).contiguous(memory_format=torch.channels_last)))
+            feats.append(bb(out.to(device, dtype).contiguous(memory_format=torch.channels_last)).float())
             bar.update(len(chunk))
     return torch.cat(feats)
 
 
 def batched_patches(backbone: torch.nn.Module, image: np.ndarray, scales: Sequence[float] = PAPER_SCALES,
-                    grid_step: float = PAPER_STEP, batch: int | None = None, bf16: bool = False,
+                    grid_step: float = PAPER_STEP, batch: int | None = None, precision: str = "fp32",
                     progress: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(features (M, F), boxes (M, 4), scale_index (M,))`` of the paper grid's patches of ``image`` (RGB uint8
     HWC), in the grid's order (:func:`midlevel_fast.scoring.grid.grid`).
 
-    ``batch`` and ``progress`` as in :func:`batched_features`; ``bf16`` runs the backbone under bfloat16 autocast
-    (features come back float32)."""
+    ``batch``, ``progress`` and ``precision`` as in :func:`batched_features`."""
     g = grid(image.shape[1], image.shape[0], scales, grid_step)
-    with torch.autocast(next(backbone.parameters()).device.type, dtype=torch.bfloat16, enabled=bf16):
-        feats = batched_features(backbone, image, g.boxes, batch, progress=progress).float()
+    feats = batched_features(backbone, image, g.boxes, batch, progress=progress, precision=precision)
     return feats, g.boxes, g.scale_index

@@ -26,6 +26,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
+from midlevel_fast.backbones.prepared import copy_dtype, prepared
 from midlevel_fast.ops.crop_resize import crop_resize
 from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP
 
@@ -96,12 +97,14 @@ def dense_windows(
     scales: Sequence[float] = PAPER_SCALES,
     grid_step: float = PAPER_STEP,
     window_step: int | None = None,
-    bf16: bool = False,
+    precision: str = "fp32",
 ) -> DenseWindows:
     """All windows of ``image`` (RGB uint8 HWC) at every scale; see the module docstring for the geometry.
 
-    ``backbone`` follows :class:`midlevel_fast.backbones.Backbone`. ``bf16`` runs the trunk and window head
-    under bfloat16 autocast (features come back float32). Raises ``ValueError`` for ``window_step < 1`` or when a
+    ``backbone`` follows :class:`midlevel_fast.backbones.Backbone`. ``precision`` (``"fp32"`` or ``"bf16"``)
+    picks the backbone's prepared copy that runs the trunk and window head
+    (:func:`midlevel_fast.backbones.prepared.prepared`: weights cast once, convolutions fused with their
+    activations on CPU); features come back float32. Raises ``ValueError`` for ``window_step < 1`` or when a
     scale would exceed :data:`MAX_DENSE_PIXELS` (very elongated images: use ``mode="batched"``), checked for every
     scale before the first is computed (:func:`check_dense_planes`).
     """
@@ -112,14 +115,15 @@ def dense_windows(
     size, step_px = backbone.input_size, backbone.cell_size * step_cells
     planes = check_dense_planes(w, h, scales, size, step_px)  # every scale, before any work
     device = next(backbone.parameters()).device
+    net = prepared(backbone, precision)
+    dtype = copy_dtype(net)
     # On a GPU the planes are resized there from one upload of the image, not resized here and copied over.
     source = torch.from_numpy(np.ascontiguousarray(image)).to(device) if device.type == "cuda" else image
     feats, boxes, index = [], [], []
     for i, (hr, wr) in enumerate(planes):
         plane = crop_resize(source, [[0.0, 0.0, w, h]], size=(hr, wr), mean=backbone.mean, std=backbone.std)
-        plane = plane.to(device).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            f = backbone.window_head(backbone.trunk(plane), step_cells)[0].float()  # (F, rows, cols)
+        plane = plane.to(device, dtype).contiguous(memory_format=torch.channels_last)
+        f = net.window_head(net.trunk(plane), step_cells)[0].float()  # (F, rows, cols)
         rows, cols = f.shape[1], f.shape[2]
         feats.append(f.flatten(1).t())
         boxes.append(window_boxes(rows, cols, step_px, size, backbone.grid_offset(hr, wr), h / hr, w / wr))

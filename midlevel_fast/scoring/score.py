@@ -25,11 +25,11 @@ from midlevel_fast.scoring.limits import check_image_size
 from midlevel_fast.scoring.malloc import tune_malloc
 from midlevel_fast.scoring.naive import patch_probabilities_naive
 from midlevel_fast.scoring.points import window_points
+from midlevel_fast.scoring.precision import PRECISIONS, resolve_precision
 from midlevel_fast.scoring.presence import presence_for
 
 # The one list of scoring modes (the CLI and score_collection take their choices from it).
 MODES: tuple[str, ...] = ("dense", "batched", "naive")
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 # Feature vectors per head call when turning features into probabilities: bounds the logits' memory only.
 HEAD_BATCH = 1024
 
@@ -92,32 +92,22 @@ class ScoreResult:
         return [(self.class_names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist()) if v >= threshold]
 
 
-def resolve_precision(precision: str, mode: str, device: torch.device) -> bool:
-    """Whether to run the trunk in bfloat16. ``"auto"`` does so for the dense mode on CPUs with native bf16
-    (AVX512-BF16/AMX), where it is 2-3x faster and moves VOC val mAP by 0.2 point; ``"batched"`` and
-    ``"naive"`` stay float32 under ``"auto"`` because they are the exact per-patch path."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision != "auto":
-        return precision == "bf16"
-    return mode == "dense" and device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
 def patch_features(backbone: torch.nn.Module, image: np.ndarray, mode: str, scales: Sequence[float],
-                   grid_step: float, window_step: int | None = None, batch: int | None = None, bf16: bool = False,
-                   progress: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   grid_step: float, window_step: int | None = None, batch: int | None = None,
+                   precision: str = "fp32", progress: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(features (M, F), boxes (M, 4), scale_index (M,))`` of ``image`` (RGB uint8 HWC) in ``mode`` ``"dense"``
     (sliding window, see :mod:`midlevel_fast.scoring.dense`; ``window_step``) or ``"batched"`` (the paper grid,
-    cropped and resized, ``batch`` patches per forward: :mod:`midlevel_fast.scoring.batched`); ``bf16`` runs the
-    network under bfloat16 autocast; ``progress`` shows a bar over a long image's batched chunks (``None``: only for
-    many patches on a terminal, :func:`midlevel_fast.scoring.batched.show_progress`). The entry point of the
+    cropped and resized, ``batch`` patches per forward: :mod:`midlevel_fast.scoring.batched`); ``precision``
+    (``"fp32"`` or ``"bf16"``, already resolved) picks the backbone's prepared copy
+    (:mod:`midlevel_fast.backbones.prepared`); ``progress`` shows a bar over a long image's batched chunks
+    (``None``: only for many patches on a terminal, :func:`midlevel_fast.scoring.batched.show_progress`). The entry point of the
     feature cache as well as of :func:`score_image`."""
     tune_malloc()
     if mode == "dense":
-        return dense_windows(backbone, image, scales, grid_step, window_step, bf16)
+        return dense_windows(backbone, image, scales, grid_step, window_step, precision)
     if mode != "batched":
         raise ValueError(f"patch features are computed in mode 'dense' or 'batched', not {mode!r}")
-    return batched_patches(backbone, image, scales, grid_step, batch, bf16, progress)
+    return batched_patches(backbone, image, scales, grid_step, batch, precision, progress)
 
 
 def _probabilities(model: PatchClassifier, feats: torch.Tensor) -> torch.Tensor:
@@ -147,7 +137,8 @@ def score_image(
     forward per patch). ``k``: the power-mean exponent (``None``: the model's, 5 as in the paper).
     ``return_maps``: ``True`` for the maps of every class, an int ``n`` for the ``n`` best classes only.
     ``window_step``: the dense window step in trunk cells (see :mod:`midlevel_fast.scoring.dense`).
-    ``precision``: ``"fp32"``, ``"bf16"`` or ``"auto"`` (see :func:`resolve_precision`).
+    ``precision``: ``"fp32"``, ``"bf16"`` or ``"auto"`` (:func:`midlevel_fast.scoring.precision.resolve_precision`:
+    bf16 for the dense mode on CPUs with native bfloat16).
     ``detection_threshold``: the class probability a window needs to become a detection candidate
     (:func:`midlevel_fast.scoring.detections.detect`; the head's box regression, when it has one, moves it).
     ``progress``: a progress bar over the chunks of a long batched image (see :func:`patch_features`).
@@ -179,10 +170,10 @@ def score_image(
             probs = patch_probabilities_naive(model, img, boxes)
             detections = []  # the per-patch loop keeps no features to regress boxes from
         else:
-            bf16 = resolve_precision(precision, mode, dev)
+            run = resolve_precision(precision, mode, dev)
             # With a regression on the windows' layout the features carry it after the mid-level vector.
             feats, boxes, scale_index = patch_features(model.regression_backbone(), img, mode, scales, step,
-                                                       window_step, batch_size, bf16, progress)
+                                                       window_step, batch_size, run, progress)
             probs = _probabilities(model, feats[:, : model.backbone.feature_dim])
             detections = detect(boxes, probs, model.class_names, (h, w), feats, model.info.box_regression,
                                 threshold=detection_threshold)

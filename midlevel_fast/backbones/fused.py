@@ -1,0 +1,53 @@
+"""One convolution with its activation and residual sum: ``act(conv(x, weight) + bias + residual)``.
+
+The backbones compute every convolution through :func:`conv2d`. Unfused it is the plain torch sequence (the
+reference, differentiable, any device). Fused (``fused=True``, set by
+:func:`midlevel_fast.backbones.prepared.prepared` on CPU inference copies) it is one oneDNN call,
+``torch.ops.mkldnn._convolution_pointwise``, the op torch.compile's CPU backend emits for the same pattern: the
+activation and the residual are applied to the output tile while it is still in cache, instead of as separate
+passes over memory (ReLU6 alone was 13 % of a Lite0 dense call). It has no autograd, so only frozen copies use it.
+
+Layouts: ``x``, ``residual`` NCHW tensors in any memory format, ``weight`` ``(out, in/groups, kh, kw)``; all of
+one dtype (float32 or bfloat16). The fused call returns channels_last when ``x`` is channels_last.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Activation = Literal["relu", "relu6"] | None
+
+# oneDNN post-op names and their scalars for each activation (ReLU6 is hardtanh on [0, 6]).
+_ONEDNN_UNARY: dict[Activation, tuple[str, list[float]]] = {None: ("none", []), "relu": ("relu", []),
+                                                            "relu6": ("hardtanh", [0.0, 6.0])}
+
+
+def _activate(y: Tensor, act: Activation) -> Tensor:
+    if act == "relu":
+        return F.relu(y)
+    if act == "relu6":
+        return F.relu6(y)
+    return y
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: int = 1, padding: int = 0, groups: int = 1,
+           act: Activation = None, residual: Tensor | None = None, fused: bool = False) -> Tensor:
+    """``act(conv2d(x, weight, bias, stride, padding, groups) + residual)``; ``residual`` (optional) has the
+    output's shape. ``fused`` computes it in one oneDNN call (CPU, no autograd)."""
+    if act not in _ONEDNN_UNARY:
+        raise ValueError(f"unknown activation {act!r}; expected one of {sorted(map(str, _ONEDNN_UNARY))}")
+    if not fused:
+        y = F.conv2d(x, weight, bias, stride, padding, 1, groups)
+        return _activate(y if residual is None else y + residual, act)
+    unary, scalars = _ONEDNN_UNARY[act]
+    geometry = ([padding, padding], [stride, stride], [1, 1], groups)
+    if residual is None:
+        return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *geometry, unary, scalars, "")
+    # The activation after a residual sum stays a separate pass: torch's fallback for that fusion has no bfloat16
+    # kernel (no backbone here activates after its residual: Lite0's project convolutions are linear).
+    y = torch.ops.mkldnn._convolution_pointwise.binary(x, residual, weight, bias, *geometry, "add", 1.0, None, [],
+                                                       None)
+    return _activate(y, act)

@@ -1,0 +1,63 @@
+"""Inference copies of a frozen backbone, one per precision, made once and reused by every call.
+
+Autocast casts each weight to bfloat16 again on every forward: on AlexNet's FC6/FC7 (55 M weights) that was
+a quarter of a dense call, and on Lite0 6 % of it. :func:`prepared` instead casts the weights once into a copy
+of the backbone held in ``dtype`` (channels_last, as the backbone keeps them), whose convolutions run fused with
+their activations on the CPU (:mod:`midlevel_fast.backbones.fused`). The copy is remade when the backbone's
+weights change (a new tensor, or an in-place update such as ``load_top``), so it never serves stale weights.
+
+Inputs to the copy must be in its dtype (``x.to(copy_dtype(copy))``); its outputs are in that dtype too.
+oneDNN's own blocked weight prepacking (``torch.ops.mkldnn._reorder_convolution_weight``) was measured and
+left out: with input sizes that change per scale it re-reordered on every call and was 1.6-3.5x slower.
+"""
+from __future__ import annotations
+
+import copy
+import weakref
+
+import torch
+from torch import nn
+
+from midlevel_fast.backbones.layout import WindowLayout
+
+# Precision name -> the dtype its prepared copy computes in.
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+_COPIES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, str], tuple[tuple, nn.Module]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _fingerprint(module: nn.Module) -> tuple:
+    """Changes whenever a parameter is replaced or modified in place."""
+    return tuple((p.data_ptr(), p._version) for p in module.parameters())
+
+
+def copy_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype a backbone (or prepared copy) computes in: that of its first parameter."""
+    return next(module.parameters()).dtype
+
+
+def prepared(backbone: nn.Module, precision: str) -> nn.Module:
+    """``backbone`` (a frozen :class:`midlevel_fast.backbones.Backbone`, or a
+    :class:`~midlevel_fast.backbones.layout.WindowLayout` of one) ready to run in ``precision`` (a key of
+    :data:`DTYPES`) on its device: a cached copy with weights cast once and, on CPU, fused convolutions. On a
+    device without oneDNN in float32 it is ``backbone`` itself. Raises ``ValueError`` for another precision."""
+    if precision not in DTYPES:
+        raise ValueError(f"precision must be one of {sorted(DTYPES)} here, got {precision!r}")
+    if isinstance(backbone, WindowLayout):
+        return WindowLayout(prepared(backbone.inner, precision))
+    device = next(backbone.parameters()).device
+    fused = device.type == "cpu" and torch.backends.mkldnn.is_available()
+    if precision == "fp32" and not fused:
+        return backbone
+    key, stamp = (precision, str(device)), _fingerprint(backbone)
+    per_backbone = _COPIES.setdefault(backbone, {})
+    held = per_backbone.get(key)
+    if held is not None and held[0] == stamp:
+        return held[1]
+    twin = copy.deepcopy(backbone).to(DTYPES[precision]).eval().requires_grad_(False)
+    for module in twin.modules():
+        if hasattr(module, "fused"):
+            module.fused = fused
+    per_backbone[key] = (stamp, twin)
+    return twin

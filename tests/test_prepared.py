@@ -1,0 +1,79 @@
+"""Prepared backbone copies against the backbones' own (unfused float32) forward: float32 to rounding,
+bfloat16 within the tolerance table, on Lite0 (ImageNet weights) and AlexNet (random weights) at odd sizes;
+the cache is reused and remade when the weights change."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from midlevel_fast.backbones import efficientnet_lite0
+from midlevel_fast.backbones.layout import WindowLayout
+from midlevel_fast.backbones.prepared import copy_dtype, prepared
+from midlevel_fast.scoring.dense import dense_windows
+from tests.helpers import random_alexnet, rel_l2
+
+# (backbone, precision) -> max relative L2 error of the window features against the module's float32.
+TOLERANCE = {("lite0", "fp32"): 1e-5, ("lite0", "bf16"): 6e-2, ("alexnet", "fp32"): 1e-5,
+             ("alexnet", "bf16"): 3e-2}
+# Odd and even sides: Lite0's stride-2 "SAME" padding differs between them.
+SIZES = [(224, 224), (257, 321), (288, 235)]
+
+
+@pytest.fixture(scope="module")
+def backbones():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return {"lite0": efficientnet_lite0(), "alexnet": random_alexnet()}
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("key", list(TOLERANCE))
+def test_prepared_matches_module(backbones, key, size):
+    name, precision = key
+    bb = backbones[name]
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(sum(size)))
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want = bb.window_head(bb.trunk(x), 2)
+        net = prepared(bb, precision)
+        got = net.window_head(net.trunk(x.to(copy_dtype(net))), 2).float()
+    assert got.shape == want.shape
+    assert rel_l2(got, want) < TOLERANCE[key]
+    assert net is not bb and net.fused and not bb.fused  # the original stays the unfused reference
+
+
+def test_prepared_is_cached_and_follows_weight_changes(backbones):
+    bb = backbones["lite0"]
+    first = prepared(bb, "bf16")
+    assert prepared(bb, "bf16") is first and copy_dtype(first) == torch.bfloat16
+    assert all(p.dtype == torch.bfloat16 for p in first.parameters())
+    conv = first._blocks[3]._expand_conv.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    # A layout wrapper is rebuilt per call but shares the inner backbone's copy.
+    assert prepared(WindowLayout(bb), "bf16").inner is first
+    with torch.no_grad():
+        bb._conv_head.bias.add_(0.0)  # an in-place update (as load_top does) bumps the version
+    second = prepared(bb, "bf16")
+    assert second is not first
+    with torch.no_grad():
+        bb._conv_head.bias.sub_(0.0)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        prepared(bb, "fp8")
+
+
+def test_dense_windows_no_weight_casts_on_the_hot_path(backbones):
+    """After the first call, a bf16 dense pass casts no weight (autocast cast every one on every call): no copy_
+    in its profile has a weight's shape, and the convolutions run fused."""
+    bb = backbones["lite0"]
+    img = np.random.default_rng(0).integers(0, 256, (230, 260, 3), dtype=np.uint8)
+    weight_shapes = {tuple(p.shape) for p in bb.parameters()}
+    with torch.inference_mode():
+        dense_windows(bb, img, [1.0, 1.5], precision="bf16")
+        with torch.profiler.profile(record_shapes=True) as prof:
+            dense_windows(bb, img, [1.0, 1.5], precision="bf16")
+    copies = [e for e in prof.events() if e.name == "aten::copy_"]
+    assert not [e.input_shapes for e in copies if tuple(e.input_shapes[0]) in weight_shapes]
+    assert any(e.name == "mkldnn::_convolution_pointwise" for e in prof.events())
