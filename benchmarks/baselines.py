@@ -23,3 +23,25 @@ def crop_resize_interpolate_loop(image: torch.Tensor, boxes: np.ndarray | torch.
                                             align_corners=False)
         out.append((r - mean_t) / std_t)
     return torch.cat(out)
+
+
+def dense_autocast_scores(model, image: np.ndarray, k: float = 5.0) -> torch.Tensor:
+    """The dense scores as computed before prepared weights: each scale's plane through the unfused module under
+    bfloat16 autocast (which casts every weight again on every call), then the head and the power mean. Same
+    planes and windows as :func:`midlevel_fast.scoring.dense.dense_windows`."""
+    from midlevel_fast.ops.crop_resize import crop_resize
+    from midlevel_fast.scoring.dense import default_window_step, dense_plane_sizes
+    from midlevel_fast.scoring.grid import PAPER_SCALES
+
+    bb = model.backbone
+    h, w = image.shape[:2]
+    step = default_window_step(bb.window)
+    feats = []
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for size in dense_plane_sizes(w, h, PAPER_SCALES, bb.input_size, bb.cell_size * step):
+            plane = crop_resize(image, [[0, 0, w, h]], size=size, mean=bb.mean, std=bb.std)
+            f = bb.window_head(bb.trunk(plane.contiguous(memory_format=torch.channels_last)), step)[0]
+            feats.append(f.float().flatten(1).t())
+    with torch.inference_mode():
+        probs = model.probabilities(torch.cat(feats))
+    return probs.pow(k).mean(0).pow(1 / k)

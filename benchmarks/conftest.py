@@ -11,6 +11,19 @@ from PIL import Image
 
 from tests.helpers import voc_root
 
+from .limits import Limits, measure_limits
+
+# The limits measured in this run, printed with the summary.
+_MEASURED: list[Limits] = []
+
+
+@pytest.fixture(scope="session")
+def limits() -> Limits:
+    """This machine's fp32/bf16 GEMM and convolution rates and CPU features, measured once per run."""
+    if not _MEASURED:
+        _MEASURED.append(measure_limits())
+    return _MEASURED[0]
+
 
 @pytest.fixture(scope="session")
 def voc_image() -> tuple[str, np.ndarray]:
@@ -33,11 +46,24 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for bench in session.benchmarks:
         groups.setdefault(bench.group or "", []).append(bench)
     terminalreporter.section("midlevel_fast: medians and speed-ups")
+    for lim in _MEASURED:
+        terminalreporter.write_line(f"CPU: {lim.cpu}")
+        terminalreporter.write_line(f"limits, GFLOP/s: fp32 sgemm 2048^3 {lim.sgemm:.0f}, bf16 GEMM 4096^3 "
+                                    f"{lim.bf16_gemm:.0f}, fp32 conv {lim.fp32_conv:.0f}, bf16 conv {lim.bf16_conv:.0f}"
+                                    " (AlexNet conv2 shape, 8 patches, channels_last)")
+    layers: dict[str, int] = {}
     for name, benches in groups.items():
         base = next((b for b in benches if b.extra_info.get("baseline")), None)
         terminalreporter.write_line(f"[{name}]")
         for b in sorted(benches, key=lambda b: b.stats.median, reverse=True):
             med = b.stats.median * 1e3
             ratio = f"{base.stats.median / b.stats.median:8.2f}x" if base else ""
-            extra = "  ".join(f"{k}={v}" for k, v in b.extra_info.items() if k != "baseline")
+            extra = "  ".join(f"{k}={v}" for k, v in b.extra_info.items() if k not in ("baseline", "layers"))
             terminalreporter.write_line(f"  {b.name:<40} {med:10.2f} ms {ratio}  {extra}")
+            layers = b.extra_info.get("layers", layers)
+    if layers:
+        # The FLOPs of each layer of the one phase that reports them (Lite0's dense pass), largest first.
+        total = sum(layers.values())
+        terminalreporter.write_line(f"[FLOPs per layer, {total / 1e9:.1f} GFLOP in all]")
+        for name, flops in sorted(layers.items(), key=lambda kv: -kv[1]):
+            terminalreporter.write_line(f"  {name:<50} {flops / 1e9:8.3f} GFLOP {100 * flops / total:5.1f}%")

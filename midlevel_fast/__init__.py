@@ -12,6 +12,7 @@ from midlevel_fast.scaleout.collection import score_collection
 from midlevel_fast.scoring.boxes import BoxScores, score_boxes
 from midlevel_fast.scoring.dense import dense_windows
 from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP, Grid, grid
+from midlevel_fast.scoring.images import score_images
 from midlevel_fast.scoring.score import ScoreResult, score_image
 
 __all__ = [
@@ -40,5 +41,6 @@ __all__ = [
     "score_boxes",
     "score_collection",
     "score_image",
+    "score_images",
 ]
 __version__ = "0.1.0"

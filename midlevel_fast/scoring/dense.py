@@ -91,6 +91,84 @@ def window_boxes(n_rows: int, n_cols: int, step_px: int, input_size: int, offset
     return torch.from_numpy(boxes.astype(np.float32))
 
 
+class DensePlan(NamedTuple):
+    """The geometry of one image's dense pass, fixed before any pixel is touched: the image's ``height`` and
+    ``width``, the window step in trunk cells (``step_cells``) and resized pixels (``step_px``), the window side
+    ``input_size`` and the ``(rows, cols)`` in pixels of every scale's resized plane (``planes``, one per scale)."""
+
+    height: int
+    width: int
+    step_cells: int
+    step_px: int
+    input_size: int
+    planes: list[tuple[int, int]]
+
+
+def window_step_cells(backbone: torch.nn.Module, grid_step: float = PAPER_STEP, window_step: int | None = None) -> int:
+    """The window step in trunk cells: ``window_step``, or :func:`default_window_step` for ``None``; raises
+    ``ValueError`` when it is below 1."""
+    step_cells = default_window_step(backbone.window, grid_step) if window_step is None else int(window_step)
+    if step_cells < 1:
+        raise ValueError(f"window_step must be >= 1, got {window_step}")
+    return step_cells
+
+
+def dense_plan(backbone: torch.nn.Module, height: int, width: int, scales: Sequence[float] = PAPER_SCALES,
+               grid_step: float = PAPER_STEP, window_step: int | None = None) -> DensePlan:
+    """The :class:`DensePlan` of a ``width``×``height`` image (module docstring). Raises ``ValueError`` for
+    ``window_step < 1`` or when a scale would exceed :data:`MAX_DENSE_PIXELS` (:func:`check_dense_planes`)."""
+    step_cells = window_step_cells(backbone, grid_step, window_step)
+    size, step_px = backbone.input_size, backbone.cell_size * step_cells
+    planes = check_dense_planes(width, height, scales, size, step_px)
+    return DensePlan(int(height), int(width), step_cells, step_px, size, planes)
+
+
+def dense_source(image: np.ndarray | torch.Tensor, device: torch.device) -> np.ndarray | torch.Tensor:
+    """What :func:`resize_plane` reads ``image`` (RGB uint8 HWC, a numpy array or a CPU tensor) from: on a GPU the
+    image uploaded once (its planes are resized there: the uint8 image is far fewer bytes than its float planes),
+    elsewhere ``image`` itself."""
+    if device.type != "cuda":
+        return image
+    host = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(image))
+    # From pinned memory (score_images pins the images its workers decode) the upload need not wait for the work
+    # queued before it; torch's pinned allocator keeps the buffer alive until the copy is done.
+    return host.to(device, non_blocking=host.is_pinned())
+
+
+def resize_plane(backbone: torch.nn.Module, source: np.ndarray | torch.Tensor, plan: DensePlan,
+                 scale: int) -> torch.Tensor:
+    """Plane number ``scale`` of ``plan`` resized from ``source`` (RGB uint8 HWC, numpy or a tensor on the GPU:
+    :func:`dense_source`): ``(1, 3, rows, cols)`` float32 normalised with the backbone's mean and std, on the
+    device of ``source``. One plane at a time, so that only one is held while the trunk runs on it."""
+    return crop_resize(source, [[0.0, 0.0, plan.width, plan.height]], size=plan.planes[scale], mean=backbone.mean,
+                       std=backbone.std)
+
+
+def plane_features(net: torch.nn.Module, planes: torch.Tensor, step_cells: int) -> torch.Tensor:
+    """Window features ``(B, F, rows, cols)`` float32 of ``B`` planes of one size ``(B, 3, H, W)`` (of one image or
+    of several: planes are independent through the trunk and the window head), computed by ``net`` (a prepared
+    copy, :func:`midlevel_fast.backbones.prepared.prepared`) in its dtype on its device."""
+    device = next(net.parameters()).device
+    x = planes.to(device, copy_dtype(net)).contiguous(memory_format=torch.channels_last)
+    return net.window_head(net.trunk(x), step_cells).float()
+
+
+def plane_windows(backbone: torch.nn.Module, features: torch.Tensor, plan: DensePlan, scale: int) -> DenseWindows:
+    """The windows of one plane: ``features (F, rows, cols)`` (one item of :func:`plane_features`) of scale number
+    ``scale`` of ``plan`` as row-major ``(rows·cols, F)`` vectors, their boxes in image coordinates (the
+    backbone's :meth:`~midlevel_fast.backbones.Backbone.grid_offset` for that plane) and their scale index."""
+    (hr, wr), (rows, cols) = plan.planes[scale], features.shape[1:]
+    boxes = window_boxes(rows, cols, plan.step_px, plan.input_size, backbone.grid_offset(hr, wr), plan.height / hr,
+                         plan.width / wr)
+    return DenseWindows(features.flatten(1).t(), boxes, torch.full((rows * cols,), scale, dtype=torch.int64))
+
+
+def join_windows(per_scale: Sequence[DenseWindows]) -> DenseWindows:
+    """One image's windows of every scale (each from :func:`plane_windows`, in scale order) as one
+    :class:`DenseWindows`."""
+    return DenseWindows(*(torch.cat(parts) for parts in zip(*per_scale)))
+
+
 def dense_windows(
     backbone: torch.nn.Module,
     image: np.ndarray,
@@ -106,26 +184,13 @@ def dense_windows(
     (:func:`midlevel_fast.backbones.prepared.prepared`: weights cast once, convolutions fused with their
     activations on CPU); features come back float32. Raises ``ValueError`` for ``window_step < 1`` or when a
     scale would exceed :data:`MAX_DENSE_PIXELS` (very elongated images: use ``mode="batched"``), checked for every
-    scale before the first is computed (:func:`check_dense_planes`).
+    scale before the first is computed (:func:`check_dense_planes`). Scores planes one at a time;
+    :func:`midlevel_fast.scoring.images.score_images` runs the same functions on planes of several images.
     """
-    h, w = int(image.shape[0]), int(image.shape[1])
-    step_cells = default_window_step(backbone.window, grid_step) if window_step is None else int(window_step)
-    if step_cells < 1:
-        raise ValueError(f"window_step must be >= 1, got {window_step}")
-    size, step_px = backbone.input_size, backbone.cell_size * step_cells
-    planes = check_dense_planes(w, h, scales, size, step_px)  # every scale, before any work
-    device = next(backbone.parameters()).device
+    plan = dense_plan(backbone, int(image.shape[0]), int(image.shape[1]), scales, grid_step, window_step)
     net = prepared(backbone, precision)
-    dtype = copy_dtype(net)
-    # On a GPU the planes are resized there from one upload of the image, not resized here and copied over.
-    source = torch.from_numpy(np.ascontiguousarray(image)).to(device) if device.type == "cuda" else image
-    feats, boxes, index = [], [], []
-    for i, (hr, wr) in enumerate(planes):
-        plane = crop_resize(source, [[0.0, 0.0, w, h]], size=(hr, wr), mean=backbone.mean, std=backbone.std)
-        plane = plane.to(device, dtype).contiguous(memory_format=torch.channels_last)
-        f = net.window_head(net.trunk(plane), step_cells)[0].float()  # (F, rows, cols)
-        rows, cols = f.shape[1], f.shape[2]
-        feats.append(f.flatten(1).t())
-        boxes.append(window_boxes(rows, cols, step_px, size, backbone.grid_offset(hr, wr), h / hr, w / wr))
-        index.append(torch.full((rows * cols,), i, dtype=torch.int64))
-    return DenseWindows(torch.cat(feats), torch.cat(boxes), torch.cat(index))
+    source = dense_source(image, next(backbone.parameters()).device)
+    return join_windows([
+        plane_windows(backbone, plane_features(net, resize_plane(backbone, source, plan, i), plan.step_cells)[0],
+                      plan, i)
+        for i in range(len(plan.planes))])

@@ -115,6 +115,91 @@ def _probabilities(model: PatchClassifier, feats: torch.Tensor) -> torch.Tensor:
     return torch.cat([model.probabilities(feats[i: i + HEAD_BATCH]).cpu() for i in range(0, len(feats), HEAD_BATCH)])
 
 
+def checked_call(model: PatchClassifier | None, mode: str, k: float | None, device: str | torch.device | None,
+                 precision: str) -> tuple[PatchClassifier, float, torch.device]:
+    """The arguments that :func:`score_image` and :func:`midlevel_fast.scoring.images.score_images` share, checked
+    (``ValueError`` naming the bad one) and resolved: ``(model, k, device)`` with the default model for ``None``,
+    the model's ``k`` for ``None`` and the model's device for ``None``; the model is moved there, in eval mode."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    model = default_model() if model is None else model
+    kk = float(model.info.k if k is None else k)
+    if not kk > 0:
+        raise ValueError(f"k must be > 0, got {k!r}")
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    return model.to(dev).eval(), kk, dev
+
+
+def probabilities_result(model: PatchClassifier, probs: torch.Tensor, boxes: torch.Tensor, scale_index: torch.Tensor,
+                         image_size: tuple[int, int], mode: str, k: float, device: torch.device,
+                         detections: list[Detection], return_maps: bool | int = False) -> ScoreResult:
+    """The :class:`ScoreResult` of one image from its patch probabilities ``probs (M, C)`` (CPU float32) and
+    ``boxes (M, 4)`` (image pixels, ``(x0, y0, x1, y1)``): power-mean scores with exponent ``k``, presence,
+    ``detections`` as given, and for ``return_maps`` (as in :func:`score_image`) the maps and points of the best
+    classes, written on ``device`` when it is a GPU with Triton. ``seconds`` is left to the caller."""
+    h, w = image_size
+    scores = power_mean(probs, k)
+    result = ScoreResult(model.class_names, scores, boxes, probs, scale_index, (h, w), mode, k,
+                         presence=presence_for(scores, model.info.calibration, k), detections=detections)
+    if return_maps is not False:
+        n = len(model.class_names) if return_maps is True else int(return_maps)
+        idx = torch.topk(scores, min(max(n, 1), len(model.class_names))).indices
+        # On a GPU the fused Triton kernel writes the maps there; the result keeps CPU tensors either way.
+        if device.type == "cuda" and backends()["triton"].available:
+            result.maps = output_maps(boxes, probs[:, idx].to(device), h, w, backend="triton").cpu()
+        else:
+            result.maps = output_maps(boxes, probs[:, idx], h, w)
+        result.map_classes = [model.class_names[i] for i in idx.tolist()]
+        points = window_points(boxes, probs[:, idx].cpu(), h, w).tolist()
+        result.points = {c: (x, y) for c, (x, y) in zip(result.map_classes, points)}
+    return result
+
+
+def features_result(model: PatchClassifier, feats: torch.Tensor, boxes: torch.Tensor, scale_index: torch.Tensor,
+                    image_size: tuple[int, int], mode: str, k: float, device: torch.device, *,
+                    return_maps: bool | int = False,
+                    detection_threshold: float = DETECTION_THRESHOLD) -> ScoreResult:
+    """The :class:`ScoreResult` of one image from its window or patch features ``feats (M, F)`` (float32, from
+    ``model.regression_backbone()``: the mid-level vector first, then what the box regression reads) and their
+    ``boxes (M, 4)``: the head's probabilities, the detections (:func:`midlevel_fast.scoring.detections.detect`
+    at ``detection_threshold``), then :func:`probabilities_result`. Everything :func:`score_image` does after
+    the features, shared with :func:`midlevel_fast.scoring.images.score_images`."""
+    with torch.inference_mode():
+        probs = _probabilities(model, feats[:, : model.backbone.feature_dim])
+        detections = detect(boxes, probs, model.class_names, image_size, feats, model.info.box_regression,
+                            threshold=detection_threshold)
+    return probabilities_result(model, probs, boxes, scale_index, image_size, mode, k, device, detections,
+                                return_maps)
+
+
+def score_decoded(model: PatchClassifier, img: np.ndarray, source: Any, mode: str, k: float, device: torch.device, *,
+                  return_maps: bool | int = False, batch_size: int | None = None, window_step: int | None = None,
+                  precision: str = "auto", detection_threshold: float = DETECTION_THRESHOLD,
+                  progress: bool | None = None) -> ScoreResult:
+    """:func:`score_image` of ``img`` (RGB uint8 HWC, decoded from ``source``, which error messages name) once the
+    arguments are checked (:func:`checked_call`); ``seconds`` is left to the caller."""
+    h, w = img.shape[:2]
+    scales, step = model.info.scales, model.info.grid_step
+    # Too small an image is refused here, in every mode, before any work (too elongated a one for the dense mode
+    # by dense_windows, before its first trunk pass).
+    check_image_size(w, h, scales, model.backbone, source)
+    if mode == "naive":
+        g = grid(w, h, scales, step)
+        with torch.inference_mode():
+            probs = patch_probabilities_naive(model, img, g.boxes)
+        # The per-patch loop keeps no features to regress boxes from: no detections.
+        return probabilities_result(model, probs, g.boxes, g.scale_index, (h, w), mode, k, device, [], return_maps)
+    run = resolve_precision(precision, mode, device)
+    with torch.inference_mode():
+        # With a regression on the windows' layout the features carry it after the mid-level vector.
+        feats, boxes, scale_index = patch_features(model.regression_backbone(), img, mode, scales, step, window_step,
+                                                   batch_size, run, progress)
+    return features_result(model, feats, boxes, scale_index, (h, w), mode, k, device, return_maps=return_maps,
+                           detection_threshold=detection_threshold)
+
+
 def score_image(
     image: Any,
     model: PatchClassifier | None = None,
@@ -142,54 +227,15 @@ def score_image(
     ``detection_threshold``: the class probability a window needs to become a detection candidate
     (:func:`midlevel_fast.scoring.detections.detect`; the head's box regression, when it has one, moves it).
     ``progress``: a progress bar over the chunks of a long batched image (see :func:`patch_features`).
+    Many images at once: :func:`midlevel_fast.scoring.images.score_images`.
     """
     t0 = time.perf_counter()
     tune_malloc()
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if batch_size is not None and int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    model = default_model() if model is None else model
-    kk = float(model.info.k if k is None else k)
-    if not kk > 0:
-        raise ValueError(f"k must be > 0, got {k!r}")
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    model = model.to(dev).eval()
-    img = load_image(image)
-    h, w = img.shape[:2]
-    scales, step = model.info.scales, model.info.grid_step
-    # Too small an image is refused here, in every mode, before any work (too elongated a one for the dense mode
-    # by dense_windows, before its first trunk pass).
-    check_image_size(w, h, scales, model.backbone, image)
-    with torch.inference_mode():
-        if mode == "naive":
-            g = grid(w, h, scales, step)
-            boxes, scale_index = g.boxes, g.scale_index
-            probs = patch_probabilities_naive(model, img, boxes)
-            detections = []  # the per-patch loop keeps no features to regress boxes from
-        else:
-            run = resolve_precision(precision, mode, dev)
-            # With a regression on the windows' layout the features carry it after the mid-level vector.
-            feats, boxes, scale_index = patch_features(model.regression_backbone(), img, mode, scales, step,
-                                                       window_step, batch_size, run, progress)
-            probs = _probabilities(model, feats[:, : model.backbone.feature_dim])
-            detections = detect(boxes, probs, model.class_names, (h, w), feats, model.info.box_regression,
-                                threshold=detection_threshold)
-    scores = power_mean(probs, kk)
-    result = ScoreResult(model.class_names, scores, boxes, probs, scale_index, (h, w), mode, kk,
-                         presence=presence_for(scores, model.info.calibration, kk), detections=detections)
-    if return_maps is not False:
-        n = len(model.class_names) if return_maps is True else int(return_maps)
-        idx = torch.topk(scores, min(max(n, 1), len(model.class_names))).indices
-        # On a GPU the fused Triton kernel writes the maps there; the result keeps CPU tensors either way.
-        if dev.type == "cuda" and backends()["triton"].available:
-            result.maps = output_maps(boxes, probs[:, idx].to(dev), h, w, backend="triton").cpu()
-        else:
-            result.maps = output_maps(boxes, probs[:, idx], h, w)
-        result.map_classes = [model.class_names[i] for i in idx.tolist()]
-        points = window_points(boxes, probs[:, idx].cpu(), h, w).tolist()
-        result.points = {c: (x, y) for c, (x, y) in zip(result.map_classes, points)}
+    model, kk, dev = checked_call(model, mode, k, device, precision)
+    result = score_decoded(model, load_image(image), image, mode, kk, dev, return_maps=return_maps,
+                           batch_size=batch_size, window_step=window_step, precision=precision,
+                           detection_threshold=detection_threshold, progress=progress)
     result.seconds = time.perf_counter() - t0
     return result

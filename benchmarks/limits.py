@@ -1,0 +1,88 @@
+"""The machine's limits, measured in the benchmark's own run: fp32 sgemm, bf16 GEMM and a bf16 (and fp32)
+convolution of a trunk shape, plus FLOP counts of a backbone's dense phase, per layer.
+
+Every phase is reported against the limit of its own dtype: fp32 phases against the fp32 sgemm, bf16 phases
+against the bf16 convolution (on AMX CPUs about ten times the fp32 rate, on AVX512-BF16 about twice).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from midlevel_fast.scoring.precision import describe_cpu
+
+# AlexNet's conv2 on a batch of 8 patches (64 x 55 x 55 -> 192 filters of 5 x 5), channels_last: the trunk shape
+# of the limit convolution.
+LIMIT_CONV = dict(batch=8, cin=64, size=55, cout=192, kernel=5)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int = 7) -> float:
+    """Median wall time of ``fn`` after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def gemm_gflops(dtype: torch.dtype, n: int) -> float:
+    """GFLOP/s of an ``n``³ ``torch.mm`` in ``dtype``."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    return 2 * n**3 / median_seconds(lambda: torch.mm(a, b)) / 1e9
+
+
+def conv_gflops(dtype: torch.dtype) -> float:
+    """GFLOP/s of the :data:`LIMIT_CONV` convolution in ``dtype``, channels_last, weights already in ``dtype``."""
+    c = LIMIT_CONV
+    x = torch.randn(c["batch"], c["cin"], c["size"], c["size"]).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(c["cout"], c["cin"], c["kernel"], c["kernel"]).to(dtype)
+    w = w.contiguous(memory_format=torch.channels_last)
+    pad = c["kernel"] // 2
+    flops = 2 * c["batch"] * c["cout"] * c["size"] ** 2 * c["cin"] * c["kernel"] ** 2
+    with torch.inference_mode():
+        return flops / median_seconds(lambda: torch.nn.functional.conv2d(x, w, padding=pad)) / 1e9
+
+
+@dataclass(frozen=True)
+class Limits:
+    """GFLOP/s of this machine's limits, and its CPU features as a line."""
+
+    sgemm: float
+    bf16_gemm: float
+    fp32_conv: float
+    bf16_conv: float
+    cpu: str
+
+    def of(self, precision: str) -> float:
+        """The limit a phase in ``precision`` is measured against: fp32 sgemm, or the bf16 convolution."""
+        return self.bf16_conv if precision == "bf16" else self.sgemm
+
+    def as_info(self) -> dict[str, object]:
+        return {"cpu": self.cpu, "sgemm_GFLOPs": round(self.sgemm), "bf16_gemm_GFLOPs": round(self.bf16_gemm),
+                "fp32_conv_GFLOPs": round(self.fp32_conv), "bf16_conv_GFLOPs": round(self.bf16_conv)}
+
+
+def measure_limits() -> Limits:
+    """All limits, measured now (about 10 s on 2 cores)."""
+    return Limits(sgemm=gemm_gflops(torch.float32, 2048), bf16_gemm=gemm_gflops(torch.bfloat16, 4096),
+                  fp32_conv=conv_gflops(torch.float32), bf16_conv=conv_gflops(torch.bfloat16), cpu=describe_cpu())
+
+
+def phase_flops(phase: Callable[[torch.Tensor], object], planes: list[torch.Tensor]) -> tuple[int, dict[str, int]]:
+    """``(total, per_layer)`` FLOPs (2 per multiply-add) of ``phase`` over ``planes``, counted by torch's
+    FlopCounterMode on the unfused float32 module; ``per_layer`` maps each module's dotted name (the leaves) to
+    its FLOPs."""
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        for p in planes:
+            phase(p)
+    per_module = {name: sum(counts.values()) for name, counts in counter.get_flop_counts().items()}
+    # Keep the leaves: a name none of whose extensions is also listed.
+    leaves = {n: f for n, f in per_module.items() if n != "Global" and not any(o.startswith(n + ".") for o in per_module)}
+    return counter.get_total_flops(), leaves

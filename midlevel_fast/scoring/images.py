@@ -1,0 +1,213 @@
+"""``score_images``: many images scored with their dense planes batched across images.
+
+:func:`midlevel_fast.scoring.score.score_image` runs the trunk once per scale of one image: nine planes of
+different sizes, each a batch of one. Here the images come in chunks of ``batch_images``; every plane of a chunk is
+grouped with the planes of the same ``(rows, cols)`` (the same scale of images of the same size, and whatever
+other scale or image happens to round to that size), and each group runs through the trunk and the window head in
+one call (:func:`midlevel_fast.scoring.dense.plane_features`, the function ``dense_windows`` runs on one plane).
+The rest of each image's result is :func:`midlevel_fast.scoring.score.features_result`, as in ``score_image``, so
+the results are ``score_image``'s image by image: the trunk is applied to each plane of a batch independently, and
+only the rounding of the batched convolutions may differ (float32: ~1e-6; bf16: see ``tests/test_images.py``).
+
+Pipeline: a pool of ``workers`` threads decodes the images (:func:`midlevel_fast.io.image_io.load_image`) and
+checks them (too small, too elongated) one chunk ahead of the trunk. Threads rather than processes: Pillow's decoders
+and the crop_resize kernel release the GIL, and a thread hands over the decoded array without pickling it. On a
+GPU the decoded images are pinned and uploaded, and their planes resized there, as ``score_image`` does (one
+uint8 image crosses the bus, not nine float planes); on the CPU the workers also resize the planes of the next
+group while the trunk runs on the current one.
+"""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+import numpy as np
+import torch
+from PIL import Image
+
+from midlevel_fast.backbones.prepared import prepared
+from midlevel_fast.io.image_io import load_image
+from midlevel_fast.model import PatchClassifier
+from midlevel_fast.scoring.dense import (MAX_DENSE_PIXELS, DensePlan, DenseWindows, dense_plan, dense_source,
+                                         join_windows, plane_features, plane_windows, resize_plane,
+                                         window_step_cells)
+from midlevel_fast.scoring.detections import DETECTION_THRESHOLD
+from midlevel_fast.scoring.limits import check_image_size
+from midlevel_fast.scoring.malloc import tune_malloc
+from midlevel_fast.scoring.precision import resolve_precision
+from midlevel_fast.scoring.score import ScoreResult, checked_call, features_result, score_decoded
+
+# Pixels of one trunk call: a group of same-size planes is split into batches of at most this many pixels (at
+# least one plane), so that a batch never needs more activation memory than the largest plane one image may have.
+MAX_BATCH_PIXELS = MAX_DENSE_PIXELS
+# Decoding threads by default: enough to keep ahead of the trunk on a GPU, few enough not to crowd a small CPU.
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Decoded:
+    """One decoded and checked image: its index in ``images``, the array (RGB uint8 HWC; pinned on a GPU run) and
+    its dense plan (``None`` in the modes that do not use one)."""
+
+    index: int
+    image: np.ndarray | torch.Tensor
+    plan: DensePlan | None
+
+
+def _name(images: Sequence[Any], index: int) -> str:
+    """``images[i]``, with its path when it is one: the prefix of every error about one image."""
+    item = images[index]
+    return f"images[{index}] ({os.fspath(item)!r})" if isinstance(item, (str, os.PathLike)) else f"images[{index}]"
+
+
+def _chunks(n: int, size: int) -> list[range]:
+    return [range(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _prefetched(pool: ThreadPoolExecutor | None, jobs: Sequence[Callable[[], T]]) -> Iterator[T]:
+    """The results of ``jobs`` in order, each job started on ``pool`` while the one before it is consumed (one
+    ahead: bounded memory); inline without a pool."""
+    if pool is None:
+        yield from (job() for job in jobs)
+        return
+    ahead: Future | None = pool.submit(jobs[0]) if jobs else None
+    for i in range(len(jobs)):
+        current = ahead
+        ahead = pool.submit(jobs[i + 1]) if i + 1 < len(jobs) else None
+        yield current.result()
+
+
+def _same_size_batches(plans: Sequence[DensePlan]) -> list[list[tuple[int, int]]]:
+    """The trunk calls of a chunk: lists of ``(image in chunk, scale)`` whose planes have the same size, at most
+    :data:`MAX_BATCH_PIXELS` pixels per call (at least one plane), largest planes first."""
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for j, plan in enumerate(plans):
+        for s, hw in enumerate(plan.planes):
+            groups.setdefault(hw, []).append((j, s))
+    batches = []
+    for (hr, wr), members in sorted(groups.items(), key=lambda kv: -kv[0][0] * kv[0][1]):
+        per_call = max(1, MAX_BATCH_PIXELS // (hr * wr))
+        batches += [members[i: i + per_call] for i in range(0, len(members), per_call)]
+    return batches
+
+
+def score_images(
+    images: Sequence[Any],
+    model: PatchClassifier | None = None,
+    *,
+    mode: str = "dense",
+    k: float | None = None,
+    return_maps: bool | int = False,
+    batch_images: int = 8,
+    device: str | torch.device | None = None,
+    window_step: int | None = None,
+    precision: str = "auto",
+    detection_threshold: float = DETECTION_THRESHOLD,
+    workers: int | None = None,
+) -> list[ScoreResult]:
+    """Scores every image of ``images`` with ``model``: one :class:`~midlevel_fast.scoring.score.ScoreResult` per
+    image, in order, equal to :func:`~midlevel_fast.scoring.score.score_image`'s with the same arguments (to the
+    rounding of batched convolutions: module docstring).
+
+    ``images``: a sequence of what ``score_image`` takes (paths, PIL images, numpy HWC arrays, torch CHW tensors;
+    :func:`midlevel_fast.io.image_io.load_image`). ``mode="dense"`` batches the planes of ``batch_images`` images
+    at a time across images (module docstring); ``"batched"`` and ``"naive"`` score image by image through
+    ``score_image``'s path, only the decoding running ahead on the workers: their grid patches are already
+    batched within one image (512 patches of 224², more than a GPU batch). ``k``, ``return_maps``, ``device``,
+    ``window_step``, ``precision`` and ``detection_threshold``: as in ``score_image``. ``workers``: decoding
+    threads (``None``: :data:`DEFAULT_WORKERS`; ``0``: decode in the calling thread).
+
+    ``seconds`` of each result is its share of its chunk's wall time (the chunk's time over its images).
+    Raises ``ValueError`` for an empty ``images``, a single image passed instead of a sequence (``TypeError``),
+    bad arguments, and, prefixed with ``images[i] ('path')``, the error of an image that cannot be decoded
+    (``FileNotFoundError`` for a missing file) or is too small or, in dense mode, too elongated; the images of
+    the chunks before it have been scored, none is returned.
+    """
+    if isinstance(images, (str, os.PathLike, np.ndarray, torch.Tensor, Image.Image)):
+        raise TypeError(f"score_images takes a sequence of images, got one {type(images).__name__}; "
+                        "use score_image for a single image or pass [image]")
+    images = list(images)
+    if not images:
+        raise ValueError("score_images got no images: pass a non-empty sequence of paths, PIL images or arrays")
+    if int(batch_images) < 1:
+        raise ValueError(f"batch_images must be >= 1, got {batch_images!r}")
+    n_workers = DEFAULT_WORKERS if workers is None else int(workers)
+    if n_workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers!r}")
+    tune_malloc()
+    model, kk, dev = checked_call(model, mode, k, device, precision)
+    backbone = model.regression_backbone()
+    scales, step = model.info.scales, model.info.grid_step
+    if mode == "dense":
+        window_step_cells(backbone, step, window_step)  # a bad step is refused before any image is decoded
+    pin = mode == "dense" and dev.type == "cuda"
+
+    def decode(index: int) -> _Decoded:
+        try:
+            img = load_image(images[index])
+            h, w = img.shape[:2]
+            check_image_size(w, h, scales, model.backbone, images[index])
+            plan = dense_plan(backbone, h, w, scales, step, window_step) if mode == "dense" else None
+        except (ValueError, OSError) as e:
+            # The type load_image or the checks raised (a missing file stays FileNotFoundError), with the image named.
+            kind = type(e) if type(e) in (ValueError, FileNotFoundError, IsADirectoryError) else ValueError
+            raise kind(f"{_name(images, index)}: {e}") from e
+        # Pinned, the upload to the GPU is a direct DMA that need not wait for the work queued before it.
+        return _Decoded(index, torch.from_numpy(img).pin_memory() if pin else img, plan)
+
+    def decode_chunk(chunk: range) -> list[_Decoded]:
+        return [decode(i) for i in chunk]
+
+    results: list[ScoreResult] = []
+    pool = ThreadPoolExecutor(n_workers, thread_name_prefix="score_images") if n_workers else None
+    try:
+        chunks = [lambda c=c: decode_chunk(c) for c in _chunks(len(images), int(batch_images))]
+        for decoded in _prefetched(pool, chunks):
+            t0 = time.perf_counter()
+            if mode == "dense":
+                with torch.inference_mode():
+                    windows = _dense_chunk(backbone, decoded, resolve_precision(precision, mode, dev), dev, pool)
+                scored = [features_result(model, *win, (d.plan.height, d.plan.width), mode, kk, dev, return_maps=return_maps,
+                                          detection_threshold=detection_threshold)
+                          for d, win in zip(decoded, windows)]
+            else:
+                scored = [score_decoded(model, d.image, images[d.index], mode, kk, dev, return_maps=return_maps,
+                                        precision=precision, detection_threshold=detection_threshold)
+                          for d in decoded]
+            share = (time.perf_counter() - t0) / len(scored)
+            for r in scored:
+                r.seconds = share
+            results += scored
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return results
+
+
+def _dense_chunk(backbone: torch.nn.Module, decoded: Sequence[_Decoded], precision: str, device: torch.device,
+                 pool: ThreadPoolExecutor | None) -> list[DenseWindows]:
+    """The dense windows of every image of a chunk, with one trunk + window head call per batch of same-size
+    planes (:func:`_same_size_batches`); per image the same windows, in the same order, as
+    :func:`midlevel_fast.scoring.dense.dense_windows`."""
+    net = prepared(backbone, precision)
+    plans = [d.plan for d in decoded]
+    sources = [dense_source(d.image, device) for d in decoded]
+    batches = _same_size_batches(plans)
+
+    def stack(members: list[tuple[int, int]]) -> torch.Tensor:
+        return torch.cat([resize_plane(backbone, sources[j], plans[j], s) for j, s in members])
+
+    # On a GPU the planes are resized there, asynchronously on the stream the trunk follows: no thread is needed.
+    on_workers = pool if device.type != "cuda" else None
+    per_image: list[dict[int, DenseWindows]] = [{} for _ in decoded]
+    planes = _prefetched(on_workers, [lambda m=m: stack(m) for m in batches])
+    for members, batch in zip(batches, planes):
+        feats = plane_features(net, batch, plans[0].step_cells)
+        for (j, s), f in zip(members, feats):
+            per_image[j][s] = plane_windows(backbone, f, plans[j], s)
+    return [join_windows([wins[s] for s in range(len(wins))]) for wins in per_image]
