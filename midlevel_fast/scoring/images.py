@@ -59,10 +59,13 @@ class _Decoded:
     plan: DensePlan | None
 
 
-def _name(images: Sequence[Any], index: int) -> str:
-    """``images[i]``, with its path when it is one: the prefix of every error about one image."""
+def _named(images: Sequence[Any], index: int, error: Exception) -> str:
+    """``error``'s message about ``images[index]`` prefixed with ``images[i]``, and with the path when the image
+    is a file the message does not name yet (load_image's errors name it, the dense mode's do not)."""
     item = images[index]
-    return f"images[{index}] ({os.fspath(item)!r})" if isinstance(item, (str, os.PathLike)) else f"images[{index}]"
+    path = os.fspath(item) if isinstance(item, (str, os.PathLike)) else None
+    named = f"images[{index}] ({path!r})" if path is not None and path not in str(error) else f"images[{index}]"
+    return f"{named}: {error}"
 
 
 def _chunks(n: int, size: int) -> list[range]:
@@ -156,7 +159,7 @@ def score_images(
         except (ValueError, OSError) as e:
             # The type load_image or the checks raised (a missing file stays FileNotFoundError), with the image named.
             kind = type(e) if type(e) in (ValueError, FileNotFoundError, IsADirectoryError) else ValueError
-            raise kind(f"{_name(images, index)}: {e}") from e
+            raise kind(_named(images, index, e)) from e
         # Pinned, the upload to the GPU is a direct DMA that need not wait for the work queued before it.
         return _Decoded(index, torch.from_numpy(img).pin_memory() if pin else img, plan)
 
