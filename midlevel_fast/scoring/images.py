@@ -43,6 +43,14 @@ from midlevel_fast.scoring.score import ScoreResult, checked_call, features_resu
 # Pixels of one trunk call: a group of same-size planes is split into batches of at most this many pixels (at
 # least one plane), so that a batch never needs more activation memory than the largest plane one image may have.
 MAX_BATCH_PIXELS = MAX_DENSE_PIXELS
+# Images per chunk for batch_images=None. On a GPU, many planes per launch (issue 16; the GPU figures are for a lent
+# GPU to measure: benchmarks/bench_gpu.py). On the CPU one: on 2 AMD EPYC cores (shared with other work,
+# OMP_WAIT_POLICY=PASSIVE, 4 VOC 500x375 images, medians of 3-4 rounds) stacking the planes of several images was
+# slower, fp32 7.96 s at 1 image per chunk, 9.20 s at 2, 12.98 s at 4; bf16 3.80 s at 1, 4.26 s at 4 (score_image
+# one by one: 8.54 s, 3.71 s): larger batches push Lite0's activations out of the caches (as for its CPU
+# patch batch, Backbone.batch_size).
+GPU_BATCH_IMAGES = 8
+CPU_BATCH_IMAGES = 1
 # Decoding threads by default: enough to keep ahead of the trunk on a GPU, few enough not to crowd a small CPU.
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
@@ -106,7 +114,7 @@ def score_images(
     mode: str = "dense",
     k: float | None = None,
     return_maps: bool | int = False,
-    batch_images: int = 8,
+    batch_images: int | None = None,
     device: str | torch.device | None = None,
     window_step: int | None = None,
     precision: str = "auto",
@@ -119,9 +127,11 @@ def score_images(
 
     ``images``: a sequence of what ``score_image`` takes (paths, PIL images, numpy HWC arrays, torch CHW tensors;
     :func:`midlevel_fast.io.image_io.load_image`). ``mode="dense"`` batches the planes of ``batch_images`` images
-    at a time across images (module docstring); ``"batched"`` and ``"naive"`` score image by image through
-    ``score_image``'s path, only the decoding running ahead on the workers: their grid patches are already
-    batched within one image (512 patches of 224², more than a GPU batch). ``k``, ``return_maps``, ``device``,
+    at a time across images (module docstring; ``None``: :data:`GPU_BATCH_IMAGES` on a GPU,
+    :data:`CPU_BATCH_IMAGES` on the CPU, where batching across images was measured slower); ``"batched"`` and
+    ``"naive"`` score image by image through ``score_image``'s path, only the decoding running ahead on the
+    workers: their grid patches are already batched within one image (512 patches of 224², more than a GPU
+    batch). ``k``, ``return_maps``, ``device``,
     ``window_step``, ``precision`` and ``detection_threshold``: as in ``score_image``. ``workers``: decoding
     threads (``None``: :data:`DEFAULT_WORKERS`; ``0``: decode in the calling thread).
 
@@ -137,17 +147,20 @@ def score_images(
     images = list(images)
     if not images:
         raise ValueError("score_images got no images: pass a non-empty sequence of paths, PIL images or arrays")
-    if int(batch_images) < 1:
+    if batch_images is not None and int(batch_images) < 1:
         raise ValueError(f"batch_images must be >= 1, got {batch_images!r}")
     n_workers = DEFAULT_WORKERS if workers is None else int(workers)
     if n_workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers!r}")
     tune_malloc()
     model, kk, dev = checked_call(model, mode, k, device, precision)
+    if batch_images is None:
+        batch_images = GPU_BATCH_IMAGES if dev.type == "cuda" else CPU_BATCH_IMAGES
     backbone = model.regression_backbone()
     scales, step = model.info.scales, model.info.grid_step
     if mode == "dense":
         window_step_cells(backbone, step, window_step)  # a bad step is refused before any image is decoded
+        run = resolve_precision(precision, mode, dev)
     pin = mode == "dense" and dev.type == "cuda"
 
     def decode(index: int) -> _Decoded:
@@ -174,9 +187,9 @@ def score_images(
             t0 = time.perf_counter()
             if mode == "dense":
                 with torch.inference_mode():
-                    windows = _dense_chunk(backbone, decoded, resolve_precision(precision, mode, dev), dev, pool)
-                scored = [features_result(model, *win, (d.plan.height, d.plan.width), mode, kk, dev, return_maps=return_maps,
-                                          detection_threshold=detection_threshold)
+                    windows = _dense_chunk(backbone, decoded, run, dev, pool)
+                scored = [features_result(model, *win, (d.plan.height, d.plan.width), mode, kk, dev,
+                                          return_maps=return_maps, detection_threshold=detection_threshold)
                           for d, win in zip(decoded, windows)]
             else:
                 scored = [score_decoded(model, d.image, images[d.index], mode, kk, dev, return_maps=return_maps,

@@ -94,14 +94,15 @@ class ScoreResult:
 
 def patch_features(backbone: torch.nn.Module, image: np.ndarray, mode: str, scales: Sequence[float],
                    grid_step: float, window_step: int | None = None, batch: int | None = None,
-                   precision: str = "fp32", progress: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   precision: str = "fp32",
+                   progress: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(features (M, F), boxes (M, 4), scale_index (M,))`` of ``image`` (RGB uint8 HWC) in ``mode`` ``"dense"``
     (sliding window, see :mod:`midlevel_fast.scoring.dense`; ``window_step``) or ``"batched"`` (the paper grid,
     cropped and resized, ``batch`` patches per forward: :mod:`midlevel_fast.scoring.batched`); ``precision``
     (``"fp32"`` or ``"bf16"``, already resolved) picks the backbone's prepared copy
     (:mod:`midlevel_fast.backbones.prepared`); ``progress`` shows a bar over a long image's batched chunks
-    (``None``: only for many patches on a terminal, :func:`midlevel_fast.scoring.batched.show_progress`). The entry point of the
-    feature cache as well as of :func:`score_image`."""
+    (``None``: only for many patches on a terminal, :func:`midlevel_fast.scoring.batched.show_progress`). The
+    entry point of the feature cache as well as of :func:`score_image`."""
     tune_malloc()
     if mode == "dense":
         return dense_windows(backbone, image, scales, grid_step, window_step, precision)
