@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from midlevel_fast.backbones import efficientnet_lite0
+from midlevel_fast.backbones.efficientnet_lite import _SameConv2d
 from midlevel_fast.backbones.layout import WindowLayout
 from midlevel_fast.backbones.prepared import copy_dtype, prepared
 from midlevel_fast.scoring.dense import dense_windows
@@ -77,3 +81,19 @@ def test_dense_windows_no_weight_casts_on_the_hot_path(backbones):
     copies = [e for e in prof.events() if e.name == "aten::copy_"]
     assert not [e.input_shapes for e in copies if tuple(e.input_shapes[0]) in weight_shapes]
     assert any(e.name == "mkldnn::_convolution_pointwise" for e in prof.events())
+
+
+@given(h=st.integers(1, 40), w=st.integers(1, 40), kernel=st.sampled_from([3, 5]), depthwise=st.booleans(),
+       act=st.sampled_from([None, "relu6"]), seed=st.integers(0, 2**16))
+def test_strided_same_conv_without_pad_copy(h, w, kernel, depthwise, act, seed):
+    """The fused stride-2 "SAME" convolution (no padded copy; first row/column recomputed on even sides) equals
+    the padded-copy path at every size, odd and even."""
+    torch.manual_seed(seed)
+    conv = _SameConv2d(8, 8, kernel, 2, groups=8 if depthwise else 1).requires_grad_(False)
+    x = torch.randn(1, 8, h, w).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want = conv(x, act)
+        conv.fused = True
+        got = conv(x, act)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

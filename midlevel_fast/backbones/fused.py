@@ -33,17 +33,20 @@ def _activate(y: Tensor, act: Activation) -> Tensor:
     return y
 
 
-def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: int = 1, padding: int = 0, groups: int = 1,
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: int = 1,
+           padding: int | tuple[int, int] = 0, groups: int = 1,
            act: Activation = None, residual: Tensor | None = None, fused: bool = False) -> Tensor:
-    """``act(conv2d(x, weight, bias, stride, padding, groups) + residual)``; ``residual`` (optional) has the
-    output's shape. ``fused`` computes it in one oneDNN call (CPU, no autograd)."""
+    """``act(conv2d(x, weight, bias, stride, padding, groups) + residual)``; ``padding`` is symmetric, one value or
+    ``(rows, cols)``; ``residual`` (optional) has the output's shape. ``fused`` computes it in one oneDNN call
+    (CPU, no autograd)."""
     if act not in _ONEDNN_UNARY:
         raise ValueError(f"unknown activation {act!r}; expected one of {sorted(map(str, _ONEDNN_UNARY))}")
     if not fused:
         y = F.conv2d(x, weight, bias, stride, padding, 1, groups)
         return _activate(y if residual is None else y + residual, act)
     unary, scalars = _ONEDNN_UNARY[act]
-    geometry = ([padding, padding], [stride, stride], [1, 1], groups)
+    pad = [padding, padding] if isinstance(padding, int) else list(padding)
+    geometry = (pad, [stride, stride], [1, 1], groups)
     if residual is None:
         return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *geometry, unary, scalars, "")
     # The activation after a residual sum stays a separate pass: torch's fallback for that fusion has no bfloat16
