@@ -169,6 +169,19 @@ def test_bad_file_reports_and_fails(tmp_path, capsys):
     assert "bad.jpg" in err and "missing.png" in err
 
 
+def test_cli_score_precision(tmp_path, capsys, monkeypatch, tiny):
+    monkeypatch.setattr(cli_score, "load_model", lambda *a, **kw: tiny)
+    image = str(write_images(tmp_path / "images", 1)[0])
+    tops = []
+    for precision in ("fp32", "bf16"):
+        assert main(["score", image, "--json", "--precision", precision]) == 0
+        tops.append(json.loads(capsys.readouterr().out)[0]["classes"][0]["class"])
+    assert tops[0] == tops[1]
+    with pytest.raises(SystemExit) as exc:
+        main(["score", image, "--precision", "fp8"])
+    assert exc.value.code == 2 and "invalid choice: 'fp8'" in capsys.readouterr().err
+
+
 def test_no_input_is_a_usage_error(capsys):
     assert main(["score", "--head", "imagenet"]) == 2
     assert "error: give at least one IMAGE or --demo NAME" in capsys.readouterr().err

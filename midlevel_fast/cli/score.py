@@ -21,6 +21,7 @@ from midlevel_fast.io.overlay import PRESENT, chosen_maps, map_stems, write_maps
 from midlevel_fast.model import load_model
 from midlevel_fast.scaleout.collection import score_collection
 from midlevel_fast.scaleout.results import output_paths, read_rows
+from midlevel_fast.scoring.precision import PRECISIONS
 from midlevel_fast.scoring.score import MODES, ScoreResult, score_image
 
 # Public-domain photos of scikit-image; "cat_motorbike" is two of them side by side (chelsea the cat and the left view
@@ -151,7 +152,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         try:
             res = score_image(source, model, mode=args.mode, k=args.k, return_maps=max(n_maps, 1),
                               batch_size=args.batch_size, window_step=args.window_step,
-                              detection_threshold=args.box_score)
+                              precision=args.precision, detection_threshold=args.box_score)
         except (ValueError, FileNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
             failed += 1
@@ -182,7 +183,8 @@ def cmd_score_dir(args: argparse.Namespace) -> int:
     model = load_model(args.head, backbone=args.backbone)
     res = score_collection(args.dir, args.out, model, mode=args.mode, k=args.k, top=args.top,
                            full_scores=args.full_scores, maps_dir=args.maps, batch_size=args.batch_size,
-                           window_step=args.window_step, detection_threshold=args.box_score,
+                           window_step=args.window_step, precision=args.precision,
+                           detection_threshold=args.box_score,
                            num_workers=args.workers, progress=not args.no_progress)
     print(f"scored {res.scored} images ({res.images_per_second:.2f} images/s), {res.resumed} already done, "
           f"{res.failed} failed", file=sys.stderr)
@@ -228,6 +230,9 @@ def _add_scoring_options(p: argparse.ArgumentParser, top_help: str, threads_help
                    help=f"report detection boxes whose class probability is at least P (default {BOX_SCORE}; 0.05 "
                         "gives every candidate, as detection AP is measured)")
     p.add_argument("--batch-size", type=int, default=None, help="patches or windows per forward")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="trunk precision: auto (bf16 for the dense mode on CPUs with native bf16, AVX512-BF16 or "
+                        "AMX; else fp32), fp32 or bf16")
     p.add_argument("--threads", type=int, default=None, help=threads_help)
 
 

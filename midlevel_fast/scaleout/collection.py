@@ -199,6 +199,7 @@ def score_collection(
     maps_dir: str | os.PathLike | None = None,
     batch_size: int | None = None,
     window_step: int | None = None,
+    precision: str = "auto",
     detection_threshold: float = DETECTION_THRESHOLD,
     num_workers: int = 2,
     progress: bool = True,
@@ -207,8 +208,9 @@ def score_collection(
     """Scores every image of ``inputs`` (a directory or a list of paths) into ``out`` (see the module docstring).
 
     ``model``: a :class:`midlevel_fast.model.PatchClassifier` (default: the default model). ``mode``, ``k``,
-    ``batch_size`` (patches or windows per forward), ``window_step`` and ``detection_threshold`` (the least score of
-    a row's detections) are :func:`midlevel_fast.scoring.score.score_image`'s; images are scored one at a time, since they differ in size.
+    ``batch_size`` (patches or windows per forward), ``window_step``, ``precision`` and ``detection_threshold`` (the
+    least score of a row's detections) are :func:`midlevel_fast.scoring.score.score_image`'s; images are scored one
+    at a time, since they differ in size.
     ``top``: classes per row (and maps per image with ``maps_dir``). ``num_workers``: DataLoader processes
     decoding ahead of the model (0: decode in this process). ``ctx``: the rank of this process (default: from the
     initialised ``torch.distributed`` group, else a single process); every rank must call this with the same
@@ -259,7 +261,7 @@ def score_collection(
                     try:
                         res = score_image(image, model, mode=mode, k=k, return_maps=top,
                                           batch_size=batch_size, device=ctx.device, window_step=window_step,
-                                          detection_threshold=detection_threshold)
+                                          precision=precision, detection_threshold=detection_threshold)
                     except ValueError as e:  # too small, too elongated for the mode: the image, not the run
                         error = f"refused: {e}"
                 if res is None:
