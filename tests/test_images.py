@@ -4,6 +4,7 @@ convolutional backbone for many random sizes, chunkings and batch budgets), and 
 named in the error."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -210,3 +211,15 @@ def test_bad_arguments(tiny, tmp_path):
 
 def test_exported():
     assert midlevel_fast.score_images is score_images and "score_images" in midlevel_fast.__all__
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (or torch without CUDA)")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_batched_across_images_equals_score_image(voc_two_scales, photos, precision):
+    """On a GPU: pinned uploads, planes resized there, same-size planes stacked; run by benchmarks/gpu_check.sh."""
+    model = copy.deepcopy(voc_two_scales)
+    got = score_images(photos, model, precision=precision, return_maps=2, batch_images=4, device="cuda")
+    for image, res in zip(photos, got):
+        want = score_image(image, model, precision=precision, return_maps=2, device="cuda")
+        assert_same_result(res, want, precision)
+        assert res.maps.device.type == "cpu"
