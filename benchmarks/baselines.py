@@ -12,10 +12,10 @@ def crop_resize_interpolate_loop(image: torch.Tensor, boxes: np.ndarray | torch.
                                  size: int = 224) -> torch.Tensor:
     """Per-box integer crop + ``F.interpolate(bilinear, antialias=True)`` loop with ImageNet normalisation: the
     torch user's baseline. ``image`` is uint8 HWC; each box is rounded outward to whole pixels (interpolate takes
-    no fractional box). Returns ``(N, C, size, size)`` float32."""
+    no fractional box). Returns ``(N, C, size, size)`` float32 on ``image``'s device."""
     planes = image.permute(2, 0, 1).unsqueeze(0).float() / 255.0
-    mean_t = torch.tensor(IMAGENET_MEAN).view(1, -1, 1, 1)
-    std_t = torch.tensor(IMAGENET_STD).view(1, -1, 1, 1)
+    mean_t = torch.tensor(IMAGENET_MEAN, device=image.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(IMAGENET_STD, device=image.device).view(1, -1, 1, 1)
     out = []
     for x0, y0, x1, y1 in torch.as_tensor(boxes, dtype=torch.float64).tolist():
         crop = planes[:, :, int(y0): math.ceil(y1), int(x0): math.ceil(x1)]
@@ -44,4 +44,5 @@ def dense_autocast_scores(model, image: np.ndarray, k: float = 5.0) -> torch.Ten
             feats.append(f.float().flatten(1).t())
     with torch.inference_mode():
         probs = model.probabilities(torch.cat(feats))
-    return probs.pow(k).mean(0).pow(1 / k)
+    # The library's score: 1/M sum_i p_i^k (no k-th root), in float64 as power_mean computes it.
+    return probs.double().pow(k).mean(0).float()

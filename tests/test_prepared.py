@@ -68,6 +68,18 @@ def test_prepared_is_cached_and_follows_weight_changes(backbones):
         prepared(bb, "fp8")
 
 
+def test_prepared_backbone_made_under_inference_mode():
+    """Parameters created under inference_mode have no version counter; the copy is still made, cached, and
+    remade when such a parameter is replaced."""
+    with torch.inference_mode():
+        bb = random_alexnet()
+        first = prepared(bb, "bf16")
+        assert prepared(bb, "bf16") is first
+        fc7 = bb.classifier[4]
+        fc7.weight = torch.nn.Parameter(fc7.weight.clone(), requires_grad=False)
+        assert prepared(bb, "bf16") is not first
+
+
 def test_dense_windows_no_weight_casts_on_the_hot_path(backbones):
     """After the first call, a bf16 dense pass casts no weight (autocast cast every one on every call): no copy_
     in its profile has a weight's shape, and the convolutions run fused."""
