@@ -3,7 +3,8 @@
 Each case runs in a fresh interpreter, since the settings are per process and the rest of the suite applies them.
 The effect is read from glibc itself: ``mallinfo2().hblks`` counts the blocks served by ``mmap``. With the top
 of the heap trimmed first, a 24 MiB block is mmapped under glibc's own dynamic threshold (raised only to the
-largest block freed so far, 16 MiB here) and comes from the heap under the tuned 32 MiB threshold.
+largest block freed so far, 16 MiB here); tuned, no block is mmapped, not even one of 128 MiB (above any
+threshold glibc accepts).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import sys
 
 import pytest
 
-from midlevel_fast.scoring.malloc import MMAP_THRESHOLD
+from midlevel_fast.scoring.malloc import MMAP_MAX
 
 LIBC, LIBC_VERSION = platform.libc_ver()
 # mallinfo2 (size_t fields) appeared in glibc 2.33.
@@ -46,8 +47,8 @@ def mmapped(mib):
     return served_by_mmap
 
 out = {"untuned_16": mmapped(16), "first": tune_malloc(), "after_first_24": mmapped(24)}
-out["above_ceiling_64"] = mmapped(64)
-libc.mallopt(-3, 1 << 20)  # the user's own M_MMAP_THRESHOLD, set after the first call: a second one must keep it
+out["after_first_128"] = mmapped(128)
+libc.mallopt(-4, 65536)  # the user's own M_MMAP_MAX, set after the first call: a second one must keep it
 out["second"] = tune_malloc()
 out["after_second_24"] = mmapped(24)
 print(json.dumps(out))
@@ -62,16 +63,17 @@ def probe(**env: str) -> dict[str, bool]:
 
 
 def test_applied_exactly_once():
-    assert MMAP_THRESHOLD == 32 << 20  # the 24 MiB probe block lies between glibc's dynamic and tuned thresholds
+    assert MMAP_MAX == 0
     got = probe()
-    assert got["untuned_16"] and got["above_ceiling_64"], f"the probe cannot see mmapped blocks: {got}"
-    assert got["first"] is True and not got["after_first_24"], f"the first call did not raise the threshold: {got}"
+    assert got["untuned_16"], f"the probe cannot see mmapped blocks: {got}"
+    assert got["first"] is True and not got["after_first_24"] and not got["after_first_128"], (
+        f"the first call did not turn mmap off: {got}")
     # The second call reports the settings as applied but does not apply them again: the user's 1 MiB stays.
     assert got["second"] is True and got["after_second_24"], f"the second call applied the settings again: {got}"
 
 
 def test_opt_out_leaves_the_allocator_alone():
     got = probe(MIDLEVEL_FAST_MALLOC="0")
-    assert got["untuned_16"] and got["above_ceiling_64"]
+    assert got["untuned_16"] and got["after_first_128"]
     assert got["first"] is False and got["second"] is False
     assert got["after_first_24"], f"the allocator was tuned despite MIDLEVEL_FAST_MALLOC=0: {got}"

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from midlevel_fast.backbones import efficientnet_lite0
-from midlevel_fast.backbones.efficientnet_lite import _SameConv2d
+from midlevel_fast.backbones.efficientnet_lite import _MBConv, _SameConv2d
 from midlevel_fast.backbones.layout import WindowLayout
 from midlevel_fast.backbones.prepared import copy_dtype, prepared
 from midlevel_fast.scoring.dense import dense_windows
@@ -98,8 +98,8 @@ def test_dense_windows_no_weight_casts_on_the_hot_path(backbones):
 @given(h=st.integers(1, 40), w=st.integers(1, 40), kernel=st.sampled_from([3, 5]), depthwise=st.booleans(),
        act=st.sampled_from([None, "relu6"]), seed=st.integers(0, 2**16))
 def test_strided_same_conv_without_pad_copy(h, w, kernel, depthwise, act, seed):
-    """The fused stride-2 "SAME" convolution (no padded copy; first row/column recomputed on even sides) equals
-    the padded-copy path at every size, odd and even."""
+    """The fused stride-2 "SAME" convolution (no padded copy; one extra leading row/column on even sides, cropped)
+    equals the padded-copy path at every size, odd and even."""
     torch.manual_seed(seed)
     conv = _SameConv2d(8, 8, kernel, 2, groups=8 if depthwise else 1).requires_grad_(False)
     x = torch.randn(1, 8, h, w).contiguous(memory_format=torch.channels_last)
@@ -107,5 +107,22 @@ def test_strided_same_conv_without_pad_copy(h, w, kernel, depthwise, act, seed):
         want = conv(x, act)
         conv.fused = True
         got = conv(x, act)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@given(h=st.integers(1, 40), w=st.integers(1, 40), kernel=st.sampled_from([3, 5]), seed=st.integers(0, 2**16))
+def test_strided_block_crops_after_projection(h, w, kernel, seed):
+    """A fused stride-2 inverted-residual block (the depthwise output's extra border dropped after the 1x1
+    projection) equals the unfused block."""
+    torch.manual_seed(seed)
+    block = _MBConv(4, 6, kernel, 2, 6).requires_grad_(False)
+    x = torch.randn(1, 4, h, w).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want = block(x)
+        for conv in block.modules():
+            if isinstance(conv, _SameConv2d):
+                conv.fused = True
+        got = block(x)
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

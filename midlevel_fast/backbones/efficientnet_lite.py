@@ -59,30 +59,31 @@ class _SameConv2d(nn.Conv2d):
         if s == 1:
             return conv2d(x, self.weight, self.bias, padding=self.padding[0], groups=self.groups, act=act,
                           residual=residual, fused=self.fused)
-        (top, bottom), (left, right) = (_same_padding(n, k, s) for n in x.shape[-2:])
         if self.fused and residual is None:
-            return self._strided_without_pad(x, act, (top, bottom), (left, right))
+            out, (dy, dx) = self.strided_with_border(x, act)
+            return out[:, :, dy:, dx:]
+        (top, bottom), (left, right) = (_same_padding(n, k, s) for n in x.shape[-2:])
         x = F.pad(x, (left, right, top, bottom))
         return conv2d(x, self.weight, self.bias, stride=s, groups=self.groups, act=act, residual=residual)
 
-    def _strided_without_pad(self, x: Tensor, act: Activation, rows: tuple[int, int], cols: tuple[int, int]) -> Tensor:
-        """The stride-2 "SAME" convolution without padding a copy of ``x`` (that copy of a 96-channel map of
-        the largest planes was 10-14 % of a dense Lite0 call). Along an axis padded symmetrically the
-        convolution pads by itself. Along an axis with one pixel more after than before (even lengths), the
-        convolution runs on ``x`` without its first row (column) and padded by the larger amount on both sides:
-        every output but the first along that axis then sees exactly the pixels it should, and the first, which
-        saw a zero where the dropped row was, is recomputed from a thin padded strip of ``x``'s first rows."""
+    def strided_with_border(self, x: Tensor, act: Activation) -> tuple[Tensor, tuple[int, int]]:
+        """The fused stride-2 "SAME" convolution without a padded copy of ``x`` (that copy of a 96-channel map of
+        the largest planes was 10-14 % of a dense Lite0 call), as ``(out, (dy, dx))``: the "SAME" output is
+        ``out[:, :, dy:, dx:]``. Along an axis padded symmetrically (odd lengths) the convolution pads by itself
+        and ``d = 0``. Along an axis with one pixel more after than before (even lengths), it pads
+        ``before + 2`` on both sides: that puts output ``j`` on the input window of "SAME" output ``j - 1``,
+        so ``out`` has one extra leading row (column), ``d = 1``, which the caller drops. A caller whose next
+        operation is pointwise (a 1x1 convolution) drops it after that operation, on the smaller map."""
         k, s = self.kernel_size[0], self.stride[0]
-        shift_y, shift_x = int(rows[1] > rows[0]), int(cols[1] > cols[0])
-        fix = dict(stride=s, groups=self.groups, act=act, fused=True)
-        out = conv2d(x[:, :, shift_y:, shift_x:], self.weight, self.bias, padding=(rows[1], cols[1]), **fix)
-        if shift_y:
-            strip = F.pad(x[:, :, : k - rows[0]], (cols[0], cols[1], rows[0], 0))
-            out[:, :, :1] = conv2d(strip, self.weight, self.bias, **fix)
-        if shift_x:
-            strip = F.pad(x[:, :, :, : k - cols[0]], (cols[0], 0, rows[0], rows[1]))
-            out[:, :, :, :1] = conv2d(strip, self.weight, self.bias, **fix)
-        return out
+        pads, border = [], []
+        for n in x.shape[-2:]:
+            before, after = _same_padding(n, k, s)
+            shift = int(after > before)
+            pads.append(before + 2 * shift)
+            border.append(shift)
+        out = conv2d(x, self.weight, self.bias, stride=s, padding=(pads[0], pads[1]), groups=self.groups, act=act,
+                     fused=True)
+        return out, (border[0], border[1])
 
 
 def _same_padding(length: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -104,6 +105,12 @@ class _MBConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = x if self._expand_conv is None else self._expand_conv(x, "relu6")
+        dw = self._depthwise_conv
+        if dw.fused and dw.stride[0] != 1:
+            # The 1x1 projection is pointwise, so the depthwise output's extra border is dropped after it, on a
+            # map with fewer channels (a quarter of the copy on the largest planes).
+            y, (dy, dx) = dw.strided_with_border(y, "relu6")
+            return self._project_conv(y)[:, :, dy:, dx:]
         return self._project_conv(self._depthwise_conv(y, "relu6"), residual=x if self.residual else None)
 
 

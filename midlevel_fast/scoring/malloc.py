@@ -1,13 +1,16 @@
 """glibc malloc settings for CPU inference, applied once by the CPU-heavy entry points (``score_image`` and the
 feature cache). Set ``MIDLEVEL_FAST_MALLOC=0`` to leave the allocator as it is.
 
-glibc serves every allocation above ``M_MMAP_THRESHOLD`` (128 KiB at start) with fresh ``mmap`` pages, which
-fault in on first touch and go back to the kernel on ``free``. It raises that threshold by itself, up to 32 MiB,
-but only after freeing such a block, and it returns the top of the heap to the kernel whenever 128 KiB of it is
-free. A network's activations are allocated and freed for every batch, so the same forward pass paid those page
-faults or not depending on what the process had done before: ``score_image(mode="batched")`` on Lite0 took 4.8 s
-in a fresh process and 2.7 s with the settings below (500×375 VOC image, 2 cores). The settings pin the
-threshold at glibc's own ceiling and keep up to 256 MiB of freed memory for reuse.
+glibc serves every allocation above ``M_MMAP_THRESHOLD`` (128 KiB at start, raised by itself up to 32 MiB) with
+fresh ``mmap`` pages, which fault in on first touch and go back to the kernel on ``free``; and it returns the
+top of the heap to the kernel whenever 128 KiB of it is free. A network's activations are allocated and freed
+for every layer, so each paid its page faults again: ``score_image(mode="batched")`` on Lite0 took 4.8 s in a
+fresh process and 2.7 s with the threshold pinned at 32 MiB (500x375 VOC image, 2 cores). The dense mode's
+largest activations are bigger than any threshold glibc accepts (a 96-channel map of the largest plane is 52 MB
+in bfloat16, 103 MB in float32): allocating and touching one took 18 ms against 2 ms from the heap, and its
+1x1 convolution 22 ms against 3.6 ms. So the settings turn ``mmap`` off (``M_MMAP_MAX = 0``: every block comes
+from the heap and is reused after ``free``) and keep up to 256 MiB of freed memory at the top of the heap.
+The cost: memory freed below the top of the heap stays with the process until it is reused.
 """
 from __future__ import annotations
 
@@ -17,11 +20,11 @@ import os
 import platform
 import sys
 
-MMAP_THRESHOLD = 32 << 20
+MMAP_MAX = 0
 TRIM_THRESHOLD = 256 << 20
 # mallopt parameter numbers from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
+_M_MMAP_MAX = -4
 
 
 @functools.cache
@@ -33,4 +36,4 @@ def tune_malloc() -> bool:
         return False
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return bool(mallopt(_M_MMAP_MAX, MMAP_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
