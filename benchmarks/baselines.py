@@ -25,10 +25,11 @@ def crop_resize_interpolate_loop(image: torch.Tensor, boxes: np.ndarray | torch.
     return torch.cat(out)
 
 
-def dense_autocast_scores(model, image: np.ndarray, k: float = 5.0) -> torch.Tensor:
-    """The dense scores as computed before prepared weights: each scale's plane through the unfused module under
-    bfloat16 autocast (which casts every weight again on every call), then the head and the power mean. Same
-    planes and windows as :func:`midlevel_fast.scoring.dense.dense_windows`."""
+def dense_module_scores(model, image: np.ndarray, k: float = 5.0, autocast: bool = True) -> torch.Tensor:
+    """The dense scores as computed before prepared weights: each scale's plane through the unfused module, under
+    bfloat16 autocast (which casts every weight again on every call; the default on CPUs with native bf16) or in
+    float32 (the default elsewhere), then the head and the power mean. Same planes and windows as
+    :func:`midlevel_fast.scoring.dense.dense_windows`."""
     from midlevel_fast.ops.crop_resize import crop_resize
     from midlevel_fast.scoring.dense import default_window_step, dense_plane_sizes
     from midlevel_fast.scoring.grid import PAPER_SCALES
@@ -37,7 +38,7 @@ def dense_autocast_scores(model, image: np.ndarray, k: float = 5.0) -> torch.Ten
     h, w = image.shape[:2]
     step = default_window_step(bb.window)
     feats = []
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         for size in dense_plane_sizes(w, h, PAPER_SCALES, bb.input_size, bb.cell_size * step):
             plane = crop_resize(image, [[0, 0, w, h]], size=size, mean=bb.mean, std=bb.std)
             f = bb.window_head(bb.trunk(plane.contiguous(memory_format=torch.channels_last)), step)[0]

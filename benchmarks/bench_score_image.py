@@ -3,8 +3,10 @@
 limit of its dtype, measured in the same run (:mod:`benchmarks.limits`).
 
 Run: ``pytest benchmarks/bench_score_image.py --benchmark-only`` (about 4 minutes on 2 cores: the naive loops
-take ~20 s and ~55 s per round). ``dense (autocast, before)`` is the dense path as it was before prepared
-weights: the unfused module under bfloat16 autocast, which re-cast every weight on every call.
+take ~20 s and ~55 s per round). ``dense before`` is the dense path as it was before prepared weights: the
+unfused module, under bfloat16 autocast (which re-cast every weight on every call; the old default on CPUs with
+native bf16) or in float32 (the old default elsewhere). For a CPU without bf16, run it with
+``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``: ``precision="auto"`` then picks float32.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from midlevel_fast.ops.crop_resize import crop_resize
 from midlevel_fast.scoring.dense import default_window_step, dense_plane_sizes
 from midlevel_fast.scoring.grid import PAPER_SCALES
 
-from .baselines import dense_autocast_scores
+from .baselines import dense_module_scores
 from .limits import phase_flops
 from .peak_memory import PeakRSS
 
@@ -53,13 +55,15 @@ def test_score_image(benchmark, models, voc_image, backbone, variant):
                                 baseline=mode == "naive")
 
 
+@pytest.mark.parametrize("before", ["autocast bf16", "fp32"])
 @pytest.mark.parametrize("backbone", ["lite0", "alexnet"])
-def test_dense_autocast_before(benchmark, models, voc_image, backbone):
-    """The previous default dense path (bf16 autocast over the unfused module), for the speed-up of today's."""
+def test_dense_before(benchmark, models, voc_image, backbone, before):
+    """The dense path before prepared weights (the unfused module), for the speed-up of today's."""
     _, img = voc_image
     benchmark.group = f"score_image {backbone} 500x375"
-    benchmark.pedantic(dense_autocast_scores, args=(models[backbone], img), rounds=ROUNDS["dense"], warmup_rounds=1)
-    benchmark.extra_info.update(variant="dense (autocast, before)")
+    benchmark.pedantic(dense_module_scores, args=(models[backbone], img),
+                       kwargs=dict(autocast=before == "autocast bf16"), rounds=ROUNDS["dense"], warmup_rounds=1)
+    benchmark.extra_info.update(variant=f"dense before, {before}")
 
 
 def dense_planes(backbone: torch.nn.Module, img) -> list[torch.Tensor]:
