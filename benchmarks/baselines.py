@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+from unittest import mock
+
 import numpy as np
 import torch
 
@@ -25,25 +27,28 @@ def crop_resize_interpolate_loop(image: torch.Tensor, boxes: np.ndarray | torch.
     return torch.cat(out)
 
 
-def dense_module_scores(model, image: np.ndarray, k: float = 5.0, autocast: bool = True) -> torch.Tensor:
-    """The dense scores as computed before prepared weights: each scale's plane through the unfused module, under
-    bfloat16 autocast (which casts every weight again on every call; the default on CPUs with native bf16) or in
-    float32 (the default elsewhere), then the head and the power mean. Same planes and windows as
-    :func:`midlevel_fast.scoring.dense.dense_windows`."""
-    from midlevel_fast.ops.crop_resize import crop_resize
-    from midlevel_fast.scoring.dense import default_window_step, dense_plane_sizes
-    from midlevel_fast.scoring.grid import PAPER_SCALES
+class _ModuleAsBefore(torch.nn.Module):
+    """A backbone run as the dense mode ran it before prepared weights: its own unfused float32 module, under
+    bfloat16 autocast (which casts every weight again on every call) or in float32."""
 
-    bb = model.backbone
-    h, w = image.shape[:2]
-    step = default_window_step(bb.window)
-    feats = []
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        for size in dense_plane_sizes(w, h, PAPER_SCALES, bb.input_size, bb.cell_size * step):
-            plane = crop_resize(image, [[0, 0, w, h]], size=size, mean=bb.mean, std=bb.std)
-            f = bb.window_head(bb.trunk(plane.contiguous(memory_format=torch.channels_last)), step)[0]
-            feats.append(f.float().flatten(1).t())
-    with torch.inference_mode():
-        probs = model.probabilities(torch.cat(feats))
-    # The library's score: 1/M sum_i p_i^k (no k-th root), in float64 as power_mean computes it.
-    return probs.double().pow(k).mean(0).float()
+    def __init__(self, backbone: torch.nn.Module, autocast: bool) -> None:
+        super().__init__()
+        self.inner, self.autocast = backbone, autocast
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            return self.inner.trunk(x)
+
+    def window_head(self, cells: torch.Tensor, window_step: int) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            return self.inner.window_head(cells, window_step)
+
+
+def score_image_before(image: np.ndarray, model, autocast: bool = True):
+    """``score_image(image, model)`` in dense mode as it was before prepared weights: the same call, the trunk and
+    window head run by the unfused module (:class:`_ModuleAsBefore`: the old default was bf16 autocast on CPUs with
+    native bf16, float32 elsewhere), everything else unchanged."""
+    from midlevel_fast.scoring import dense, score
+
+    with mock.patch.object(dense, "prepared", lambda backbone, precision: _ModuleAsBefore(backbone, autocast)):
+        return score.score_image(image, model, precision="fp32")

@@ -19,11 +19,9 @@ from midlevel_fast import load_model, score_image
 from midlevel_fast.backbones import alexnet
 from midlevel_fast.backbones.prepared import copy_dtype, prepared
 from midlevel_fast.model import imagenet_classifier
-from midlevel_fast.ops.crop_resize import crop_resize
-from midlevel_fast.scoring.dense import default_window_step, dense_plane_sizes
-from midlevel_fast.scoring.grid import PAPER_SCALES
+from midlevel_fast.scoring.dense import default_window_step, dense_planes
 
-from .baselines import dense_module_scores
+from .baselines import score_image_before
 from .limits import phase_flops
 from .peak_memory import PeakRSS
 
@@ -61,18 +59,9 @@ def test_dense_before(benchmark, models, voc_image, backbone, before):
     """The dense path before prepared weights (the unfused module), for the speed-up of today's."""
     _, img = voc_image
     benchmark.group = f"score_image {backbone} 500x375"
-    benchmark.pedantic(dense_module_scores, args=(models[backbone], img),
+    benchmark.pedantic(score_image_before, args=(img, models[backbone]),
                        kwargs=dict(autocast=before == "autocast bf16"), rounds=ROUNDS["dense"], warmup_rounds=1)
     benchmark.extra_info.update(variant=f"dense before, {before}")
-
-
-def dense_planes(backbone: torch.nn.Module, img) -> list[torch.Tensor]:
-    """The nine normalised channels_last planes the dense mode feeds the trunk for ``img``."""
-    h, w = img.shape[:2]
-    step_px = backbone.cell_size * default_window_step(backbone.window)
-    sizes = dense_plane_sizes(w, h, PAPER_SCALES, backbone.input_size, step_px)
-    return [crop_resize(img, [[0, 0, w, h]], size=s, mean=backbone.mean, std=backbone.std)
-            .contiguous(memory_format=torch.channels_last) for s in sizes]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

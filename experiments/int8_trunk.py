@@ -34,21 +34,12 @@ from midlevel_fast.backbones.efficientnet_lite import _same_padding
 from midlevel_fast.backbones.prepared import prepared
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.ops.aggregate import power_mean
-from midlevel_fast.ops.crop_resize import crop_resize
-from midlevel_fast.scoring.dense import default_window_step, dense_plane_sizes
-from midlevel_fast.scoring.grid import PAPER_SCALES
+from midlevel_fast.scoring.dense import default_window_step, dense_planes
 from midlevel_fast.scoring.malloc import tune_malloc
 from midlevel_fast.training.voc import load_split
 from tests.helpers import experiment_voc_root
 
 RELU6_SCALE = 6 / 255
-
-
-def planes_of(bb, img: np.ndarray) -> list[torch.Tensor]:
-    h, w = img.shape[:2]
-    sizes = dense_plane_sizes(w, h, PAPER_SCALES, bb.input_size, bb.cell_size * default_window_step(bb.window))
-    return [crop_resize(img, [[0, 0, w, h]], size=s, mean=bb.mean, std=bb.std)
-            .contiguous(memory_format=torch.channels_last) for s in sizes]
 
 
 def block_ranges(bb, planes: list[torch.Tensor]) -> list[tuple[float, float]]:
@@ -143,7 +134,7 @@ def main() -> None:
     root = experiment_voc_root(args.voc)
     bb = efficientnet_lite0()
     step = default_window_step(bb.window)
-    calib = [p for im in load_split(root, "train")[: args.calibration] for p in planes_of(bb, load_image(im.path))]
+    calib = [p for im in load_split(root, "train")[: args.calibration] for p in dense_planes(bb, load_image(im.path))]
     int8 = Int8Trunk(bb, block_ranges(bb, calib))
     bf16 = prepared(bb, "bf16")
     errors = {"int8": [], "bf16": []}
@@ -151,7 +142,7 @@ def main() -> None:
     seconds = {"fp32": [], "bf16": [], "int8": []}
     with torch.inference_mode():
         for im in load_split(root, "val")[: args.images]:
-            planes = planes_of(bb, load_image(im.path))
+            planes = dense_planes(bb, load_image(im.path))
             as_u8 = [(p * 128 + 127).round().clamp(0, 255).to(torch.uint8) for p in planes]
             as_bf16 = [p.bfloat16() for p in planes]
             runs = {"fp32": lambda i: bb.trunk(planes[i]), "bf16": lambda i: bf16.trunk(as_bf16[i]).float(),

@@ -212,3 +212,26 @@ def test_images_differing_only_by_suffix_get_their_own_maps(tmp_path, model):
     maps = [m for row in read_rows(tmp_path / "s.jsonl") for m in row["maps"]]
     assert len(maps) == 2 and len(set(maps)) == 2 and {m.split("_1_")[0] for m in maps} == {png.name, png.stem + ".bmp"}
     assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == sorted(maps)
+
+
+def test_images_scored_in_chunks_give_the_same_rows(tmp_path, model, caplog):
+    """batch_images=3 (score_images over chunks, the GPU default's path) writes the rows of one-by-one scoring; a
+    chunk holding an image too small to score falls back to one by one, and only that image is refused."""
+    write_images(tmp_path / "images", 7, corrupt=(2,))
+    # Below 7 px: too small for the tiny model (one scale), refused.
+    Image.fromarray(np.zeros((5, 60, 3), np.uint8)).save(tmp_path / "images" / "im03b.png")
+    one = score_collection(tmp_path / "images", tmp_path / "one.jsonl", model, top=3, num_workers=0, progress=False)
+    with caplog.at_level(logging.WARNING, logger="midlevel_fast.scaleout.collection"):
+        chunked = score_collection(tmp_path / "images", tmp_path / "chunked.jsonl", model, top=3, num_workers=0,
+                                   progress=False, batch_images=3)
+    assert (one.scored, one.failed) == (chunked.scored, chunked.failed) == (6, 2)
+    assert any("skipped im03b.png: refused" in r.getMessage() for r in caplog.records)
+    want, got = read_rows(tmp_path / "one.jsonl"), read_rows(tmp_path / "chunked.jsonl")
+    assert paths(got) == paths(want)
+    for g, w in zip(got, want):
+        assert [t["class"] for t in g["top"]] == [t["class"] for t in w["top"]]
+        np.testing.assert_allclose([t["score"] for t in g["top"]], [t["score"] for t in w["top"]], rtol=1e-4)
+        assert g["points"] == w["points"] and len(g["detections"]) == len(w["detections"])
+    assert paths(read_rows(tmp_path / "chunked.errors.jsonl")) == ["im02.png", "im03b.png"]
+    with pytest.raises(ValueError, match="batch_images >= 1"):
+        score_collection(tmp_path / "images", tmp_path / "bad.jsonl", model, batch_images=0, progress=False)

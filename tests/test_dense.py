@@ -9,7 +9,8 @@ from PIL import Image
 
 from midlevel_fast import grid, load_model
 from midlevel_fast.ops.crop_resize import crop_resize
-from midlevel_fast.scoring.dense import MAX_DENSE_PIXELS, default_window_step, dense_length, dense_windows, window_boxes
+from midlevel_fast.scoring.dense import (MAX_DENSE_PIXELS, default_window_step, dense_length, dense_planes, dense_windows,
+                                        window_boxes)
 
 from tests.helpers import load_rgb, random_alexnet, voc_root
 
@@ -55,6 +56,20 @@ def test_dense_windows_tile_the_image_edge_to_edge(alexnet_backbone):
         # Windows are squares of the grid's side, up to the per-axis rounding of the resized plane.
         assert ((b[:, 2] - b[:, 0]) / side - 1).abs().max() < 0.1
         assert ((b[:, 3] - b[:, 1]) / side - 1).abs().max() < 0.1
+
+
+def test_dense_planes_are_the_whole_image_resized_per_scale(alexnet_backbone):
+    """Each plane is the whole image resized to dense_length of each side (224 + 64·m for AlexNet), normalised."""
+    img = np.random.default_rng(1).integers(0, 256, (120, 333, 3), dtype=np.uint8)
+    scales = [1.0, 1.6]
+    planes = dense_planes(alexnet_backbone, img, scales)
+    assert len(planes) == 2
+    for plane, scale in zip(planes, scales):
+        side = 120 / scale
+        size = (dense_length(120, side, 224, 64), dense_length(333, side, 224, 64))
+        assert plane.shape == (1, 3, *size) and plane.is_contiguous(memory_format=torch.channels_last)
+        want = crop_resize(img, [[0, 0, 333, 120]], size=size, mean=alexnet_backbone.mean, std=alexnet_backbone.std)
+        torch.testing.assert_close(plane, want, rtol=0, atol=0)
 
 
 def test_dense_density_matches_the_paper(lite0_backbone):

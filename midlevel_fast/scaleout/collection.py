@@ -18,10 +18,12 @@ of the whole list). ``path`` is relative
 to the directory when a directory is scored (POSIX separators), else the path as given; it is the key for resuming
 and merging. A run whose settings differ from the meta file's refuses to add to an existing output.
 
-Pipeline: a ``DataLoader`` with ``num_workers`` processes decodes images ahead of the model; images are scored one
-at a time (they differ in size; :func:`midlevel_fast.scoring.score.score_image` batches the patches or windows of each).
-A row is appended to the rank's part after the image's maps are on disk, so ``kill -9`` loses at most the image in
-flight. The workers die with the process that started them (:func:`_die_with_parent`), so a killed run leaves
+Pipeline: a ``DataLoader`` with ``num_workers`` processes decodes images ahead of the model. In dense mode on a
+GPU, ``batch_images`` decoded images at a time go through :func:`midlevel_fast.scoring.images.score_images`, which
+stacks their planes of equal size into one trunk call; elsewhere images are scored one at a time
+(:func:`midlevel_fast.scoring.score.score_image` batches the patches or windows of each; on the CPU batching
+across images was measured slower). A row is appended to the rank's part after the image's maps are on disk, so
+``kill -9`` loses at most the images in flight. The workers die with the process that started them (:func:`_die_with_parent`), so a killed run leaves
 none behind.
 
 Failures: a file that cannot be decoded or scored is logged (``logging`` warning ``skipped PATH: REASON``) and
@@ -62,6 +64,7 @@ from midlevel_fast.scaleout.distributed import DistContext, all_gather_objects, 
 from midlevel_fast.scaleout.results import (PartWriter, check_meta, merge_outputs, output_format, output_paths,
                                             pyarrow_modules, scored_paths)
 from midlevel_fast.scoring.detections import DETECTION_THRESHOLD
+from midlevel_fast.scoring.images import GPU_BATCH_IMAGES, score_images
 from midlevel_fast.scoring.score import MODES, ScoreResult, score_image
 
 log = logging.getLogger(__name__)
@@ -204,13 +207,16 @@ def score_collection(
     num_workers: int = 2,
     progress: bool = True,
     ctx: DistContext | None = None,
+    batch_images: int | None = None,
 ) -> CollectionResult:
     """Scores every image of ``inputs`` (a directory or a list of paths) into ``out`` (see the module docstring).
 
     ``model``: a :class:`midlevel_fast.model.PatchClassifier` (default: the default model). ``mode``, ``k``,
     ``batch_size`` (patches or windows per forward), ``window_step``, ``precision`` and ``detection_threshold`` (the
-    least score of a row's detections) are :func:`midlevel_fast.scoring.score.score_image`'s; images are scored one
-    at a time, since they differ in size.
+    least score of a row's detections) are :func:`midlevel_fast.scoring.score.score_image`'s. ``batch_images``:
+    images scored together (module docstring; ``None``: :data:`midlevel_fast.scoring.images.GPU_BATCH_IMAGES` in
+    dense mode on a GPU, else 1); the rows are the same either way, to the rounding of batched convolutions, and a
+    chunk with a refused image is scored again image by image.
     ``top``: classes per row (and maps per image with ``maps_dir``). ``num_workers``: DataLoader processes
     decoding ahead of the model (0: decode in this process). ``ctx``: the rank of this process (default: from the
     initialised ``torch.distributed`` group, else a single process); every rank must call this with the same
@@ -220,9 +226,10 @@ def score_collection(
     if output_format(out) == "parquet":
         pyarrow_modules()
     # Checked here, as score_image's ValueErrors otherwise count as a failure of every image.
-    if mode not in MODES or top < 1 or (k is not None and not k > 0) or (batch_size is not None and batch_size < 1):
-        raise ValueError(f"need mode in {MODES}, top >= 1, k > 0 and batch_size >= 1; got mode {mode!r}, top {top}, "
-                         f"k {k}, batch_size {batch_size}")
+    if mode not in MODES or top < 1 or (k is not None and not k > 0) or (batch_size is not None and batch_size < 1) or (
+            batch_images is not None and batch_images < 1):
+        raise ValueError(f"need mode in {MODES}, top >= 1, k > 0, batch_size >= 1 and batch_images >= 1; got mode "
+                         f"{mode!r}, top {top}, k {k}, batch_size {batch_size}, batch_images {batch_images}")
     ctx = current() if ctx is None else ctx
     model = (default_model() if model is None else model).to(ctx.device).eval()
     settings = {"mode": mode, "k": float(model.info.k if k is None else k), "backbone": model.info.backbone,
@@ -249,29 +256,55 @@ def score_collection(
                                          worker_init_fn=functools.partial(_die_with_parent, os.getpid()))
     writer = PartWriter(parts / f"rank{ctx.rank:05d}.jsonl")
     desc = f"scoring (rank {ctx.rank}/{ctx.world_size})" if ctx.distributed else "scoring"
+    if batch_images is None:
+        batch_images = GPU_BATCH_IMAGES if mode == "dense" and torch.device(ctx.device).type == "cuda" else 1
+    options = dict(mode=mode, k=k, return_maps=top, device=ctx.device, window_step=window_step, precision=precision,
+                   detection_threshold=detection_threshold)
+
+    def score_one(key: str, image: np.ndarray) -> ScoreResult | str:
+        try:
+            return score_image(image, model, batch_size=batch_size, **options)
+        except ValueError as e:  # too small, too elongated for the mode: the image, not the run
+            return f"refused: {e}"
+
+    def score_chunk(chunk: list[tuple[str, np.ndarray]]) -> list[ScoreResult | str]:
+        if len(chunk) > 1:
+            try:
+                return score_images([image for _, image in chunk], model, batch_images=len(chunk), workers=0,
+                                    **options)
+            except ValueError:  # one of them is refused: find which, image by image
+                pass
+        return [score_one(key, image) for key, image in chunk]
+
+    def record(key: str, image: np.ndarray | None, outcome: ScoreResult | str) -> None:
+        if isinstance(outcome, str):
+            log.warning("skipped %s: %s", key, outcome)
+            writer.write({"path": key, "error": outcome})
+            result.failed += 1
+        else:
+            writer.write(_row(key, outcome, settings, top, full_scores, maps, image, stems.get(key)))
+            result.scored += 1
+        bar.update()
+
+    pending: list[tuple[str, np.ndarray]] = []
+
+    def flush() -> None:
+        for (key, image), outcome in zip(pending, score_chunk(pending)):
+            record(key, image, outcome)
+        pending.clear()
+
     start = time.perf_counter()
     try:
         with (tqdm(total=len(todo), unit="img", desc=desc, disable=not progress, smoothing=0.1) as bar,
               logging_redirect_tqdm()):
             for key, image, error in loader:
-                res = None
                 if error is not None:
-                    error = f"unreadable: {error}"
-                else:
-                    try:
-                        res = score_image(image, model, mode=mode, k=k, return_maps=top,
-                                          batch_size=batch_size, device=ctx.device, window_step=window_step,
-                                          precision=precision, detection_threshold=detection_threshold)
-                    except ValueError as e:  # too small, too elongated for the mode: the image, not the run
-                        error = f"refused: {e}"
-                if res is None:
-                    log.warning("skipped %s: %s", key, error)
-                    writer.write({"path": key, "error": error})
-                    result.failed += 1
-                else:
-                    writer.write(_row(key, res, settings, top, full_scores, maps, image, stems.get(key)))
-                    result.scored += 1
-                bar.update()
+                    record(key, None, f"unreadable: {error}")
+                    continue
+                pending.append((key, image))
+                if len(pending) == batch_images:
+                    flush()
+            flush()
     finally:
         writer.close()
     result.seconds = time.perf_counter() - start

@@ -144,6 +144,16 @@ def resize_plane(backbone: torch.nn.Module, source: np.ndarray | torch.Tensor, p
                        std=backbone.std)
 
 
+def dense_planes(backbone: torch.nn.Module, image: np.ndarray, scales: Sequence[float] = PAPER_SCALES
+                 ) -> list[torch.Tensor]:
+    """Every plane the dense mode feeds the trunk for ``image`` (RGB uint8 HWC), in scale order, as channels_last
+    float32 ``(1, 3, rows, cols)`` (:func:`resize_plane`): all held at once, for benchmarks and experiments that
+    run the trunk alone; :func:`dense_windows` makes one at a time."""
+    plan = dense_plan(backbone, image.shape[0], image.shape[1], scales)
+    return [resize_plane(backbone, image, plan, s).contiguous(memory_format=torch.channels_last)
+            for s in range(len(plan.planes))]
+
+
 def plane_features(net: torch.nn.Module, planes: torch.Tensor, step_cells: int) -> torch.Tensor:
     """Window features ``(B, F, rows, cols)`` float32 of ``B`` planes of one size ``(B, 3, H, W)`` (of one image or
     of several: planes are independent through the trunk and the window head), computed by ``net`` (a prepared
