@@ -209,6 +209,13 @@ def test_cli_score_dir(tmp_path, capsys):
     assert rows[0]["presence"] is None and set(rows[0]["points"]) == {t["class"] for t in rows[0]["top"]}
     assert rows[0]["detections"] == []
     assert "1 unreadable" in capsys.readouterr().err
+    chunked = tmp_path / "chunked.jsonl"
+    assert main(["score-dir", str(tmp_path / "images"), "--out", str(chunked), "--head", "imagenet", "--top", "2",
+                 "--workers", "0", "--no-progress", "--batch-images", "2"]) == 0
+    assert [r["top"][0]["class"] for r in read_rows(chunked)] == [rows[0]["top"][0]["class"]]
+    with pytest.raises(SystemExit):
+        main(["score-dir", str(tmp_path / "images"), "--out", str(chunked), "--batch-images", "0"])
+    assert "--batch-images: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_train_pools_the_patches_of_dense_and_batched_features(tmp_path, capsys):

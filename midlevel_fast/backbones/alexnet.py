@@ -97,14 +97,15 @@ class AlexNet(Backbone):
         if self.fused and fc6.weight.dtype == torch.bfloat16:
             return self._window_gemms(cells, window_step)
         # The FC weights are plain NCHW views; oneDNN runs these huge-kernel convs faster on NCHW cells. In float32
-        # they also beat the GEMMs of _window_gemms inside a dense call (1465 vs 1587 ms per 500x375 image).
+        # torch's own convolution beats both the GEMMs of _window_gemms and the fused call inside a dense call
+        # (1393, 1587 and 1465 ms per 500x375 image), so prepared float32 copies keep it too.
         cells = cells.contiguous()
         x = conv2d(cells, fc6.weight.view(_FC, 256, self.window, self.window), fc6.bias, stride=window_step,
-                   act="relu", fused=self.fused)
+                   act="relu")
         # Dropout on FC6 only while it is trained (--unfreeze top, the paper's "U" row); frozen backbones are in
         # eval mode and never apply it.
         x = F.dropout(x, 0.5, self.training)
-        return conv2d(x, fc7.weight.view(_FC, _FC, 1, 1), fc7.bias, act="relu", fused=self.fused)
+        return conv2d(x, fc7.weight.view(_FC, _FC, 1, 1), fc7.bias, act="relu")
 
     def _window_gemms(self, cells: Tensor, window_step: int) -> Tensor:
         """The window head of a prepared (frozen, inference) bfloat16 copy: FC6 and FC7 as two GEMMs over the
