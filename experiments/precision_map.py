@@ -1,11 +1,13 @@
-"""VOC val mAP of the dense mode per trunk precision, with one head trained on float32 features.
+"""VOC val mAP of the dense or batched mode per trunk precision, with one head trained on float32 features.
 
-    python -m experiments.precision_map [--voc ROOT] [--cache DIR] [--precisions fp32 bf16 int8] [--out F.json]
+    python -m experiments.precision_map [--voc ROOT] [--cache DIR] [--mode dense|batched] [--precisions fp32 bf16]
+                                        [--out F.json]
 
-The paper head is trained on the float32 dense cache of VOC train (``midlevel-fast cache --voc ROOT --split
-train val``), then evaluated on VOC val (391 images) with the val windows computed again in each precision by
-the prepared backbone (:mod:`midlevel_fast.backbones.prepared`), exactly as ``score_image`` computes them. The
-features of each precision other than ``fp32`` are cached under ``DIR/precision-<name>`` (resumable).
+The paper head is trained on the float32 cache of VOC train in that mode (``midlevel-fast cache --voc ROOT
+--split train val [--mode batched]``), then evaluated on VOC val (391 images) with the val features computed
+again in each precision by the prepared backbone (:mod:`midlevel_fast.backbones.prepared`), exactly as
+``score_image`` computes them. The features of each precision other than ``fp32`` are cached under
+``DIR/precision-<name>`` (dense) or ``DIR/precision-<name>-batched`` (resumable).
 """
 from __future__ import annotations
 
@@ -32,18 +34,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--voc", default=None)
     parser.add_argument("--cache", default=None)
+    parser.add_argument("--mode", choices=["dense", "batched"], default="dense")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--out", default=None, help="write the numbers as JSON")
     args = parser.parse_args()
     root = experiment_voc_root(args.voc)
     base = Path(args.cache) if args.cache else default_cache_root()
     backbone = get_backbone("efficientnet_lite0")
-    reference = voc_cache(backbone, "dense", base)
+    mode = args.mode
+    reference = voc_cache(backbone, mode, base)
     train, val = load_split(root, "train"), load_split(root, "val")
     missing = [im.image_id for im in train + val if im.image_id not in reference]
     if missing:
-        raise SystemExit(f"the dense cache {reference.root} lacks {len(missing)} train/val images; build it with "
-                         "`midlevel-fast cache --voc ROOT --split train val`")
+        raise SystemExit(f"the {mode} cache {reference.root} lacks {len(missing)} train/val images; build it with "
+                         f"`midlevel-fast cache --voc ROOT --split train val --mode {mode}`")
     t0 = time.perf_counter()
     config = TrainConfig()
     head = train_head(patch_set(reference, train, VOC_CLASSES), len(VOC_CLASSES), config,
@@ -51,11 +55,12 @@ def main() -> None:
     print(f"head trained on float32 train features in {time.perf_counter() - t0:.0f} s", flush=True)
     ap, seconds = {}, {}
     for precision in args.precisions:
-        cache = reference if precision == "fp32" else voc_cache(backbone, "dense", base / f"precision-{precision}")
+        suffix = "" if mode == "dense" else f"-{mode}"
+        cache = reference if precision == "fp32" else voc_cache(backbone, mode, base / f"precision-{precision}{suffix}")
         t0 = time.perf_counter()
 
         def extract(img, image_id, precision=precision):
-            return patch_features(backbone, img, "dense", cache.config.scales, cache.config.grid_step,
+            return patch_features(backbone, img, mode, cache.config.scales, cache.config.grid_step,
                                   cache.config.window_step, precision=precision)
 
         build_cache(cache, [(im.image_id, im.path) for im in val], extract)

@@ -159,7 +159,7 @@ def plane_features(net: torch.nn.Module, planes: torch.Tensor, step_cells: int) 
     of several: planes are independent through the trunk and the window head), computed by ``net`` (a prepared
     copy, :func:`midlevel_fast.backbones.prepared.prepared`) in its dtype on its device."""
     device = next(net.parameters()).device
-    x = planes.to(device, copy_dtype(net)).contiguous(memory_format=torch.channels_last)
+    x = planes.to(device, copy_dtype(net), memory_format=torch.channels_last)  # one copy: dtype and layout at once
     return net.window_head(net.trunk(x), step_cells).float()
 
 
