@@ -76,7 +76,7 @@ def main() -> None:
     for image_id in ids:
         img = load_image(root / "JPEGImages" / f"{image_id}.jpg")
         dense = score_image(img, model, mode="dense", precision=args.precision)
-        batched = score_image(img, model, mode="batched")
+        batched = score_image(img, model, mode="batched", precision="fp32")  # the reference: per-patch float32
         rho = spearman(dense.scores, batched.scores)
         with torch.inference_mode():
             d = dense_windows(bb, img, model.info.scales, model.info.grid_step,

@@ -232,8 +232,8 @@ def _add_scoring_options(p: argparse.ArgumentParser, top_help: str, threads_help
                         "gives every candidate, as detection AP is measured)")
     p.add_argument("--batch-size", type=int, default=None, help="patches or windows per forward")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="trunk precision: auto (bf16 for the dense mode on CPUs with native bf16, AVX512-BF16 or "
-                        "AMX; else fp32), fp32 or bf16")
+                   help="trunk precision: auto (bf16 for the dense and batched modes on CPUs with native bf16, "
+                        "AVX512-BF16 or AMX; else fp32), fp32 or bf16")
     p.add_argument("--threads", type=int, default=None, help=threads_help)
 
 

@@ -5,8 +5,9 @@ Measured (README "Precision"): on CPUs with native bfloat16 dot products (AVX512
 bfloat16 dense pass is about twice as fast as float32 and moves VOC val mAP by well under a point; without them
 oneDNN emulates bfloat16 and it is slower than float32. ``"auto"`` therefore picks ``"bf16"`` for the dense mode
 when the CPU has those units *and* torch dispatches AVX-512 kernels (``torch.backends.cpu.get_cpu_capability()``,
-which ``ATEN_CPU_CAPABILITY=avx2`` lowers to emulate an AVX2-only CPU), else ``"fp32"``. ``"batched"`` and
-``"naive"`` stay float32 under ``"auto"``: they are the exact per-patch path that dense is checked against.
+which ``ATEN_CPU_CAPABILITY=avx2`` lowers to emulate an AVX2-only CPU), else ``"fp32"``; the same for the
+``"batched"`` mode (VOC val mAP 88.77 in both precisions, 1.6-2.1x faster in bf16). ``"naive"``, the obvious
+per-patch loop every other mode is checked against, stays float32.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def auto_precision(mode: str, device: torch.device, flags: frozenset[str], capab
     """``"bf16"`` or ``"fp32"`` for ``mode`` on ``device``, given the CPU ``flags`` and torch's CPU
     ``capability`` (module docstring)."""
     native_bf16 = bool(flags & _NATIVE_BF16) and capability.upper().startswith("AVX512")
-    return "bf16" if mode == "dense" and device.type == "cpu" and native_bf16 else "fp32"
+    return "bf16" if mode in ("dense", "batched") and device.type == "cpu" and native_bf16 else "fp32"
 
 
 def resolve_precision(precision: str, mode: str, device: torch.device) -> str:

@@ -224,7 +224,7 @@ def score_image(
     ``return_maps``: ``True`` for the maps of every class, an int ``n`` for the ``n`` best classes only.
     ``window_step``: the dense window step in trunk cells (see :mod:`midlevel_fast.scoring.dense`).
     ``precision``: ``"fp32"``, ``"bf16"`` or ``"auto"`` (:func:`midlevel_fast.scoring.precision.resolve_precision`:
-    bf16 for the dense mode on CPUs with native bfloat16).
+    bf16 for the dense and batched modes on CPUs with native bfloat16, fp32 for naive).
     ``detection_threshold``: the class probability a window needs to become a detection candidate
     (:func:`midlevel_fast.scoring.detections.detect`; the head's box regression, when it has one, moves it).
     ``progress``: a progress bar over the chunks of a long batched image (see :func:`patch_features`).
