@@ -26,9 +26,9 @@ from .limits import phase_flops
 from .peak_memory import PeakRSS
 
 ROUNDS = {"naive": 1, "batched": 3, "dense": 5}
-# "dense" is the default (precision="auto": bf16 on CPUs with native bf16); "dense fp32" forces float32.
-VARIANTS = {"naive": ("naive", "auto"), "batched": ("batched", "auto"), "dense fp32": ("dense", "fp32"),
-            "dense": ("dense", "auto")}
+# "batched" and "dense" are the defaults (precision="auto": bf16 on CPUs with native bf16); "... fp32" force float32.
+VARIANTS = {"naive": ("naive", "auto"), "batched fp32": ("batched", "fp32"), "batched": ("batched", "auto"),
+            "dense fp32": ("dense", "fp32"), "dense": ("dense", "auto")}
 
 
 @pytest.fixture(scope="module")
