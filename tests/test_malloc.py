@@ -68,7 +68,7 @@ def test_applied_exactly_once():
     assert got["untuned_16"], f"the probe cannot see mmapped blocks: {got}"
     assert got["first"] is True and not got["after_first_24"] and not got["after_first_128"], (
         f"the first call did not turn mmap off: {got}")
-    # The second call reports the settings as applied but does not apply them again: the user's 1 MiB stays.
+    # The second call reports the settings as applied but does not apply them again: the user's M_MMAP_MAX stays.
     assert got["second"] is True and got["after_second_24"], f"the second call applied the settings again: {got}"
 
 

@@ -28,9 +28,9 @@ _COPIES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, str], tuple[tuple,
 
 
 def _fingerprint(module: nn.Module) -> tuple:
-    """Changes whenever a parameter is replaced or modified in place. Tensors made under ``inference_mode``
-    keep no version counter (and cannot be modified in place outside it), so their storage alone identifies them: replace such a
-    parameter, rather than update it in place inside ``inference_mode``, for the copy to follow it."""
+    """Changes whenever a parameter is replaced or modified in place. Tensors made under ``inference_mode`` keep
+    no version counter (and cannot be modified in place outside it), so their storage alone identifies them:
+    replace such a parameter, rather than update it in place inside ``inference_mode``, for the copy to follow."""
     return tuple((p.data_ptr(), None if p.is_inference() else p._version) for p in module.parameters())
 
 

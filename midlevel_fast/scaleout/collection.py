@@ -23,8 +23,8 @@ GPU, ``batch_images`` decoded images at a time go through :func:`midlevel_fast.s
 stacks their planes of equal size into one trunk call; elsewhere images are scored one at a time
 (:func:`midlevel_fast.scoring.score.score_image` batches the patches or windows of each; on the CPU batching
 across images was measured slower). A row is appended to the rank's part after the image's maps are on disk, so
-``kill -9`` loses at most the images in flight. The workers die with the process that started them (:func:`_die_with_parent`), so a killed run leaves
-none behind.
+``kill -9`` loses at most the images in flight. The workers die with the process that started them
+(:func:`_die_with_parent`), so a killed run leaves none behind.
 
 Failures: a file that cannot be decoded or scored is logged (``logging`` warning ``skipped PATH: REASON``) and
 recorded in the errors file, and the run goes on. ``REASON`` (the ``error`` of the errors file) says which:
@@ -261,7 +261,7 @@ def score_collection(
     options = dict(mode=mode, k=k, return_maps=top, device=ctx.device, window_step=window_step, precision=precision,
                    detection_threshold=detection_threshold)
 
-    def score_one(key: str, image: np.ndarray) -> ScoreResult | str:
+    def score_one(image: np.ndarray) -> ScoreResult | str:
         try:
             return score_image(image, model, batch_size=batch_size, **options)
         except ValueError as e:  # too small, too elongated for the mode: the image, not the run
@@ -272,9 +272,11 @@ def score_collection(
             try:
                 return score_images([image for _, image in chunk], model, batch_images=len(chunk), workers=0,
                                     **options)
-            except ValueError:  # one of them is refused: find which, image by image
+            except ValueError:
+                # One of them is refused. score_images checks every image of a chunk before its trunk runs, so
+                # nothing was computed yet: find which, image by image.
                 pass
-        return [score_one(key, image) for key, image in chunk]
+        return [score_one(image) for _, image in chunk]
 
     def record(key: str, image: np.ndarray | None, outcome: ScoreResult | str) -> None:
         if isinstance(outcome, str):
