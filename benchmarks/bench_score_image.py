@@ -6,7 +6,8 @@ Run: ``pytest benchmarks/bench_score_image.py --benchmark-only`` (about 4 minute
 take ~20 s and ~55 s per round). ``dense before`` is the dense path as it was before prepared weights: the
 unfused module, under bfloat16 autocast (which re-cast every weight on every call; the old default on CPUs with
 native bf16) or in float32 (the old default elsewhere). For a CPU without bf16, run it with
-``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``: ``precision="auto"`` then picks float32.
+``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``: ``precision="auto"`` then picks float32. ``dense int8``
+(Lite0 only) is the opt-in ``precision="int8"``; its conv phase is measured against the int8 convolution.
 """
 from __future__ import annotations
 
@@ -28,7 +29,10 @@ from .peak_memory import PeakRSS
 ROUNDS = {"naive": 1, "batched": 3, "dense": 5}
 # "batched" and "dense" are the defaults (precision="auto": bf16 on CPUs with native bf16); "... fp32" force float32.
 VARIANTS = {"naive": ("naive", "auto"), "batched fp32": ("batched", "fp32"), "batched": ("batched", "auto"),
-            "dense fp32": ("dense", "fp32"), "dense": ("dense", "auto")}
+            "dense fp32": ("dense", "fp32"), "dense": ("dense", "auto"), "dense int8": ("dense", "int8")}
+# int8 exists for Lite0 only (midlevel_fast.backbones.int8).
+CASES = [(b, v) for b in ("lite0", "alexnet") for v in VARIANTS if b == "lite0" or "int8" not in v]
+PHASES = [(b, p) for b in ("lite0", "alexnet") for p in ("fp32", "bf16", "int8") if b == "lite0" or p != "int8"]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +43,7 @@ def models():
     return {"lite0": load_model("imagenet"), "alexnet": alex}
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("backbone", ["lite0", "alexnet"])
+@pytest.mark.parametrize("backbone, variant", CASES)
 def test_score_image(benchmark, models, voc_image, backbone, variant):
     name, img = voc_image
     model = models[backbone]
@@ -64,8 +67,7 @@ def test_dense_before(benchmark, models, voc_image, backbone, before):
     benchmark.extra_info.update(variant=f"dense before, {before}")
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-@pytest.mark.parametrize("backbone", ["lite0", "alexnet"])
+@pytest.mark.parametrize("backbone, precision", PHASES)
 def test_conv_phase(benchmark, models, voc_image, limits, backbone, precision):
     """The dense pyramid's trunk and window head (AlexNet: C1-C5, FC6 as a 6×6 and FC7 as a 1×1 convolution;
     Lite0: all 49 convolutions) on the nine planes, as GFLOP/s and % of the limit of its dtype."""
@@ -85,9 +87,8 @@ def test_conv_phase(benchmark, models, voc_image, limits, backbone, precision):
     benchmark.group = "dense conv phase vs the machine's limit"
     benchmark.pedantic(run, rounds=5, warmup_rounds=1)
     achieved = flops / benchmark.stats.stats.median / 1e9
-    limit = limits.of(precision)
-    benchmark.extra_info.update(GFLOP=round(flops / 1e9, 1), GFLOPs=round(achieved, 1),
-                                limit="bf16 conv" if precision == "bf16" else "fp32 sgemm",
+    limit_name, limit = limits.of(precision)
+    benchmark.extra_info.update(GFLOP=round(flops / 1e9, 1), GFLOPs=round(achieved, 1), limit=limit_name,
                                 limit_GFLOPs=round(limit), of_limit=f"{100 * achieved / limit:.0f}%")
     if backbone == "lite0" and precision == "fp32":
         benchmark.extra_info["layers"] = layers

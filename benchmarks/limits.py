@@ -1,8 +1,9 @@
-"""The machine's limits, measured in the benchmark's own run: fp32 sgemm, bf16 GEMM and a bf16 (and fp32)
+"""The machine's limits, measured in the benchmark's own run: fp32 sgemm, bf16 GEMM and a bf16, fp32 and int8
 convolution of a trunk shape, plus FLOP counts of a backbone's dense phase, per layer.
 
 Every phase is reported against the limit of its own dtype: fp32 phases against the fp32 sgemm, bf16 phases
-against the bf16 convolution (on AMX CPUs about ten times the fp32 rate, on AVX512-BF16 about twice).
+against the bf16 convolution (on AMX CPUs about ten times the fp32 rate, on AVX512-BF16 about twice), int8
+phases against the int8 convolution (oneDNN's u8 x s8 kernel: VNNI, or AMX-INT8 tiles).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from midlevel_fast.backbones.efficientnet_lite import _SameConv2d
+from midlevel_fast.backbones.int8 import Int8Conv, QuantizedActivation
 from midlevel_fast.scoring.precision import describe_cpu
 
 # AlexNet's conv2 on a batch of 8 patches (64 x 55 x 55 -> 192 filters of 5 x 5), channels_last: the trunk shape
@@ -49,6 +52,19 @@ def conv_gflops(dtype: torch.dtype) -> float:
         return flops / median_seconds(lambda: torch.nn.functional.conv2d(x, w, padding=pad)) / 1e9
 
 
+def int8_conv_gops() -> float:
+    """Operations per second (multiply and add counted as two, as for floats), in G, of the :data:`LIMIT_CONV`
+    convolution in int8 (uint8 activations in and out, int8 weights per channel, oneDNN via
+    :class:`midlevel_fast.backbones.int8.Int8Conv`), channels_last."""
+    c = LIMIT_CONV
+    conv = _SameConv2d(c["cin"], c["cout"], c["kernel"])
+    int8 = Int8Conv(conv, (0.02, 128), (0.05, 0))
+    x = torch.randint(0, 256, (c["batch"], c["cin"], c["size"], c["size"]), dtype=torch.uint8)
+    x = QuantizedActivation(x.contiguous(memory_format=torch.channels_last), 0.02, 128)
+    ops = 2 * c["batch"] * c["cout"] * c["size"] ** 2 * c["cin"] * c["kernel"] ** 2
+    return ops / median_seconds(lambda: int8(x, "relu")) / 1e9
+
+
 @dataclass(frozen=True)
 class Limits:
     """GFLOP/s of this machine's limits, and its CPU features as a line."""
@@ -57,21 +73,26 @@ class Limits:
     bf16_gemm: float
     fp32_conv: float
     bf16_conv: float
+    int8_conv: float
     cpu: str
 
-    def of(self, precision: str) -> float:
-        """The limit a phase in ``precision`` is measured against: fp32 sgemm, or the bf16 convolution."""
-        return self.bf16_conv if precision == "bf16" else self.sgemm
+    def of(self, precision: str) -> tuple[str, float]:
+        """The limit a phase in ``precision`` is measured against, named: fp32 sgemm, the bf16 or the int8
+        convolution."""
+        return {"bf16": ("bf16 conv", self.bf16_conv), "int8": ("int8 conv", self.int8_conv)}.get(
+            precision, ("fp32 sgemm", self.sgemm))
 
     def as_info(self) -> dict[str, object]:
         return {"cpu": self.cpu, "sgemm_GFLOPs": round(self.sgemm), "bf16_gemm_GFLOPs": round(self.bf16_gemm),
-                "fp32_conv_GFLOPs": round(self.fp32_conv), "bf16_conv_GFLOPs": round(self.bf16_conv)}
+                "fp32_conv_GFLOPs": round(self.fp32_conv), "bf16_conv_GFLOPs": round(self.bf16_conv),
+                "int8_conv_GOPs": round(self.int8_conv)}
 
 
 def measure_limits() -> Limits:
     """All limits, measured now (about 10 s on 2 cores)."""
     return Limits(sgemm=gemm_gflops(torch.float32, 2048), bf16_gemm=gemm_gflops(torch.bfloat16, 4096),
-                  fp32_conv=conv_gflops(torch.float32), bf16_conv=conv_gflops(torch.bfloat16), cpu=describe_cpu())
+                  fp32_conv=conv_gflops(torch.float32), bf16_conv=conv_gflops(torch.bfloat16),
+                  int8_conv=int8_conv_gops(), cpu=describe_cpu())
 
 
 def phase_flops(phase: Callable[[torch.Tensor], object], planes: list[torch.Tensor]) -> tuple[int, dict[str, int]]:

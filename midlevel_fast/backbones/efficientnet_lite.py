@@ -45,9 +45,12 @@ _STAGES = (
 
 class _SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow "SAME" padding and a bias (the folded BatchNorm), computed with its activation and
-    residual sum through :func:`midlevel_fast.backbones.fused.conv2d` (fused in prepared copies)."""
+    residual sum through :func:`midlevel_fast.backbones.fused.conv2d` (fused in prepared copies), or by its
+    ``int8`` twin (:class:`midlevel_fast.backbones.int8.Int8Conv`, set in int8 copies), whose inputs and outputs
+    are uint8 activations."""
 
     fused = False
+    int8 = None
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
         # Stride 1 "SAME" with an odd kernel is symmetric, so the convolution pads by itself without a copy.
@@ -55,6 +58,8 @@ class _SameConv2d(nn.Conv2d):
 
     def forward(self, x: Tensor, act: Activation = None, residual: Tensor | None = None) -> Tensor:
         """``act(conv(x) + residual)``."""
+        if self.int8 is not None:
+            return self.int8(x, act, residual)
         k, s = self.kernel_size[0], self.stride[0]
         if s == 1:
             return conv2d(x, self.weight, self.bias, padding=self.padding[0], groups=self.groups, act=act,

@@ -21,8 +21,8 @@ from torch import Tensor
 Activation = Literal["relu", "relu6"] | None
 
 # oneDNN post-op names and their scalars for each activation (ReLU6 is hardtanh on [0, 6]).
-_ONEDNN_UNARY: dict[Activation, tuple[str, list[float]]] = {None: ("none", []), "relu": ("relu", []),
-                                                            "relu6": ("hardtanh", [0.0, 6.0])}
+ONEDNN_UNARY: dict[Activation, tuple[str, list[float]]] = {None: ("none", []), "relu": ("relu", []),
+                                                           "relu6": ("hardtanh", [0.0, 6.0])}
 
 
 def _activate(y: Tensor, act: Activation) -> Tensor:
@@ -39,12 +39,12 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: int = 1,
     """``act(conv2d(x, weight, bias, stride, padding, groups) + residual)``; ``padding`` is symmetric, one value or
     ``(rows, cols)``; ``residual`` (optional) has the output's shape. ``fused`` computes it in one oneDNN call
     (CPU, no autograd)."""
-    if act not in _ONEDNN_UNARY:
-        raise ValueError(f"unknown activation {act!r}; expected one of {sorted(map(str, _ONEDNN_UNARY))}")
+    if act not in ONEDNN_UNARY:
+        raise ValueError(f"unknown activation {act!r}; expected one of {sorted(map(str, ONEDNN_UNARY))}")
     if not fused:
         y = F.conv2d(x, weight, bias, stride, padding, 1, groups)
         return _activate(y if residual is None else y + residual, act)
-    unary, scalars = _ONEDNN_UNARY[act]
+    unary, scalars = ONEDNN_UNARY[act]
     pad = [padding, padding] if isinstance(padding, int) else list(padding)
     geometry = (pad, [stride, stride], [1, 1], groups)
     if residual is None:

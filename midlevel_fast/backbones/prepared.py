@@ -6,7 +6,10 @@ of the backbone held in ``dtype`` (channels_last, as the backbone keeps them), w
 their activations on the CPU (:mod:`midlevel_fast.backbones.fused`). The copy is remade when the backbone's
 weights change (a new tensor, or an in-place update such as ``load_top``), so it never serves stale weights.
 
-Inputs to the copy must be in its dtype (``x.to(copy_dtype(copy))``); its outputs are in that dtype too.
+Inputs to the copy must be in its dtype (``x.to(copy_dtype(copy))``); its outputs are in that dtype too. The
+``"int8"`` copy (EfficientNet-Lite0 on CPU only, :mod:`midlevel_fast.backbones.int8`) takes and returns float32
+and computes every convolution in int8 with the activation ranges of ``backbone.int8_ranges`` (if set) or the
+shipped ones.
 oneDNN's own blocked weight prepacking (``torch.ops.mkldnn._reorder_convolution_weight``) was measured and
 left out: with input sizes that change per scale it re-reordered on every call and was 1.6-3.5x slower.
 """
@@ -18,10 +21,11 @@ import weakref
 import torch
 from torch import nn
 
+from midlevel_fast.backbones.int8 import install_int8
 from midlevel_fast.backbones.layout import WindowLayout
 
-# Precision name -> the dtype its prepared copy computes in.
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# Precision name -> the dtype of its prepared copy's weights, inputs and outputs (int8 copies quantise inside).
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
 
 _COPIES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, str], tuple[tuple, nn.Module]]] = (
     weakref.WeakKeyDictionary())
@@ -42,8 +46,10 @@ def copy_dtype(module: nn.Module) -> torch.dtype:
 def prepared(backbone: nn.Module, precision: str) -> nn.Module:
     """``backbone`` (a frozen :class:`midlevel_fast.backbones.Backbone`, or a
     :class:`~midlevel_fast.backbones.layout.WindowLayout` of one) ready to run in ``precision`` (a key of
-    :data:`DTYPES`) on its device: a cached copy with weights cast once and, on CPU, fused convolutions. On a
-    device without oneDNN in float32 it is ``backbone`` itself. Raises ``ValueError`` for another precision."""
+    :data:`DTYPES`) on its device: a cached copy with weights cast once and, on CPU, fused convolutions (or int8
+    ones). On a device without oneDNN in float32 it is ``backbone`` itself. Raises ``ValueError`` for another
+    precision, and for ``"int8"`` off the CPU, on another backbone than Lite0, or without ranges for its
+    weights."""
     if precision not in DTYPES:
         raise ValueError(f"precision must be one of {sorted(DTYPES)} here, got {precision!r}")
     if isinstance(backbone, WindowLayout):
@@ -52,14 +58,21 @@ def prepared(backbone: nn.Module, precision: str) -> nn.Module:
     fused = device.type == "cpu" and torch.backends.mkldnn.is_available()
     if precision == "fp32" and not fused:
         return backbone
-    key, stamp = (precision, str(device)), _fingerprint(backbone)
+    if precision == "int8" and not fused:
+        raise ValueError(f"precision 'int8' runs on the CPU (oneDNN), not on {device}; use 'bf16' or 'fp32' there")
+    ranges = getattr(backbone, "int8_ranges", None)
+    key = precision, str(device)
+    stamp = _fingerprint(backbone), tuple(sorted(ranges.items())) if precision == "int8" and ranges else None
     per_backbone = _COPIES.setdefault(backbone, {})
     held = per_backbone.get(key)
     if held is not None and held[0] == stamp:
         return held[1]
     twin = copy.deepcopy(backbone).to(DTYPES[precision]).eval().requires_grad_(False)
-    for module in twin.modules():
-        if hasattr(module, "fused"):
-            module.fused = fused
+    if precision == "int8":
+        install_int8(twin, ranges)
+    else:
+        for module in twin.modules():
+            if hasattr(module, "fused"):
+                module.fused = fused
     per_backbone[key] = (stamp, twin)
     return twin

@@ -233,7 +233,7 @@ def _add_scoring_options(p: argparse.ArgumentParser, top_help: str, threads_help
     p.add_argument("--batch-size", type=int, default=None, help="patches or windows per forward")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="trunk precision: auto (bf16 for the dense and batched modes on CPUs with native bf16, "
-                        "AVX512-BF16 or AMX; else fp32), fp32 or bf16")
+                        "AVX512-BF16 or AMX; else fp32), fp32, bf16, or int8 (EfficientNet-Lite0 on the CPU)")
     p.add_argument("--threads", type=int, default=None, help=threads_help)
 
 

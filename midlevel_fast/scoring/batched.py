@@ -44,9 +44,9 @@ def batched_features(backbone: torch.nn.Module, image: np.ndarray, boxes: torch.
     default ``batch`` is the backbone's fastest on a CPU, :data:`GPU_BATCH` on a GPU. On a GPU the image is
     uploaded once and cropped there (backend ``"auto"``), so only the image crosses the bus, not the patches.
     ``progress``: a tqdm bar over the patches on standard error, updated per chunk: ``True``, ``False``, or
-    ``None`` for :func:`show_progress`'s rule (long images on a terminal only). ``precision``: ``"fp32"`` or
-    ``"bf16"``, the backbone's prepared copy that runs (:func:`midlevel_fast.backbones.prepared.prepared`); the
-    vectors come back float32 either way."""
+    ``None`` for :func:`show_progress`'s rule (long images on a terminal only). ``precision``: ``"fp32"``,
+    ``"bf16"`` or ``"int8"``, the backbone's prepared copy that runs
+    (:func:`midlevel_fast.backbones.prepared.prepared`); the vectors come back float32 either way."""
     bb = prepared(backbone, precision)
     dtype = copy_dtype(bb)
     device = next(bb.parameters()).device if device is None else device

@@ -189,10 +189,10 @@ def dense_windows(
 ) -> DenseWindows:
     """All windows of ``image`` (RGB uint8 HWC) at every scale; see the module docstring for the geometry.
 
-    ``backbone`` follows :class:`midlevel_fast.backbones.Backbone`. ``precision`` (``"fp32"`` or ``"bf16"``)
-    picks the backbone's prepared copy that runs the trunk and window head
+    ``backbone`` follows :class:`midlevel_fast.backbones.Backbone`. ``precision`` (``"fp32"``, ``"bf16"`` or
+    ``"int8"``) picks the backbone's prepared copy that runs the trunk and window head
     (:func:`midlevel_fast.backbones.prepared.prepared`: weights cast once, convolutions fused with their
-    activations on CPU); features come back float32. Raises ``ValueError`` for ``window_step < 1`` or when a
+    activations on CPU, or int8); features come back float32. Raises ``ValueError`` for ``window_step < 1`` or when a
     scale would exceed :data:`MAX_DENSE_PIXELS` (very elongated images: use ``mode="batched"``), checked for every
     scale before the first is computed (:func:`check_dense_planes`). Scores planes one at a time;
     :func:`midlevel_fast.scoring.images.score_images` runs the same functions on planes of several images.

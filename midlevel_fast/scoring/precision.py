@@ -7,7 +7,9 @@ oneDNN emulates bfloat16 and it is slower than float32. ``"auto"`` therefore pic
 when the CPU has those units *and* torch dispatches AVX-512 kernels (``torch.backends.cpu.get_cpu_capability()``,
 which ``ATEN_CPU_CAPABILITY=avx2`` lowers to emulate an AVX2-only CPU), else ``"fp32"``; the same for the
 ``"batched"`` mode (VOC val mAP 88.77 in both precisions, 1.6-2.1x faster in bf16). ``"naive"``, the obvious
-per-patch loop every other mode is checked against, stays float32.
+per-patch loop every other mode is checked against, stays float32. ``"int8"`` (EfficientNet-Lite0 on the CPU,
+:mod:`midlevel_fast.backbones.int8`) is only ever chosen by the user: on the CPUs measured it was slower than
+bf16 and further from float32 (README "Precision").
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
 # The /proc/cpuinfo flags that say what the CPU's matrix and vector units compute natively.
 MATRIX_FLAGS: tuple[str, ...] = ("amx_bf16", "amx_fp16", "amx_int8", "avx512_bf16", "avx512_fp16", "avx512_vnni",
                                  "avx_vnni", "avx512f", "avx2")
@@ -58,8 +60,8 @@ def auto_precision(mode: str, device: torch.device, flags: frozenset[str], capab
 
 
 def resolve_precision(precision: str, mode: str, device: torch.device) -> str:
-    """``precision`` (one of :data:`PRECISIONS`) as the precision to run: ``"fp32"`` or ``"bf16"``, ``"auto"``
-    resolved for this machine by :func:`auto_precision`. Raises ``ValueError`` for an unknown name."""
+    """``precision`` (one of :data:`PRECISIONS`) as the precision to run: ``"fp32"``, ``"bf16"`` or ``"int8"``,
+    ``"auto"`` resolved for this machine by :func:`auto_precision`. Raises ``ValueError`` for an unknown name."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":

@@ -99,7 +99,7 @@ def patch_features(backbone: torch.nn.Module, image: np.ndarray, mode: str, scal
     """``(features (M, F), boxes (M, 4), scale_index (M,))`` of ``image`` (RGB uint8 HWC) in ``mode`` ``"dense"``
     (sliding window, see :mod:`midlevel_fast.scoring.dense`; ``window_step``) or ``"batched"`` (the paper grid,
     cropped and resized, ``batch`` patches per forward: :mod:`midlevel_fast.scoring.batched`); ``precision``
-    (``"fp32"`` or ``"bf16"``, already resolved) picks the backbone's prepared copy
+    (``"fp32"``, ``"bf16"`` or ``"int8"``, already resolved) picks the backbone's prepared copy
     (:mod:`midlevel_fast.backbones.prepared`); ``progress`` shows a bar over a long image's batched chunks
     (``None``: only for many patches on a terminal, :func:`midlevel_fast.scoring.batched.show_progress`). The
     entry point of the feature cache as well as of :func:`score_image`."""
@@ -223,8 +223,9 @@ def score_image(
     forward per patch). ``k``: the power-mean exponent (``None``: the model's, 5 as in the paper).
     ``return_maps``: ``True`` for the maps of every class, an int ``n`` for the ``n`` best classes only.
     ``window_step``: the dense window step in trunk cells (see :mod:`midlevel_fast.scoring.dense`).
-    ``precision``: ``"fp32"``, ``"bf16"`` or ``"auto"`` (:func:`midlevel_fast.scoring.precision.resolve_precision`:
-    bf16 for the dense and batched modes on CPUs with native bfloat16, fp32 for naive).
+    ``precision``: ``"fp32"``, ``"bf16"``, ``"int8"`` (EfficientNet-Lite0 on the CPU:
+    :mod:`midlevel_fast.backbones.int8`) or ``"auto"`` (:func:`midlevel_fast.scoring.precision.resolve_precision`:
+    bf16 for the dense and batched modes on CPUs with native bfloat16, else fp32); the naive loop is always fp32.
     ``detection_threshold``: the class probability a window needs to become a detection candidate
     (:func:`midlevel_fast.scoring.detections.detect`; the head's box regression, when it has one, moves it).
     ``progress``: a progress bar over the chunks of a long batched image (see :func:`patch_features`).
