@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from midlevel_fast.scoring.presence import SCORE_FLOOR, isotonic_presence, presence_probabilities
@@ -44,6 +44,7 @@ def test_platt_stays_finite_on_separable_data():
 
 
 @given(y=st.lists(st.floats(0, 1), min_size=1, max_size=9), w=st.lists(st.integers(1, 4), min_size=9, max_size=9))
+@example(y=[0.0, 1.192092896e-07], w=[1] * 9)  # already monotone, all costs tiny: once failed in the oracle
 def test_pool_adjacent_violators_is_the_exact_isotonic_fit(y, w):
     weights = np.array(w[: len(y)], dtype=np.float64)
     fit = pool_adjacent_violators(np.array(y), weights)

@@ -52,7 +52,10 @@ def isotonic_brute_force(y, weights=None) -> np.ndarray:
             continue
         fit = np.concatenate([np.full(e - s, m) for m, s, e in zip(means, bounds, bounds[1:])])
         cost = float(np.sum(w * (y - fit) ** 2))
-        if cost < best_cost - 1e-12:
+        # A plain comparison: an absolute margin here kept the first feasible partition whenever every cost is
+        # below the margin (y = [0, 1.2e-7] got the pooled fit instead of y itself, cost 7e-15 against 0). The
+        # objective is strictly convex, so fits of nearly equal cost are nearly equal fits.
+        if cost < best_cost:
             best, best_cost = fit, cost
     return best
 
