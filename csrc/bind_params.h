@@ -34,12 +34,13 @@ inline void bind_params(pybind11::module_& m) {
     py::class_<CropResizeParams>(m, "CropResizeParams", py::module_local(),
                                  "Output size, normalisation, filter and output options of crop_resize.")
         .def(py::init([](int64_t out_h, int64_t out_w, std::vector<float> mean, std::vector<float> std,
-                         bool antialias, Padding padding_mode, OutDType out_dtype, int num_threads) {
+                         bool antialias, Padding padding_mode, OutDType out_dtype, bool channels_last,
+                         int num_threads) {
                  return CropResizeParams{out_h, out_w, std::move(mean), std::move(std), antialias, padding_mode,
-                                         out_dtype, num_threads};
+                                         out_dtype, channels_last, num_threads};
              }),
              py::kw_only(), py::arg("out_h"), py::arg("out_w"), py::arg("mean"), py::arg("std"), py::arg("antialias"),
-             py::arg("padding_mode"), py::arg("out_dtype"), py::arg("num_threads"));
+             py::arg("padding_mode"), py::arg("out_dtype"), py::arg("channels_last"), py::arg("num_threads"));
 }
 
 }  // namespace midlevel_fast

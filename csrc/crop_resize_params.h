@@ -31,6 +31,9 @@ struct CropResizeParams {
     bool antialias;
     Padding padding_mode;
     OutDType out_dtype;
+    // Output layout: false (N, C, out_h, out_w) contiguous; true channels_last, i.e. (N, out_h, out_w, C) in
+    // memory. Only the CPU kernel writes it; the CUDA kernel refuses it (the Python side converts there).
+    bool channels_last;
     int num_threads;  // CPU only; <= 0: OpenMP default
 };
 

@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from midlevel_fast import IMAGENET_MEAN, IMAGENET_STD, backends, crop_resize
 import midlevel_fast.ops.crop_resize as op_module
@@ -85,6 +87,25 @@ def test_out_argument(backend):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
+@given(h=st.integers(1, 40), w=st.integers(1, 40), oh=st.integers(1, 30), ow=st.integers(1, 30),
+       channels=st.sampled_from([1, 3]), out_dtype=st.sampled_from([torch.float32, torch.float16]),
+       boxes=st.lists(st.tuples(*[st.floats(-20, 60)] * 4), min_size=1, max_size=4), seed=st.integers(0, 2**16))
+def test_channels_last_output_is_the_same_values(backend, h, w, oh, ow, channels, out_dtype, boxes, seed):
+    """memory_format=torch.channels_last gives the contiguous output's values, bit for bit, laid out (N, h, w, C),
+    also into an ``out`` of that layout."""
+    img = random_image(h, w, channels, seed=seed)
+    boxes = [[min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)] for x0, y0, x1, y1 in boxes]
+    kw = dict(size=(oh, ow), out_dtype=out_dtype, backend=backend)
+    want = crop_resize(img, boxes, **kw)
+    got = crop_resize(img, boxes, memory_format=torch.channels_last, **kw)
+    assert got.is_contiguous(memory_format=torch.channels_last) and got.shape == want.shape
+    assert torch.equal(got, want)
+    out = torch.empty_like(want, memory_format=torch.channels_last)
+    assert crop_resize(img, boxes, memory_format=torch.channels_last, out=out, **kw) is out
+    assert torch.equal(out, want)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_empty_box_list_and_grey_2d(backend):
     img = random_image(20, 30, 1)
     assert crop_resize(img, np.zeros((0, 4)), size=8, backend=backend).shape == (0, 1, 8, 8)
@@ -115,6 +136,9 @@ def test_empty_box_list_and_grey_2d(backend):
     ({"out": torch.empty(1, 3, 5, 5)}, "out"),
     ({"out": torch.empty(1, 3, 8, 8, dtype=torch.float16)}, "out"),
     ({"out": torch.empty(1, 3, 8, 16)[:, :, :, ::2]}, "out"),
+    ({"out": torch.empty(1, 3, 8, 8), "memory_format": torch.channels_last}, "memory_format"),
+    ({"out": torch.empty(1, 3, 8, 8).contiguous(memory_format=torch.channels_last)}, "memory_format"),
+    ({"memory_format": torch.preserve_format}, "memory_format"),
     ({"backend": "gpu"}, "backend"),
     ({"backend": "reference"}, "backend"),
     ({"num_threads": 0}, "num_threads"),
@@ -151,8 +175,9 @@ def test_auto_picks_the_cpu_kernel_for_cpu_images_and_torch_without_it(monkeypat
 
 
 def op_args(out_h: int, out_w: int, antialias: bool, padding_mode: str, out_dtype: torch.dtype,
-            num_threads: int) -> tuple:
-    return out_h, out_w, list(IMAGENET_MEAN), list(IMAGENET_STD), antialias, padding_mode, out_dtype, num_threads
+            num_threads: int, channels_last: bool = False) -> tuple:
+    return (out_h, out_w, list(IMAGENET_MEAN), list(IMAGENET_STD), antialias, padding_mode, out_dtype, channels_last,
+            num_threads)
 
 
 @needs_cpu
@@ -161,6 +186,8 @@ def test_opcheck():
     boxes = torch.tensor([[-2.0, 1.0, 30.5, 29.0], [5, 5, 6, 7]], dtype=torch.float64)
     torch.library.opcheck(op_module._crop_resize_op, (img, boxes, *op_args(9, 11, True, "edge", torch.float32, 1)))
     torch.library.opcheck(op_module._crop_resize_op, (img, boxes, *op_args(9, 11, False, "zeros", torch.float16, 2)))
+    channels_last = op_args(9, 11, True, "edge", torch.float32, 2, channels_last=True)
+    torch.library.opcheck(op_module._crop_resize_op, (img, boxes, *channels_last))
     out = torch.empty(2, 3, 9, 11)
     torch.library.opcheck(op_module._crop_resize_out_op,
                           (img, boxes, out, *op_args(9, 11, True, "reflect", torch.float32, 1)))

@@ -50,7 +50,7 @@ def test_calling_without_a_device_raises_a_clear_error():
     assert cuda_ext.device_count()[0] == 0
     # Null pointers on purpose: the device check comes first, before anything is dereferenced.
     image = image_view(torch.zeros(4, 4, 3, dtype=torch.uint8)).native(cuda_ext, 0)
-    params = CropResizeParams(2, 2, (1.0,) * 3, (1.0,) * 3, True, "edge", torch.float32, 1).native(cuda_ext)
+    params = CropResizeParams(2, 2, (1.0,) * 3, (1.0,) * 3, True, "edge", torch.float32, False, 1).native(cuda_ext)
     with pytest.raises(RuntimeError, match="no CUDA device"):
         cuda_ext.crop_resize(image, 0, 1, params, 0, max_row_scale=1.0, max_col_scale=1.0, device=0, stream=0)
     with pytest.raises(RuntimeError, match="no CUDA device"):

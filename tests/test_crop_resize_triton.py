@@ -116,6 +116,15 @@ def test_half_output_and_out_argument(triton_device):
     torch.testing.assert_close(out.cpu(), reference(img, boxes, size=10), atol=ATOL, rtol=0)
 
 
+def test_channels_last_output_through_one_copy(triton_device):
+    """The Triton kernel writes (N, C, h, w); a channels_last request gets the same values in that layout."""
+    img = torch.from_numpy(random_image(20, 30, 3, seed=6)).to(triton_device)
+    boxes = [[0, 0, 15, 15], [5, 2.5, 30, 20]]
+    want = crop_resize(img, boxes, size=(7, 9), backend="triton")
+    got = crop_resize(img, boxes, size=(7, 9), backend="triton", memory_format=torch.channels_last)
+    assert got.is_contiguous(memory_format=torch.channels_last) and torch.equal(got, want)
+
+
 def test_no_boxes(triton_device):
     img = torch.from_numpy(random_image(5, 5, 3)).to(triton_device)
     assert crop_resize(img, np.zeros((0, 4)), size=4, backend="triton").shape == (0, 3, 4, 4)

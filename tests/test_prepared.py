@@ -96,13 +96,15 @@ def test_dense_windows_no_weight_casts_on_the_hot_path(backbones):
 
 
 @given(h=st.integers(1, 40), w=st.integers(1, 40), kernel=st.sampled_from([3, 5]), depthwise=st.booleans(),
-       act=st.sampled_from([None, "relu6"]), seed=st.integers(0, 2**16))
-def test_strided_same_conv_without_pad_copy(h, w, kernel, depthwise, act, seed):
-    """The fused stride-2 "SAME" convolution (no padded copy; one extra leading row/column on even sides, cropped)
-    equals the padded-copy path at every size, odd and even."""
+       act=st.sampled_from([None, "relu6"]), stem=st.booleans(), seed=st.integers(0, 2**16))
+def test_strided_same_conv_without_pad_copy(h, w, kernel, depthwise, act, stem, seed):
+    """The fused stride-2 "SAME" convolution equals the unfused padded-copy path at every size, odd and even:
+    without a padded copy (one extra leading row/column on even sides, cropped) when the output has at most four
+    times the input's channels, with the input padded (fused) when it has more, as the stem (3 -> 32)."""
     torch.manual_seed(seed)
-    conv = _SameConv2d(8, 8, kernel, 2, groups=8 if depthwise else 1).requires_grad_(False)
-    x = torch.randn(1, 8, h, w).contiguous(memory_format=torch.channels_last)
+    cin, cout = (3, 32) if stem else (8, 8)
+    conv = _SameConv2d(cin, cout, kernel, 2, groups=8 if depthwise and not stem else 1).requires_grad_(False)
+    x = torch.randn(1, cin, h, w).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         want = conv(x, act)
         conv.fused = True

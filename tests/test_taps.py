@@ -94,7 +94,7 @@ def test_no_boxes_give_empty_tables():
 
 def test_kernel_setup_folds_normalisation_as_the_cpu_kernel():
     boxes = torch.tensor([[0.0, 1.0, 8.0, 5.0]], dtype=torch.float64)
-    params = CropResizeParams(3, 4, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), True, "edge", torch.float32, 1)
+    params = CropResizeParams(3, 4, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), True, "edge", torch.float32, False, 1)
     setup = kernel_setup(boxes, image_view(torch.zeros(6, 9, 3, dtype=torch.uint8)), params, torch.device("cpu"))
     assert setup.rows.index.shape[2] == 3 and setup.cols.index.shape[2] == 4
     want_scale = np.float32(1.0 / 255.0) / np.asarray([0.229, 0.224, 0.225], np.float32)

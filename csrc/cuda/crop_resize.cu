@@ -623,6 +623,9 @@ void crop_resize_cuda(const ImageView& image, const double* boxes, int64_t n_box
     if (image.data == nullptr || out == nullptr || boxes == nullptr)
         throw std::invalid_argument("crop_resize_cuda: null pointer");
     check_channels(image, params);
+    if (params.channels_last)
+        throw std::invalid_argument("crop_resize_cuda: writes (N, C, h, w) only; channels_last is converted by the "
+                                    "caller");
     if (n_boxes < 0 || params.out_h < 1 || params.out_w < 1 || image.height < 1 || image.width < 1)
         throw std::invalid_argument("crop_resize_cuda: sizes must be positive");
     if (image.stride_y < 0 || image.stride_x < 0 || image.stride_c < 0)

@@ -11,7 +11,9 @@ Convention:
       without repeating it, ``zeros`` reads black, i.e. 0 before normalisation) instead of being dropped.
     * A uint8 image is HWC (or HW for grey) with values 0..255 and is scaled by 1/255 before
       ``(x − mean)/std``; a float32 image is CHW and used as is. ``mean``/``std`` are therefore in [0, 1] units.
-    * The output is a contiguous ``(N, C, h, w)`` tensor of ``out_dtype`` (float32 or float16).
+    * The output is an ``(N, C, h, w)`` tensor of ``out_dtype`` (float32 or float16), contiguous or, with
+      ``memory_format=torch.channels_last``, laid out ``(N, h, w, C)`` in memory (what the trunks take). The CPU
+      kernel writes either layout directly; the GPU backends write ``(N, C, h, w)`` and copy into channels_last.
 
 The CPU kernel runs as the ``torch.library`` custom ops ``midlevel_fast::crop_resize`` and ``crop_resize_out``
 (with a fake for tracing; their CUDA kernels pick a GPU backend); the other backends are called directly.
@@ -19,7 +21,7 @@ The CPU kernel runs as the ``torch.library`` custom ops ``midlevel_fast::crop_re
 from __future__ import annotations
 
 import warnings
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -97,8 +99,9 @@ def _check_out(out: Any, params: CropResizeParams, n_boxes: int, device: torch.d
     if tuple(out.shape) != shape or out.dtype != params.out_dtype:
         raise ValueError(f"out must have shape {shape} and dtype {params.out_dtype}, got {tuple(out.shape)} "
                          f"{out.dtype}")
-    if not out.is_contiguous() or out.device != device:
-        raise ValueError(f"out must be contiguous and on {device}")
+    if not out.is_contiguous(memory_format=params.memory_format) or out.device != device:
+        raise ValueError(f"out must be contiguous in {params.memory_format} (the memory_format argument) and on "
+                         f"{device}")
     return out
 
 
@@ -108,15 +111,30 @@ def _op_args(params: CropResizeParams) -> list[Any]:
 
 
 def _new_out(image: torch.Tensor, boxes: torch.Tensor, params: CropResizeParams) -> torch.Tensor:
-    return image.new_empty(params.out_shape(boxes.shape[0]), dtype=params.out_dtype)
+    return torch.empty(params.out_shape(boxes.shape[0]), dtype=params.out_dtype, device=image.device,
+                       memory_format=params.memory_format)
+
+
+Launcher = Callable[[torch.Tensor, torch.Tensor, CropResizeParams, torch.Tensor], torch.Tensor]
+
+
+def _launch_gpu(launch: Launcher, image: torch.Tensor, boxes: torch.Tensor, params: CropResizeParams,
+                out: torch.Tensor) -> torch.Tensor:
+    """``launch`` (a GPU backend, which writes contiguous ``(N, C, h, w)``) into ``out``: directly, or for a
+    channels_last ``out`` through a contiguous buffer and one copy."""
+    if not params.channels_last:
+        return launch(image, boxes, params, out)
+    planar = replace(params, channels_last=False)
+    return out.copy_(launch(image, boxes, planar, _new_out(image, boxes, planar)))
 
 
 # The two ops take CropResizeParams' fields one by one, in its order (a custom op's arguments are typed values).
 @torch.library.custom_op("midlevel_fast::crop_resize", mutates_args=(), device_types="cpu")
 def _crop_resize_op(image: torch.Tensor, boxes: torch.Tensor, out_h: int, out_w: int, mean: list[float],
                     std: list[float], antialias: bool, padding_mode: str, out_dtype: torch.dtype,
-                    num_threads: int) -> torch.Tensor:
-    params = CropResizeParams(out_h, out_w, mean, std, antialias, padding_mode, out_dtype, num_threads)
+                    channels_last: bool, num_threads: int) -> torch.Tensor:
+    params = CropResizeParams(out_h, out_w, mean, std, antialias, padding_mode, out_dtype, channels_last,
+                              num_threads)
     return crop_resize_cpu(image, boxes, params, _new_out(image, boxes, params))
 
 
@@ -128,20 +146,21 @@ def _(image, boxes, *values):
 @torch.library.custom_op("midlevel_fast::crop_resize_out", mutates_args=("out",), device_types="cpu")
 def _crop_resize_out_op(image: torch.Tensor, boxes: torch.Tensor, out: torch.Tensor, out_h: int, out_w: int,
                         mean: list[float], std: list[float], antialias: bool, padding_mode: str,
-                        out_dtype: torch.dtype, num_threads: int) -> None:
-    params = CropResizeParams(out_h, out_w, mean, std, antialias, padding_mode, out_dtype, num_threads)
+                        out_dtype: torch.dtype, channels_last: bool, num_threads: int) -> None:
+    params = CropResizeParams(out_h, out_w, mean, std, antialias, padding_mode, out_dtype, channels_last,
+                              num_threads)
     crop_resize_cpu(image, boxes, params, out)
 
 
 @_crop_resize_op.register_kernel("cuda")
 def _(image, boxes, *values):
     params = CropResizeParams(*values)
-    return _gpu_launcher(_require_gpu_backend())(image, boxes, params, _new_out(image, boxes, params))
+    return _launch_gpu(_gpu_launcher(_require_gpu_backend()), image, boxes, params, _new_out(image, boxes, params))
 
 
 @_crop_resize_out_op.register_kernel("cuda")
 def _(image, boxes, out, *values):
-    _gpu_launcher(_require_gpu_backend())(image, boxes, CropResizeParams(*values), out)
+    _launch_gpu(_gpu_launcher(_require_gpu_backend()), image, boxes, CropResizeParams(*values), out)
 
 
 def _gpu_backend() -> str | None:
@@ -159,9 +178,6 @@ def _require_gpu_backend() -> str:
         raise RuntimeError(f"no GPU crop_resize backend (triton: {status['triton'].detail}; "
                            f"cuda: {status['cuda'].detail})")
     return backend
-
-
-Launcher = Callable[[torch.Tensor, torch.Tensor, CropResizeParams, torch.Tensor], torch.Tensor]
 
 
 def _gpu_launcher(backend: str) -> Launcher:
@@ -205,13 +221,15 @@ def crop_resize(
     out: torch.Tensor | None = None,
     backend: str = "auto",
     num_threads: int | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
     """Crops every box of ``image``, resizes it to ``size`` and normalises it, in one fused pass.
 
     See the module docstring for the conventions. ``image``: uint8 HWC/HW (numpy or torch, any strides) or
-    float32 CHW. ``boxes``: ``(N, 4)``. ``size``: int or ``(h, w)``. Returns a contiguous ``(N, C, h, w)``
-    tensor of ``out_dtype`` on the image's device, written into ``out`` when given. ``backend``: ``"auto"`` (CPU
-    images: the C++ kernel when built; CUDA images: the CUDA extension when built, else Triton; otherwise, or when
+    float32 CHW. ``boxes``: ``(N, 4)``. ``size``: int or ``(h, w)``. Returns an ``(N, C, h, w)`` tensor of
+    ``out_dtype`` on the image's device, contiguous in ``memory_format`` (``torch.contiguous_format`` or
+    ``torch.channels_last``), written into ``out`` when given (which must have that layout).
+    ``backend``: ``"auto"`` (CPU images: the C++ kernel when built; CUDA images: the CUDA extension when built, else Triton; otherwise, or when
     those are missing, ``"torch"``), ``"cpu"``, ``"cuda"``, ``"triton"`` (both need a CUDA image), ``"torch"``
     (slow, pure torch, any device). ``num_threads`` (CPU only) defaults to ``torch.get_num_threads()``. Bad
     arguments raise ``ValueError`` naming the argument; an unavailable backend raises ``RuntimeError`` saying why
@@ -219,7 +237,8 @@ def crop_resize(
     """
     img = as_image_tensor(image)
     b = as_boxes(boxes)
-    params = as_params(image_view(img).channels, size, mean, std, antialias, padding_mode, out_dtype, num_threads)
+    params = as_params(image_view(img).channels, size, mean, std, antialias, padding_mode, out_dtype, num_threads,
+                       memory_format)
     if out is not None:
         _check_out(out, params, b.shape[0], img.device)
     backend = _resolve_backend(backend, img)
@@ -229,5 +248,6 @@ def crop_resize(
             return out
         return _crop_resize_op(img, b, *_op_args(params))
     dest = out if out is not None else _new_out(img, b, params)
-    launch = crop_resize_torch if backend == "torch" else _gpu_launcher(backend)
-    return launch(img, b, params, dest)
+    if backend == "torch":
+        return crop_resize_torch(img, b, params, dest)  # writes any layout
+    return _launch_gpu(_gpu_launcher(backend), img, b, params, dest)

@@ -20,6 +20,7 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 PADDING_MODES: tuple[str, ...] = ("edge", "reflect", "zeros")
 OUT_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16)
+MEMORY_FORMATS: tuple[torch.memory_format, ...] = (torch.contiguous_format, torch.channels_last)
 BACKENDS: tuple[str, ...] = ("auto", "cpu", "cuda", "triton", "torch")
 
 # Coordinates beyond this are certainly a bug upstream; the bound also caps the filter length of a box.
@@ -32,7 +33,9 @@ class CropResizeParams:
 
     ``out_h × out_w`` output pixels per box; ``mean``/``std``: one value per image channel, in [0, 1] units;
     ``antialias``: widen the filter by the shrink factor; ``padding_mode``: one of :data:`PADDING_MODES`;
-    ``out_dtype``: one of :data:`OUT_DTYPES`; ``num_threads``: CPU threads (the other backends ignore it).
+    ``out_dtype``: one of :data:`OUT_DTYPES`; ``channels_last``: the output's memory layout is
+    ``(N, out_h, out_w, C)`` (torch's channels_last) instead of contiguous ``(N, C, out_h, out_w)``;
+    ``num_threads``: CPU threads (the other backends ignore it).
     """
 
     out_h: int
@@ -42,18 +45,24 @@ class CropResizeParams:
     antialias: bool
     padding_mode: str
     out_dtype: torch.dtype
+    channels_last: bool
     num_threads: int
 
     def out_shape(self, n_boxes: int) -> tuple[int, int, int, int]:
-        """``(N, C, out_h, out_w)``: the output of ``n_boxes`` boxes."""
+        """``(N, C, out_h, out_w)``: the output of ``n_boxes`` boxes (in :attr:`memory_format`)."""
         return n_boxes, len(self.mean), self.out_h, self.out_w
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
 
     def native(self, ext: ModuleType) -> Any:
         """The C++ ``CropResizeParams`` of the extension module ``ext`` (``midlevel_fast._C`` or ``._cuda``)."""
         return ext.CropResizeParams(
             out_h=self.out_h, out_w=self.out_w, mean=list(self.mean), std=list(self.std), antialias=self.antialias,
             padding_mode=getattr(ext.Padding, self.padding_mode),
-            out_dtype=getattr(ext.OutDType, str(self.out_dtype).removeprefix("torch.")), num_threads=self.num_threads,
+            out_dtype=getattr(ext.OutDType, str(self.out_dtype).removeprefix("torch.")),
+            channels_last=self.channels_last, num_threads=self.num_threads,
         )
 
 
@@ -110,7 +119,7 @@ def as_channel_values(name: str, value: Any, channels: int) -> tuple[float, ...]
 
 
 def as_params(channels: int, size: Any, mean: Any, std: Any, antialias: Any, padding_mode: Any, out_dtype: Any,
-              num_threads: Any) -> CropResizeParams:
+              num_threads: Any, memory_format: Any = torch.contiguous_format) -> CropResizeParams:
     """:func:`crop_resize`'s arguments for an image of ``channels`` channels, validated; raises ``ValueError``
     naming the argument. ``num_threads=None`` means ``torch.get_num_threads()``."""
     out_h, out_w = as_size(size)
@@ -118,8 +127,11 @@ def as_params(channels: int, size: Any, mean: Any, std: Any, antialias: Any, pad
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
     if out_dtype not in OUT_DTYPES:
         raise ValueError(f"out_dtype must be one of {OUT_DTYPES}, got {out_dtype}")
+    if memory_format not in MEMORY_FORMATS:
+        raise ValueError(f"memory_format must be one of {MEMORY_FORMATS}, got {memory_format!r}")
     threads = int(num_threads) if num_threads is not None else torch.get_num_threads()
     if threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads!r}")
     return CropResizeParams(out_h, out_w, as_channel_values("mean", mean, channels),
-                            as_channel_values("std", std, channels), bool(antialias), padding_mode, out_dtype, threads)
+                            as_channel_values("std", std, channels), bool(antialias), padding_mode, out_dtype,
+                            memory_format == torch.channels_last, threads)
