@@ -82,7 +82,8 @@ def test_prepared_backbone_made_under_inference_mode():
 
 def test_dense_windows_no_weight_casts_on_the_hot_path(backbones):
     """After the first call, a bf16 dense pass casts no weight (autocast cast every one on every call): no copy_
-    in its profile has a weight's shape, and the convolutions run fused."""
+    in its profile has a weight's shape, and the convolutions run fused. Nor is the stem's 32-channel output
+    copied (the fused stem pads its input rather than cropping its output)."""
     bb = backbones["lite0"]
     img = np.random.default_rng(0).integers(0, 256, (230, 260, 3), dtype=np.uint8)
     weight_shapes = {tuple(p.shape) for p in bb.parameters()}
@@ -92,6 +93,7 @@ def test_dense_windows_no_weight_casts_on_the_hot_path(backbones):
             dense_windows(bb, img, [1.0, 1.5], precision="bf16")
     copies = [e for e in prof.events() if e.name == "aten::copy_"]
     assert not [e.input_shapes for e in copies if tuple(e.input_shapes[0]) in weight_shapes]
+    assert not [e.input_shapes for e in copies if len(e.input_shapes[0]) == 4 and e.input_shapes[0][1] == 32]
     assert any(e.name == "mkldnn::_convolution_pointwise" for e in prof.events())
 
 
