@@ -164,6 +164,9 @@ def test_int8_needs_ranges_for_other_weights():
     bb.int8_ranges = {"_conv_stem": (0.0, 6.0)}
     with pytest.raises(ValueError, match="lack 48 convolutions"):
         prepared(bb, "int8")
+    bb.int8_ranges = {name: (float("nan"), 1.0) for name in calibrate_int8(bb, [x])}
+    with pytest.raises(ValueError, match="range of '_conv_stem' is"):
+        prepared(bb, "int8")
 
 
 def test_int8_refusals(lite0, monkeypatch):

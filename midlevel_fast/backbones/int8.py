@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import OrderedDict
 from collections.abc import Iterable
 from importlib import resources
@@ -203,7 +204,9 @@ def shipped_ranges(backbone: nn.Module) -> Int8Ranges | None:
 
 def install_int8(copy: nn.Module, ranges: Int8Ranges | None) -> None:
     """Make every convolution of ``copy`` (a float32 copy of an EfficientNet-Lite0, modified in place) an
-    :class:`Int8Conv` with ``ranges`` (``None``: the shipped ones, which must match its weights)."""
+    :class:`Int8Conv` with ``ranges`` (``None``: the shipped ones, which must match its weights). Lite0's
+    convolutions form one chain in registration order (each one's input is the previous one's output, residuals
+    included), so each one's input quantisation is its predecessor's output quantisation."""
     convs = _convolutions(copy)
     ranges = shipped_ranges(copy) if ranges is None else ranges
     if ranges is None:
@@ -215,6 +218,11 @@ def install_int8(copy: nn.Module, ranges: Int8Ranges | None) -> None:
     if missing:
         raise ValueError(f"int8 ranges lack {len(missing)} convolutions of {copy.name}, e.g. {missing[0]!r}: "
                          "calibrate them again with calibrate_int8")
+    bad = [name for name, _ in convs if not (math.isfinite(ranges[name][0]) and math.isfinite(ranges[name][1])
+                                             and ranges[name][0] <= ranges[name][1])]
+    if bad:
+        raise ValueError(f"int8 range of {bad[0]!r} is {tuple(ranges[bad[0]])}: a range is (lo, hi), finite, with "
+                         "lo <= hi; calibrate again with calibrate_int8")
     lo = min((0 - m) / s for m, s in zip(copy.mean, copy.std))
     hi = max((1 - m) / s for m, s in zip(copy.mean, copy.std))
     input_q = quantization_params(lo, hi)
