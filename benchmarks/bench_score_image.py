@@ -75,7 +75,7 @@ def test_conv_phase(benchmark, models, voc_image, limits, backbone, precision):
     bb = models[backbone].backbone
     step = default_window_step(bb.window)
     planes = dense_planes(bb, img)
-    flops, layers = phase_flops(lambda p: bb.window_head(bb.trunk(p), step), planes)
+    flops, layers = phase_flops(lambda p: bb.window_head(bb.trunk(p), step), planes, bb)
     net = prepared(bb, precision)
     cast = [p.to(copy_dtype(net)) for p in planes]
 

@@ -95,15 +95,28 @@ def measure_limits() -> Limits:
                   int8_conv=int8_conv_gops(), cpu=describe_cpu())
 
 
-def phase_flops(phase: Callable[[torch.Tensor], object], planes: list[torch.Tensor]) -> tuple[int, dict[str, int]]:
-    """``(total, per_layer)`` FLOPs (2 per multiply-add) of ``phase`` over ``planes``, counted by torch's
-    FlopCounterMode on the unfused float32 module; ``per_layer`` maps each module's dotted name (the leaves) to
-    its FLOPs."""
+def phase_flops(phase: Callable[[torch.Tensor], object], planes: list[torch.Tensor],
+                module: torch.nn.Module) -> tuple[int, dict[str, int]]:
+    """``(total, per_layer)`` FLOPs (2 per multiply-add) of ``phase`` over ``planes`` on the unfused float32
+    ``module``: the total counted by torch's FlopCounterMode (functional convolutions and GEMMs included), and
+    per convolution module of ``module`` (its dotted name, e.g. ``_blocks.3._expand_conv``), from the shapes its
+    forward hook sees: ``2 · output elements · in_channels/groups · kh · kw``."""
+    per_layer: dict[str, int] = {}
+
+    def count(name: str):
+        def hook(conv: torch.nn.Conv2d, args: tuple, out: torch.Tensor) -> None:
+            kh, kw = conv.kernel_size
+            per_layer[name] = per_layer.get(name, 0) + 2 * out.numel() * conv.in_channels // conv.groups * kh * kw
+        return hook
+
+    handles = [m.register_forward_hook(count(name)) for name, m in module.named_modules()
+               if isinstance(m, torch.nn.Conv2d)]
     counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        for p in planes:
-            phase(p)
-    per_module = {name: sum(counts.values()) for name, counts in counter.get_flop_counts().items()}
-    # Keep the leaves: a name none of whose extensions is also listed.
-    leaves = {n: f for n, f in per_module.items() if n != "Global" and not any(o.startswith(n + ".") for o in per_module)}
-    return counter.get_total_flops(), leaves
+    try:
+        with torch.inference_mode(), counter:
+            for p in planes:
+                phase(p)
+    finally:
+        for h in handles:
+            h.remove()
+    return counter.get_total_flops(), per_layer
