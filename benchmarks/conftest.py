@@ -49,9 +49,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for lim in _MEASURED:
         terminalreporter.write_line(f"CPU: {lim.cpu}")
         terminalreporter.write_line(f"limits, GFLOP/s: fp32 sgemm 2048^3 {lim.sgemm:.0f}, bf16 GEMM 4096^3 "
-                                    f"{lim.bf16_gemm:.0f}, fp32 conv {lim.fp32_conv:.0f}, bf16 conv {lim.bf16_conv:.0f}, "
-                                    f"int8 conv {lim.int8_conv:.0f} GOP/s (AlexNet conv2 shape, 8 patches, "
-                                    "channels_last)")
+                                    f"{lim.bf16_gemm:.0f}, fp32 conv {lim.fp32_conv:.0f}, bf16 conv "
+                                    f"{lim.bf16_conv:.0f}, int8 conv {lim.int8_conv:.0f} GOP/s (AlexNet conv2 shape, "
+                                    "8 patches, channels_last)")
     layers: dict[str, int] = {}
     for name, benches in groups.items():
         base = next((b for b in benches if b.extra_info.get("baseline")), None)

@@ -25,7 +25,7 @@ import torch
 import midlevel_fast
 from midlevel_fast.backbones import efficientnet_lite0
 from midlevel_fast.backbones.int8 import calibrate_int8, weights_digest
-from midlevel_fast.backbones.prepared import prepared
+from midlevel_fast.backbones.prepared import copy_dtype, prepared
 from midlevel_fast.io.files import atomic_write_bytes
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.ops.aggregate import power_mean
@@ -67,7 +67,6 @@ def compare(root: Path, n_images: int) -> None:
     bb = efficientnet_lite0()
     step = default_window_step(bb.window)
     nets = {name: prepared(bb, name) for name in ("fp32", "bf16", "int8")}
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
     errors: dict[str, list[float]] = {"int8": [], "bf16": []}
     same_top = {"int8": 0, "bf16": 0}
     seconds: dict[str, list[float]] = {name: [] for name in nets}
@@ -76,7 +75,7 @@ def compare(root: Path, n_images: int) -> None:
             planes = dense_planes(bb, load_image(im.path))
             feats, top = {}, {}
             for name, net in nets.items():
-                inputs = [p.to(dtypes[name]) for p in planes]
+                inputs = [p.to(copy_dtype(net)) for p in planes]
                 feats[name] = torch.cat([net.window_head(net.trunk(x), step)[0].float().flatten(1).t()
                                          for x in inputs])
                 top[name] = power_mean(torch.softmax(bb.imagenet_head(feats[name]), 1), 5.0).argmax().item()

@@ -228,10 +228,10 @@ def crop_resize(
     See the module docstring for the conventions. ``image``: uint8 HWC/HW (numpy or torch, any strides) or
     float32 CHW. ``boxes``: ``(N, 4)``. ``size``: int or ``(h, w)``. Returns an ``(N, C, h, w)`` tensor of
     ``out_dtype`` on the image's device, contiguous in ``memory_format`` (``torch.contiguous_format`` or
-    ``torch.channels_last``), written into ``out`` when given (which must have that layout).
-    ``backend``: ``"auto"`` (CPU images: the C++ kernel when built; CUDA images: the CUDA extension when built, else Triton; otherwise, or when
-    those are missing, ``"torch"``), ``"cpu"``, ``"cuda"``, ``"triton"`` (both need a CUDA image), ``"torch"``
-    (slow, pure torch, any device). ``num_threads`` (CPU only) defaults to ``torch.get_num_threads()``. Bad
+    ``torch.channels_last``), written into ``out`` when given (which must have that layout). ``backend``:
+    ``"auto"`` (CPU images: the C++ kernel when built; CUDA images: the CUDA extension when built, else Triton;
+    otherwise, or when those are missing, ``"torch"``), ``"cpu"``, ``"cuda"``, ``"triton"`` (both need a CUDA
+    image), ``"torch"`` (slow, pure torch, any device). ``num_threads`` (CPU only) defaults to ``torch.get_num_threads()``. Bad
     arguments raise ``ValueError`` naming the argument; an unavailable backend raises ``RuntimeError`` saying why
     (see :func:`midlevel_fast.backends`).
     """
