@@ -231,9 +231,9 @@ def crop_resize(
     ``torch.channels_last``), written into ``out`` when given (which must have that layout). ``backend``:
     ``"auto"`` (CPU images: the C++ kernel when built; CUDA images: the CUDA extension when built, else Triton;
     otherwise, or when those are missing, ``"torch"``), ``"cpu"``, ``"cuda"``, ``"triton"`` (both need a CUDA
-    image), ``"torch"`` (slow, pure torch, any device). ``num_threads`` (CPU only) defaults to ``torch.get_num_threads()``. Bad
-    arguments raise ``ValueError`` naming the argument; an unavailable backend raises ``RuntimeError`` saying why
-    (see :func:`midlevel_fast.backends`).
+    image), ``"torch"`` (slow, pure torch, any device). ``num_threads`` (CPU only) defaults to
+    ``torch.get_num_threads()``. Bad arguments raise ``ValueError`` naming the argument; an unavailable backend
+    raises ``RuntimeError`` saying why (see :func:`midlevel_fast.backends`).
     """
     img = as_image_tensor(image)
     b = as_boxes(boxes)
