@@ -100,10 +100,10 @@ def calibrated(model, present: int):
 
 
 def test_cli_score_json_and_all(tmp_path, capsys, monkeypatch, tiny):
-    monkeypatch.setattr(cli_score, "load_model", lambda *a, **kw: tiny)
+    monkeypatch.setattr(cli_score, "load_cli_model", lambda *a, **kw: tiny)
     image = str(write_images(tmp_path / "images", 1)[0])
     assert main(["score", image, "--json", "--maps", str(tmp_path / "maps")]) == 0
-    records = json.loads(capsys.readouterr().out)
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # JSON Lines
     assert len(records) == 1 and set(records[0]) == {"image", "mode", "seconds", "patches", "classes", "detections",
                                                      "maps"}
     classes = records[0]["classes"]
@@ -132,7 +132,7 @@ def test_cli_score_json_and_all(tmp_path, capsys, monkeypatch, tiny):
 def test_cli_score_with_calibration_shows_and_maps_the_present_classes(tmp_path, capsys, monkeypatch, tiny):
     image = str(write_images(tmp_path / "images", 1)[0])
     second = int(torch.topk(score_image(image, tiny).scores, 2).indices[1])  # present, though not the best
-    monkeypatch.setattr(cli_score, "load_model", lambda *a, **kw: calibrated(tiny, second))
+    monkeypatch.setattr(cli_score, "load_cli_model", lambda *a, **kw: calibrated(tiny, second))
     maps = tmp_path / "maps"
     assert main(["score", image, "--maps", str(maps)]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -140,7 +140,7 @@ def test_cli_score_with_calibration_shows_and_maps_the_present_classes(tmp_path,
     assert out[1].startswith("  100.0 %  ") and f"  {name}  at (" in out[1] and len(out) == 3
     assert out[2] == f"  map -> {maps / map_file_name('im00', 1, name)}"
     assert main(["score", image, "--maps", str(maps), "--maps-for", "3", "--json"]) == 0
-    record = json.loads(capsys.readouterr().out)[0]
+    record = json.loads(capsys.readouterr().out)
     assert len(record["maps"]) == 3 and record["maps"][1] == map_file_name("im00", 2, name)
     assert record["classes"][1]["presence"] == pytest.approx(1.0, abs=1e-4)
     assert record["classes"][0]["presence"] == pytest.approx(0.0, abs=1e-4)
@@ -148,7 +148,7 @@ def test_cli_score_with_calibration_shows_and_maps_the_present_classes(tmp_path,
     # Nothing present: the best by score are shown, and no map is written without --maps-for.
     nothing = calibrated(tiny, 0)
     nothing.info.calibration.parameters[0, 1] = -10.0
-    monkeypatch.setattr(cli_score, "load_model", lambda *a, **kw: nothing)
+    monkeypatch.setattr(cli_score, "load_cli_model", lambda *a, **kw: nothing)
     assert main(["score", image, "--maps", str(tmp_path / "none")]) == 0
     out = capsys.readouterr().out
     assert "no class present" in out and "no map: no class present" in out
@@ -170,12 +170,12 @@ def test_bad_file_reports_and_fails(tmp_path, capsys):
 
 
 def test_cli_score_precision(tmp_path, capsys, monkeypatch, tiny):
-    monkeypatch.setattr(cli_score, "load_model", lambda *a, **kw: tiny)
+    monkeypatch.setattr(cli_score, "load_cli_model", lambda *a, **kw: tiny)
     image = str(write_images(tmp_path / "images", 1)[0])
     tops = []
     for precision in ("fp32", "bf16"):
         assert main(["score", image, "--json", "--precision", precision]) == 0
-        tops.append(json.loads(capsys.readouterr().out)[0]["classes"][0]["class"])
+        tops.append(json.loads(capsys.readouterr().out)["classes"][0]["class"])
     assert tops[0] == tops[1]
     with pytest.raises(SystemExit) as exc:
         main(["score", image, "--precision", "fp8"])
@@ -200,7 +200,7 @@ def test_cli_score_dir(tmp_path, capsys):
     write_images(tmp_path / "images", 2, corrupt=(1,))
     out = tmp_path / "scores.jsonl"
     assert main(["score-dir", str(tmp_path / "images"), "--out", str(out), "--head", "imagenet", "--top", "2",
-                 "--maps", str(tmp_path / "maps"), "--workers", "0", "--no-progress"]) == 0
+                 "--maps", str(tmp_path / "maps"), "--workers", "0", "--no-progress"]) == 1  # one unreadable
     rows = read_rows(out)
     # No calibration: the map of the best class only, named <stem>_<rank>_<class>.png as `score` names it.
     assert [r["path"] for r in rows] == ["im00.png"] and len(rows[0]["maps"]) == 1
@@ -211,7 +211,7 @@ def test_cli_score_dir(tmp_path, capsys):
     assert "1 unreadable" in capsys.readouterr().err
     chunked = tmp_path / "chunked.jsonl"
     assert main(["score-dir", str(tmp_path / "images"), "--out", str(chunked), "--head", "imagenet", "--top", "2",
-                 "--workers", "0", "--no-progress", "--batch-images", "2"]) == 0
+                 "--workers", "0", "--no-progress", "--batch-images", "2"]) == 1
     assert [r["top"][0]["class"] for r in read_rows(chunked)] == [rows[0]["top"][0]["class"]]
     with pytest.raises(SystemExit):
         main(["score-dir", str(tmp_path / "images"), "--out", str(chunked), "--batch-images", "0"])
@@ -237,8 +237,8 @@ def test_train_pools_the_patches_of_dense_and_batched_features(tmp_path, capsys)
     assert main(["train", *common, "--val-split", "", "--epochs", "1", "--consistency", "2", "--out", str(tied)]) == 0
     assert " dense/crop pairs" in capsys.readouterr().out
     assert load_head(tied)[1].extra["train"]["consistency"] == 2.0
-    with pytest.raises(SystemExit, match="needs --mode dense batched"):
-        main(["train", *common[:-1], "--consistency", "1", "--out", str(tmp_path / "no.safetensors")])
+    assert main(["train", *common[:-1], "--consistency", "1", "--out", str(tmp_path / "no.safetensors")]) == 2
+    assert "needs --mode dense batched" in capsys.readouterr().err
 
 
 def test_mode_takes_several_values_for_cache_and_train_only():

@@ -118,14 +118,17 @@ def test_panorama_is_refused_in_dense_mode_before_any_trunk_pass(model, no_trunk
 
 # 3. Progress over the chunks of a huge image in batched mode.
 
-def test_progress_rule(monkeypatch):
+def test_progress_rule(monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="midlevel_fast")
     assert not show_progress(None, 10**6)  # pytest's captured stderr is no terminal
     assert show_progress(True, 1) and not show_progress(False, 10**6)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert show_progress(None, PROGRESS_MIN_PATCHES + 1) and not show_progress(None, PROGRESS_MIN_PATCHES)
+    caplog.set_level(logging.WARNING, logger="midlevel_fast")  # the library's logging says no bars
+    assert not show_progress(None, PROGRESS_MIN_PATCHES + 1) and show_progress(True, 1)
 
 
-def test_batched_progress_bar(model, capsys, monkeypatch):
+def test_batched_progress_bar(model, capsys, monkeypatch, caplog):
     image = np.zeros((60, 80, 3), np.uint8)
     boxes = torch.tensor([[0, 0, 60, 60], [20, 0, 80, 60], [10, 10, 40, 40]], dtype=torch.float32)
     with torch.inference_mode():
@@ -136,7 +139,8 @@ def test_batched_progress_bar(model, capsys, monkeypatch):
     # tqdm throttles redraws (and leave=False erases the bar), so which counts appear depends on timing.
     assert "patches:" in err and "/3 [" in err
     torch.testing.assert_close(quiet, loud)
-    # Auto on a terminal: a bar for a long image only.
+    # Auto on a terminal, where the library logs INFO: a bar for a long image only.
+    caplog.set_level(logging.INFO, logger="midlevel_fast")
     monkeypatch.setattr(batched, "PROGRESS_MIN_PATCHES", 1)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     with torch.inference_mode():
@@ -172,7 +176,7 @@ def test_cli_score_dir_summary_distinguishes_the_failures(tmp_path, capsys):
     images = images_dir(tmp_path / "images")
     out = tmp_path / "scores.jsonl"
     assert main(["score-dir", str(images), "--out", str(out), "--head", "imagenet", "--workers", "0",
-                 "--no-progress"]) == 0
+                 "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert (f"1 rows in {out}; 2 images could not be scored (1 unreadable, 1 refused; listed with the reasons in "
             f"{tmp_path / 'scores.errors.jsonl'})") in err

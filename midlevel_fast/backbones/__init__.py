@@ -18,6 +18,7 @@ __all__ = [
     "alexnet",
     "efficientnet_lite0",
     "get_backbone",
+    "resolve_backbone",
     "imagenet_classes",
 ]
 
@@ -31,3 +32,9 @@ def get_backbone(name: str, **kwargs: object) -> Backbone:
     except KeyError:
         raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
     return factory(**kwargs)
+
+
+def resolve_backbone(backbone: str | Backbone) -> Backbone:
+    """``backbone`` itself when it is built already (e.g. with a weights file), else :func:`get_backbone` of the
+    name with its default weights."""
+    return backbone if isinstance(backbone, Backbone) else get_backbone(backbone)

@@ -4,9 +4,10 @@ One module per command group (:mod:`~midlevel_fast.cli.score`: ``score``, ``scor
 :mod:`~midlevel_fast.cli.boxes`: ``score-boxes``; :mod:`~midlevel_fast.cli.voc`: ``cache``, ``train``, ``eval``), each parsing its arguments and calling library
 functions; :mod:`~midlevel_fast.cli.distributed` adds ``torchrun`` support to the commands that shard.
 
-Exit status: 0 on success; 1 when ``score`` could not score some image (each is reported); 2 on a usage error
-or an error the command reports (``error: ...`` on standard error, no traceback: a missing or unreadable file, a
-bad value, a missing optional dependency).
+Exit statuses (:mod:`~midlevel_fast.cli.common`, also in ``--help``): 0 on success; 1 when some inputs could not be
+processed (``score``: images, each reported, the others scored); 2 on a usage error or an error the command reports
+(``error: ...`` on standard error, no traceback: a missing or unreadable file, a bad value, a missing optional
+dependency). Every command takes ``-q`` (warnings and errors only, no progress bars) and ``-v`` (debug messages).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Sequence
 import torch
 
 from midlevel_fast.cli import boxes, calibrate, score, voc
+from midlevel_fast.cli.common import EXIT_EPILOG, EXIT_USAGE, add_logging_options, configured_logging
 
 # What a command reports as "error: ..." rather than as a traceback: the user's files, values and extras.
 REPORTED_ERRORS = (ValueError, ImportError, OSError)
@@ -26,13 +28,17 @@ REPORTED_ERRORS = (ValueError, ImportError, OSError)
 def build_parser() -> argparse.ArgumentParser:
     """The ``midlevel-fast`` parser with every command group's subcommands."""
     parser = argparse.ArgumentParser(prog="midlevel-fast", description="Mid-level CNN patch features (Oquab et al., "
-                                     "CVPR 2014): score images, cache features, train and calibrate heads.")
+                                     "CVPR 2014): score images, cache features, train and calibrate heads.",
+                                     epilog=EXIT_EPILOG)
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('midlevel_fast')}")
     sub = parser.add_subparsers(dest="command", required=True)
     score.register(sub)
     boxes.register(sub)
     voc.register(sub)
     calibrate.register(sub)
+    for command in sub.choices.values():
+        add_logging_options(command)
+        command.epilog = EXIT_EPILOG
     return parser
 
 
@@ -41,8 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        return args.func(args)
-    except REPORTED_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    with configured_logging(args):
+        try:
+            return args.func(args)
+        except REPORTED_ERRORS as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from midlevel_fast.model import load_model
+from midlevel_fast.cli.common import EXIT_OK, UsageError, add_weights_option, load_cli_model
 from midlevel_fast.ops.crop_resize import PADDING_MODES
 from midlevel_fast.scoring.boxes import BoxScores, score_boxes
 
@@ -63,10 +63,11 @@ def format_box_scores(result: BoxScores, given: list[list[float]], shown: int = 
 
 
 def cmd_score_boxes(args: argparse.Namespace) -> int:
+    """``score-boxes``: exit status EXIT_OK; a usage error or a bad image or boxes file raises (main: EXIT_USAGE)."""
     if bool(args.boxes) == bool(args.boxes_file):
-        raise SystemExit("give the boxes as --boxes x0,y0,x1,y1 [...] or as --boxes-file boxes.json")
+        raise UsageError("give the boxes as --boxes x0,y0,x1,y1 [...] or as --boxes-file boxes.json")
     given = args.boxes or read_boxes_file(args.boxes_file)
-    model = load_model(args.head, backbone=args.backbone)
+    model = load_cli_model(args.head, args.backbone, args.weights)
     result = score_boxes(args.image, given, model, square=not args.no_square, padding_mode=args.padding,
                          context=args.context)
     if args.json:
@@ -75,12 +76,12 @@ def cmd_score_boxes(args: argparse.Namespace) -> int:
              "presence": None if result.presence is None else float(result.presence[i, j])}
             for j, (c, p) in enumerate(zip(result.class_names, result.probs[i].tolist()))]}
             for i, (box, patch) in enumerate(zip(given, result.boxes.tolist()))]
-        print(json.dumps({"image": args.image, "boxes": rows}, indent=1))
+        print(json.dumps({"image": args.image, "boxes": rows}))
     else:
         print(f"{args.image}  ({len(given)} box{'' if len(given) == 1 else 'es'})")
         softmax = model.info.background and model.info.extra.get("objective", "softmax") == "softmax"
         print(format_box_scores(result, given, args.top, softmax))
-    return 0
+    return EXIT_OK
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -94,12 +95,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--head", default=None, help="head file (.safetensors, e.g. from train --task boxes); 'imagenet' "
                                                 "for the ImageNet classes; default: the shipped VOC head")
     b.add_argument("--backbone", default=None, help="backbone (default: the head's)")
+    add_weights_option(b)
     b.add_argument("--context", type=float, default=1.0, help="the square's side over the box's longer side")
     b.add_argument("--no-square", action="store_true", help="crop the box itself (scaled by --context), "
                                                             "squashed to the square input")
     b.add_argument("--padding", choices=PADDING_MODES, default="reflect",
                    help="how the patch is filled outside the image (reflect: mirrored, the paper's)")
     b.add_argument("--top", type=int, default=SHOWN, help="classes printed per box")
-    b.add_argument("--json", action="store_true", help="print JSON: per box every class's probability")
+    b.add_argument("--json", action="store_true", help="print JSON on one line (JSON Lines, as score --json): the "
+                                                        "image and per box its patch and every class's probability")
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     b.set_defaults(func=cmd_score_boxes)

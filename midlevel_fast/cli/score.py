@@ -15,14 +15,16 @@ import numpy as np
 import torch
 from PIL import Image
 
+from midlevel_fast.cli.common import EXIT_FAILED, EXIT_OK, UsageError, add_weights_option, load_cli_model
 from midlevel_fast.cli.distributed import add_distributed_options, distributed
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.io.overlay import PRESENT, chosen_maps, map_stems, write_maps
-from midlevel_fast.model import load_model
 from midlevel_fast.scaleout.collection import score_collection
 from midlevel_fast.scaleout.results import output_paths, read_rows
 from midlevel_fast.scoring.precision import PRECISIONS
 from midlevel_fast.scoring.score import MODES, ScoreResult, score_image
+
+log = logging.getLogger(__name__)
 
 # Public-domain photos of scikit-image; "cat_motorbike" is two of them side by side (chelsea the cat and the left view
 # of the stereo motorcycle, at the cat's height): a scene with two VOC classes, each in its own half.
@@ -42,7 +44,7 @@ def _demo_image(name: str) -> np.ndarray:
     try:
         from skimage import data
     except ImportError:
-        raise SystemExit("--demo needs scikit-image: pip install 'midlevel_fast[demo]'") from None
+        raise UsageError("--demo needs scikit-image: pip install 'midlevel_fast[demo]'") from None
     if name != "cat_motorbike":
         return getattr(data, name)()
     cat = data.chelsea()
@@ -127,17 +129,31 @@ def _map_names(names: Sequence[str]) -> dict[str, str]:
     return {n: stems[k] for n, k in keyed.items()}
 
 
+# What one image of ``score`` may fail with: reported, the other images still scored.
+IMAGE_ERRORS = (ValueError, OSError, RuntimeError, MemoryError)
+
+
+def _image_error(name: str, e: BaseException) -> str:
+    """The message of an image ``score`` could not score: the error, prefixed with the image unless it names it."""
+    text = str(e) or type(e).__name__
+    return f"{text if name in text else f'{name}: {text}'} (skipped; the other images are scored)"
+
+
+def _emit(line: str) -> None:
+    # Flushed per image, so what was scored is out even when a later image stops the run.
+    print(line, flush=True)
+
+
 def cmd_score(args: argparse.Namespace) -> int:
-    """``score``: exit status 0, 1 when some image could not be scored (each is reported), 2 without input."""
+    """``score``: exit status EXIT_OK, EXIT_FAILED when some image could not be scored (each is reported on standard
+    error, and with ``--json`` as a line of its own; the others are scored), EXIT_USAGE on a usage error."""
     if args.maps_for is not None and not args.maps:
-        print("error: --maps-for needs --maps DIR", file=sys.stderr)
-        return 2
+        raise UsageError("--maps-for needs --maps DIR")
+    if not args.images and not args.demo:
+        raise UsageError("give at least one IMAGE or --demo NAME")
     inputs: list[tuple[str, object]] = [(p, p) for p in args.images]
     inputs += [(f"demo:{d}", _demo_image(d)) for d in args.demo or []]
-    if not inputs:
-        print("error: give at least one IMAGE or --demo NAME", file=sys.stderr)
-        return 2
-    model = load_model(args.head, backbone=args.backbone)
+    model = load_cli_model(args.head, args.backbone, args.weights)
     cal = model.info.calibration
     calibrated = cal is not None and float(cal.k) == float(model.info.k if args.k is None else args.k)
     # Maps (and so points) of the classes that may be printed or mapped: which are present is known only after
@@ -146,62 +162,65 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.maps:
         n_maps = max(n_maps, args.maps_for or 1)
     stems = _map_names([name for name, _ in inputs])
-    failed = 0
-    records = []
+    failed = scored = 0
     for name, source in inputs:
         try:
             res = score_image(source, model, mode=args.mode, k=args.k, return_maps=max(n_maps, 1),
                               batch_size=args.batch_size, window_step=args.window_step,
                               precision=args.precision, detection_threshold=args.box_score)
-        except (ValueError, FileNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr)
+            files = (write_maps(load_image(source), res, args.maps, stems[name], chosen_maps(res, args.maps_for))
+                     if args.maps else None)
+        except IMAGE_ERRORS as e:
+            message = _image_error(name, e)
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            if args.json:
+                _emit(json.dumps({"image": name, "error": message}))
             failed += 1
             continue
-        record = result_record(name, res)
-        records.append(record)
-        if not args.json:
-            print("\n".join(format_result(name, res, shown_classes(res, args.all, args.top))))
-        if args.maps:
-            files = write_maps(load_image(source), res, args.maps, stems[name], chosen_maps(res, args.maps_for))
-            record["maps"] = files
-            if not args.json:
-                for file in files:
-                    print(f"  map -> {Path(args.maps) / file}")
-                if not files:
-                    print("  no map: no class present (--maps-for N maps the N best)")
-    if args.json:
-        print(json.dumps(records, indent=2))
-    elif records and not calibrated:
-        print("presence n/a: the head has no calibration (midlevel-fast calibrate makes one)", file=sys.stderr)
-    return 1 if failed else 0
+        scored += 1
+        if args.json:
+            record = result_record(name, res)
+            if files is not None:
+                record["maps"] = files
+            _emit(json.dumps(record))
+            continue
+        lines = format_result(name, res, shown_classes(res, args.all, args.top))
+        if files is not None:
+            lines += [f"  map -> {Path(args.maps) / file}" for file in files]
+            if not files:
+                lines.append("  no map: no class present (--maps-for N maps the N best)")
+        _emit("\n".join(lines))
+    if scored and not calibrated and not args.json:
+        log.info("presence n/a: the head has no calibration (midlevel-fast calibrate makes one)")
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_score_dir(args: argparse.Namespace) -> int:
-    """``score-dir``: exit status 0 when the run completes (images that could not be scored, unreadable or
-    refused, are listed with the reason, not fatal)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model = load_model(args.head, backbone=args.backbone)
+    """``score-dir``: exit status EXIT_OK when every image of the output was scored, EXIT_FAILED when some could
+    not be (unreadable or refused: listed with the reason in the errors file, not fatal)."""
+    model = load_cli_model(args.head, args.backbone, args.weights)
     res = score_collection(args.dir, args.out, model, mode=args.mode, k=args.k, top=args.top,
                            full_scores=args.full_scores, maps_dir=args.maps, batch_size=args.batch_size,
                            window_step=args.window_step, precision=args.precision,
                            detection_threshold=args.box_score,
-                           num_workers=args.workers, progress=not args.no_progress,
+                           num_workers=args.workers, progress=False if args.no_progress else None,
                            batch_images=args.batch_images)
-    print(f"scored {res.scored} images ({res.images_per_second:.2f} images/s), {res.resumed} already done, "
-          f"{res.failed} failed", file=sys.stderr)
-    if res.rows is not None:
-        errors = ""
-        if res.errors:
-            errors_path = output_paths(res.out)[1]
-            reasons = [str(r.get("error", "")) for r in read_rows(errors_path)]
-            # "unreadable: ..." (decoding failed) or "refused: ..." (scoring refused it): see score_collection.
-            counts = {kind: sum(r.startswith(kind + ":") for r in reasons) for kind in ("unreadable", "refused")}
-            kinds = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
-            listed = f"{kinds}; " if kinds else ""
-            errors = (f"; {res.errors} image{'s' if res.errors != 1 else ''} could not be scored "
-                      f"({listed}listed with the reasons in {errors_path})")
-        print(f"{res.rows} rows in {res.out}{errors}", file=sys.stderr)
-    return 0
+    log.info(f"scored {res.scored} images ({res.images_per_second:.2f} images/s), {res.resumed} already done, "
+             f"{res.failed} failed")
+    if res.rows is None:
+        return EXIT_OK
+    if not res.errors:
+        log.info(f"{res.rows} rows in {res.out}")
+        return EXIT_OK
+    errors_path = output_paths(res.out)[1]
+    reasons = [str(r.get("error", "")) for r in read_rows(errors_path)]
+    # "unreadable: ..." (decoding failed) or "refused: ..." (scoring refused it): see score_collection.
+    counts = {kind: sum(r.startswith(kind + ":") for r in reasons) for kind in ("unreadable", "refused")}
+    kinds = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+    listed = f"{kinds}; " if kinds else ""
+    log.warning(f"{res.rows} rows in {res.out}; {res.errors} image{'s' if res.errors != 1 else ''} could not be "
+                f"scored ({listed}listed with the reasons in {errors_path})")
+    return EXIT_FAILED
 
 
 def _positive(text: str) -> int:
@@ -225,6 +244,7 @@ def _add_scoring_options(p: argparse.ArgumentParser, top_help: str, threads_help
                    help="head file (.safetensors), or 'imagenet' for the backbone's ImageNet classifier; "
                         "default: the shipped VOC head if any, else 'imagenet'")
     p.add_argument("--backbone", default=None, help="backbone name (default: the head's, else efficientnet_lite0)")
+    add_weights_option(p)
     p.add_argument("--k", type=float, default=None, help="power-mean exponent (default: the model's, 5)")
     p.add_argument("--window-step", type=int, default=None, help="dense window step in trunk cells")
     p.add_argument("--box-score", type=_probability, default=BOX_SCORE, metavar="P",
@@ -250,8 +270,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--maps-for", type=_positive, metavar="N", default=None,
                    help="with --maps: write the maps of the N best classes by score, present or not")
     s.add_argument("--json", action="store_true",
-                   help="print JSON instead: per image every class (score, presence or null, point or null) and "
-                        "the detections")
+                   help="print JSON Lines instead, one object per image as soon as it is scored: image, mode, "
+                        "seconds, patches, classes (every class: class, score, presence or null, point or null), "
+                        "detections (class, score, box) and with --maps the map files; an image that could not be "
+                        "scored gets {\"image\", \"error\"} (and its error on standard error)")
     s.set_defaults(func=cmd_score)
 
     d = subparsers.add_parser("score-dir", help="score every image of a directory into JSON Lines or Parquet "
@@ -265,6 +287,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--batch-images", type=_positive, default=None, metavar="N",
                    help="images scored together, their same-size dense planes in one trunk call (default: 8 in "
                         "dense mode on a GPU, 1 elsewhere: on the CPU batching across images was measured slower)")
-    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar (-q: none either)")
     add_distributed_options(d)
     d.set_defaults(func=distributed(cmd_score_dir))

@@ -4,13 +4,16 @@ under ``torchrun``."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from midlevel_fast.backbones import Backbone, get_backbone
+from midlevel_fast.cli.common import EXIT_OK, UsageError, add_weights_option, backbone_options, load_cli_model
 from midlevel_fast.cli.distributed import add_distributed_options, distributed
 from midlevel_fast.head import OBJECTIVES
-from midlevel_fast.model import load_model
 from midlevel_fast.training.box_samples import BOX_FORMATS, read_samples
 from midlevel_fast.training.box_task import BOX_BATCH_SIZE, train_box_head
 from midlevel_fast.training.cache import CACHE_MODES
@@ -24,13 +27,19 @@ from midlevel_fast.training.unfreeze import UNFREEZE
 from midlevel_fast.training.voc import VOC_CLASSES
 from midlevel_fast.scoring.box_regression import REGRESSION_FEATURES
 from midlevel_fast.training.box_regression_fit import DEFAULT_RIDGE
-from midlevel_fast.training.voc_run import cache_voc_splits, evaluate_voc_head, fit_voc_boxes, train_voc_head
+from midlevel_fast.training.voc_run import (VocEvaluation, cache_voc_splits, evaluate_voc_head, fit_voc_boxes,
+                                            train_voc_head)
+
+
+def _backbone(args: argparse.Namespace) -> Backbone:
+    """``--backbone`` built with ``--weights`` (refused up front where they are needed and missing)."""
+    return get_backbone(args.backbone, **backbone_options(args.backbone, args.weights))
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    for cache in cache_voc_splits(args.voc, args.split, args.backbone, args.mode, args.cache, args.window_step):
+    for cache in cache_voc_splits(args.voc, args.split, _backbone(args), args.mode, args.cache, args.window_step):
         print(f"{len(cache.image_ids)} images cached in {cache.root} ({cache.config.mode})")
-    return 0
+    return EXIT_OK
 
 
 def _tagged_splits(args: argparse.Namespace) -> tuple[list[TaggedImage], list[TaggedImage], list[str]]:
@@ -58,16 +67,16 @@ TASKS: tuple[str, ...] = ("objects", "boxes")
 def _train_boxes(args: argparse.Namespace, config: TrainConfig, dtype: torch.dtype) -> int:
     """``train --task boxes``: one square patch per labelled box of ``--data`` (``--format`` one of BOX_FORMATS)."""
     if args.voc or not args.data or args.format not in BOX_FORMATS:
-        raise SystemExit(f"--task boxes reads --data PATH --format {{{','.join(BOX_FORMATS)}}} (VOC Action: --data "
+        raise UsageError(f"--task boxes reads --data PATH --format {{{','.join(BOX_FORMATS)}}} (VOC Action: --data "
                          "VOC_ROOT --format voc-action)")
     if args.supervision != "boxes" or args.consistency:
-        raise SystemExit("--task boxes labels each box's patch: no --supervision image, no --consistency")
+        raise UsageError("--task boxes labels each box's patch: no --supervision image, no --consistency")
     train, classes = [], None
     for split in args.split:
         samples, classes = read_samples(args.format, args.data, split, classes)
         train += samples
     val = read_samples(args.format, args.data, args.val_split, classes)[0] if args.val_split else []
-    run = train_box_head(train, classes, args.out, val, args.backbone, config, args.context, args.cache, dtype,
+    run = train_box_head(train, classes, args.out, val, _backbone(args), config, args.context, args.cache, dtype,
                          {"data": args.format, "splits": list(args.split)})
     print(f"trained in {run.result.seconds:.1f} s on {run.samples} boxes (one {args.context:g}x square patch each"
           f"{', top unfrozen' if config.unfreeze == 'top' else ''}), best epoch {run.result.best_epoch}; head written "
@@ -76,7 +85,7 @@ def _train_boxes(args: argparse.Namespace, config: TrainConfig, dtype: torch.dty
         print(format_ap_table(classes, {f"{args.val_split} AP": run.val.ap}))
         print(f"{args.val_split}: {run.val.n} boxes, mAP {100 * run.val.map:.1f} %, accuracy "
               f"{100 * run.val.accuracy:.1f} %, log-loss {run.val.log_loss:.3f}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -89,34 +98,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.task == "boxes":
         return _train_boxes(args, config, dtype)
     if args.unfreeze != "none":
-        raise SystemExit("--unfreeze top trains one patch per box: use it with --task boxes")
+        raise UsageError("--unfreeze top trains one patch per box: use it with --task boxes")
     if args.data and args.format not in TAG_FORMATS[1:]:
-        raise SystemExit(f"--format {args.format} gives boxes: train on them with --task boxes")
+        raise UsageError(f"--format {args.format} gives boxes: train on them with --task boxes")
     if bool(args.voc) == bool(args.data):
-        raise SystemExit("give the data set as --voc VOC_ROOT or as --data PATH --format {imagefolder,list}")
+        raise UsageError("give the data set as --voc VOC_ROOT or as --data PATH --format {imagefolder,list}")
     if args.consistency and not set(PAIR_MODES) <= set(args.mode):
-        raise SystemExit(f"--consistency pairs dense windows with grid crops: it needs --mode {' '.join(PAIR_MODES)}")
+        raise UsageError(f"--consistency pairs dense windows with grid crops: it needs --mode {' '.join(PAIR_MODES)}")
     if args.supervision == "image":
         if len(args.mode) != 1:
-            raise SystemExit("--supervision image pools the windows of one --mode (dense: the 2015 paper's)")
+            raise UsageError("--supervision image pools the windows of one --mode (dense: the 2015 paper's)")
         train, val, classes = _tagged_splits(args)
         source = {"data": "voc" if args.voc else args.format, "splits": list(args.split)}
-        run = train_tagged_head(train, classes, args.out, val, args.backbone, args.mode[0], config, args.cache,
+        run = train_tagged_head(train, classes, args.out, val, _backbone(args), args.mode[0], config, args.cache,
                                 dtype, source)
         print(f"trained in {run.result.seconds:.1f} s on {run.images} images' labels ({config.pooling} pooling), "
               f"best epoch {run.result.best_epoch}; head written to {args.out}")
         if run.val_ap:
             print(format_ap_table(classes, {f"{args.val_split} {m}": ap for m, ap in run.val_ap.items()}))
-        return 0
+        return EXIT_OK
     if args.data:
-        raise SystemExit("--data/--format give image labels: train on them with --supervision image, or boxes to "
+        raise UsageError("--data/--format give image labels: train on them with --supervision image, or boxes to "
                          "classify: --task boxes (objects with box supervision read VOC annotations, --voc)")
-    run = train_voc_head(args.voc, args.out, args.split, args.val_split, args.backbone, args.mode, config,
+    run = train_voc_head(args.voc, args.out, args.split, args.val_split, _backbone(args), args.mode, config,
                          args.cache, args.window_step, dtype=dtype)
     print(f"trained in {run.result.seconds:.1f} s, best epoch {run.result.best_epoch}; head written to {args.out}")
     if run.val_ap:
         print(format_ap_table(run.info.class_names, {f"{args.val_split} {m}": ap for m, ap in run.val_ap.items()}))
-    return 0
+    return EXIT_OK
 
 
 def cmd_fit_boxes(args: argparse.Namespace) -> int:
@@ -128,15 +137,30 @@ def cmd_fit_boxes(args: argparse.Namespace) -> int:
     print(f"box regression ({args.features} features) fitted on {rows} positive windows of {'+'.join(args.split)}; "
           f"head written to {args.out}"
           + (f" (too few windows, boxes kept as windows for: {', '.join(kept)})" if kept else ""))
-    return 0
+    return EXIT_OK
+
+
+def eval_record(split: str, mode: str, class_names: list[str], ev: VocEvaluation) -> dict:
+    """``eval --json``'s object: ``split``, ``mode``, ``images``, ``patches`` and ``results``, one per (k, method)
+    measured: ``k``, ``method``, ``ap`` (per class name, in [0, 1]; null for a class without positives in the split)
+    and ``map`` (their mean over the classes with an AP, as the table's; null if none has one)."""
+    results = []
+    for (k, method), ap in ev.ap.items():
+        defined = ap[~np.isnan(ap)]
+        results.append({"k": k, "method": method, "map": float(defined.mean()) if len(defined) else None,
+                        "ap": {name: None if np.isnan(v) else float(v) for name, v in zip(class_names, ap)}})
+    return {"split": split, "mode": mode, "images": ev.images, "patches": ev.patches, "results": results}
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    model = load_model(args.head)
+    model = load_cli_model(args.head, None, args.weights)
     ev = evaluate_voc_head(model, args.voc, args.split, args.mode, args.k, args.cache, args.window_step)
+    if args.json:
+        print(json.dumps(eval_record(args.split, args.mode, model.class_names, ev), allow_nan=False))
+        return EXIT_OK
     print(f"{args.split}: {ev.images} images, {ev.patches} patches ({args.mode})")
     print(format_ap_table(model.class_names, {f"k={k:g} {method}": ap for (k, method), ap in ev.ap.items()}))
-    return 0
+    return EXIT_OK
 
 
 def _add_voc_options(p: argparse.ArgumentParser, several_modes: bool = False, voc_required: bool = True) -> None:
@@ -159,6 +183,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--split", nargs="+", default=["train", "val"],
                    help="VOC splits to cache (ImageSets/Main/<split>.txt)")
     c.add_argument("--backbone", default="efficientnet_lite0", help="backbone whose features are cached")
+    add_weights_option(c)
     add_distributed_options(c)
     c.set_defaults(func=distributed(cmd_cache))
 
@@ -190,6 +215,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--pooling", choices=POOLINGS, default=POOLINGS[0],
                    help="with --supervision image: how an image's windows pool per class (power-mean takes --k)")
     t.add_argument("--backbone", default="efficientnet_lite0", help="backbone the head is trained on")
+    add_weights_option(t)
     t.add_argument("--out", required=True, help="head file to write (.safetensors)")
     t.add_argument("--layers", type=int, default=2, help="adaptation layers: 1, 2 (paper) or 3")
     t.add_argument("--hidden", type=int, default=2048, help="units of each hidden adaptation layer (FCa)")
@@ -228,4 +254,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--split", default="val", help="split to evaluate on")
     e.add_argument("--head", required=True, help="head file (.safetensors)")
     e.add_argument("--k", type=float, nargs="*", help="power-mean exponents to compare (default: the head's)")
+    add_weights_option(e)
+    e.add_argument("--json", action="store_true",
+                   help="print one JSON object instead of the table: split, mode, images, patches and per (k, "
+                        "method) its mAP and per-class AP (in [0, 1])")
     e.set_defaults(func=cmd_eval)

@@ -54,12 +54,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.io.overlay import chosen_maps, map_stem, map_stems, write_maps
 from midlevel_fast.model import PatchClassifier, default_model
+from midlevel_fast.progress import progress_bar
 from midlevel_fast.scaleout.distributed import DistContext, all_gather_objects, barrier, current, shard
 from midlevel_fast.scaleout.results import (PartWriter, check_meta, merge_outputs, output_format, output_paths,
                                             pyarrow_modules, scored_paths)
@@ -205,7 +205,7 @@ def score_collection(
     precision: str = "auto",
     detection_threshold: float = DETECTION_THRESHOLD,
     num_workers: int = 2,
-    progress: bool = True,
+    progress: bool | None = None,
     ctx: DistContext | None = None,
     batch_images: int | None = None,
 ) -> CollectionResult:
@@ -218,7 +218,8 @@ def score_collection(
     dense mode on a GPU, else 1); the rows are the same either way, to the rounding of batched convolutions, and a
     chunk with a refused image is scored again image by image.
     ``top``: classes per row (and maps per image with ``maps_dir``). ``num_workers``: DataLoader processes
-    decoding ahead of the model (0: decode in this process). ``ctx``: the rank of this process (default: from the
+    decoding ahead of the model (0: decode in this process). ``progress``: a tqdm bar over the images (``None``:
+    where this module's logger is enabled for INFO, :func:`midlevel_fast.progress.progress_bar`). ``ctx``: the rank of this process (default: from the
     initialised ``torch.distributed`` group, else a single process); every rank must call this with the same
     arguments.
     """
@@ -297,7 +298,7 @@ def score_collection(
 
     start = time.perf_counter()
     try:
-        with (tqdm(total=len(todo), unit="img", desc=desc, disable=not progress, smoothing=0.1) as bar,
+        with (progress_bar(log, progress, total=len(todo), unit="img", desc=desc, smoothing=0.1) as bar,
               logging_redirect_tqdm()):
             for key, image, error in loader:
                 if error is not None:

@@ -3,30 +3,37 @@ and run through the backbone as batches. The exact per-patch path, fast (see :mo
 for the same patches one PIL crop and one forward at a time)."""
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from midlevel_fast.backbones.prepared import copy_dtype, prepared
 from midlevel_fast.ops.crop_resize import crop_resize
+from midlevel_fast.progress import progress_bar, progress_wanted
 from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP, grid
+
+log = logging.getLogger(__name__)
 
 # Patches per forward pass on a GPU: large enough to amortise Lite0's hundred kernel launches per pass, small
 # enough (about 0.1 GB of patches and a few GB of activations) for any recent card.
 GPU_BATCH = 128
 # progress=None shows a bar over the chunks only for an image with more patches than this (4x the paper's 512 of a
-# VOC photo: tens of seconds on a CPU) and only when standard error is a terminal, so tests, CI and logs stay quiet.
+# VOC photo: tens of seconds on a CPU), only when standard error is a terminal, so tests, CI and logs stay quiet,
+# and only where this module's logger is enabled for INFO (midlevel_fast.progress).
 PROGRESS_MIN_PATCHES = 2048
 
 
 def show_progress(progress: bool | None, patches: int) -> bool:
     """Whether to show a progress bar over ``patches``: ``progress`` when given, else (auto) for more than
-    :data:`PROGRESS_MIN_PATCHES` patches when standard error is a terminal."""
+    :data:`PROGRESS_MIN_PATCHES` patches when standard error is a terminal and this module's logger is enabled for
+    INFO."""
     if progress is not None:
         return bool(progress)
+    if not progress_wanted(log, None):
+        return False
     try:
         tty = sys.stderr is not None and sys.stderr.isatty()
     except (AttributeError, ValueError):  # a replaced or closed stderr
@@ -56,8 +63,8 @@ def batched_features(backbone: torch.nn.Module, image: np.ndarray, boxes: torch.
     size = bb.input_size
     buffer = torch.empty((min(batch, len(boxes)), 3, size, size), device=device if on_gpu else "cpu")
     feats = []
-    with tqdm(total=len(boxes), unit="patch", desc="patches", leave=False, file=sys.stderr,
-              disable=not show_progress(progress, len(boxes))) as bar:
+    with progress_bar(log, show_progress(progress, len(boxes)), total=len(boxes), unit="patch", desc="patches",
+                      leave=False) as bar:
         for start in range(0, len(boxes), batch):
             chunk = boxes[start: start + batch]
             out = crop_resize(source, chunk, size=size, mean=bb.mean, std=bb.std, out=buffer[: len(chunk)])

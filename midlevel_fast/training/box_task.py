@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from midlevel_fast.backbones import Backbone, get_backbone
+from midlevel_fast.backbones import Backbone, resolve_backbone
 from midlevel_fast.backbones.top import load_top
 from midlevel_fast.head import HeadInfo, save_head
 from midlevel_fast.scoring.boxes import patch_crops, square_patches
@@ -133,7 +133,7 @@ class BoxTraining:
 
 
 def train_box_head(train: Sequence[BoxSample], classes: Sequence[str], out: str | os.PathLike,
-                   val: Sequence[BoxSample] | None = None, backbone: str = "efficientnet_lite0",
+                   val: Sequence[BoxSample] | None = None, backbone: str | Backbone = "efficientnet_lite0",
                    config: TrainConfig = TrainConfig(), context: float = 1.0,
                    cache_base: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32,
                    source: dict | None = None, log: Callable[[str], None] | None = print) -> BoxTraining:
@@ -145,7 +145,7 @@ def train_box_head(train: Sequence[BoxSample], classes: Sequence[str], out: str 
         raise ValueError("box training labels each sample's patch: supervision 'boxes', no consistency term")
     if not train:
         raise ValueError("no training samples")
-    bb = get_backbone(backbone)
+    bb = resolve_backbone(backbone)
     top = config.unfreeze == "top"
     cache = box_cache(bb, context, top, cache_base)
     everything = list(train) + list(val or [])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import asdict
@@ -20,22 +21,26 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from midlevel_fast.io.image_io import load_image
+from midlevel_fast.progress import progress_bar
 from midlevel_fast.scaleout.distributed import barrier, current, shard
 from midlevel_fast.scoring.score import patch_features
 from midlevel_fast.training.cache import CacheConfig, FeatureCache
+
+log = logging.getLogger(__name__)
+
 
 def build_cache(
     cache: FeatureCache,
     items: Iterable[tuple[str, str | Path]],
     extract: Callable[[np.ndarray, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-    progress: bool = True,
+    progress: bool | None = None,
     part: tuple[int, int] | None = None,
 ) -> FeatureCache:
     """Adds every ``(image_id, path)`` not yet in ``cache``, computing ``extract(rgb_uint8_hwc, image_id) ->
-    (features, boxes, scale_index)`` (the id tells an extractor of several items per image which one it is). Resumes where a previous (killed) build stopped. Shows a tqdm bar in images/s.
+    (features, boxes, scale_index)`` (the id tells an extractor of several items per image which one it is). Resumes where a previous (killed) build stopped. Shows a tqdm bar in images/s (``progress``: ``None`` follows
+    this module's logger, :func:`midlevel_fast.progress.progress_bar`).
 
     ``part``: ``(rank, world_size)`` to compute only that rank's share of ``items`` (round-robin by position);
     with ``world_size > 1`` the cache must be that rank's writer (``FeatureCache(..., rank=rank)``).
@@ -50,7 +55,7 @@ def build_cache(
         items = shard(items, rank, world)
         desc += f" (rank {rank}/{world})"
     todo = [(i, p) for i, p in items if i not in cache]
-    bar = tqdm(todo, unit="img", disable=not progress, desc=desc)
+    bar = progress_bar(log, progress, iterable=todo, unit="img", desc=desc)
     start = time.perf_counter()
     for image_id, path in bar:
         img = load_image(path)
@@ -78,7 +83,7 @@ def open_cache(base: str | Path, config: CacheConfig) -> FeatureCache:
 
 
 def fill_cache(cache: FeatureCache, backbone: torch.nn.Module, items: Iterable[tuple[str, str | Path]],
-               progress: bool = True) -> FeatureCache:
+               progress: bool | None = None) -> FeatureCache:
     """Caches the patch features of ``items`` (``(image_id, path)``) as ``cache.config`` says.
 
     When ``cache`` is a rank's writer under an initialised process group of several ranks, this rank computes its

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from midlevel_fast.backbones import get_backbone
+from midlevel_fast.backbones import Backbone, resolve_backbone
 from midlevel_fast.head import HeadInfo, save_head
 from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP
 from midlevel_fast.training.cache_build import fill_cache
@@ -39,7 +39,7 @@ class TaggedTraining:
 
 
 def train_tagged_head(train: Sequence[TaggedImage], classes: Sequence[str], out: str | os.PathLike,
-                      val: Sequence[TaggedImage] | None = None, backbone: str = "efficientnet_lite0",
+                      val: Sequence[TaggedImage] | None = None, backbone: str | Backbone = "efficientnet_lite0",
                       mode: str = "dense", config: TrainConfig = TrainConfig(supervision="image"),
                       cache_base: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32,
                       source: dict | None = None, log: Callable[[str], None] | None = print) -> TaggedTraining:
@@ -52,7 +52,7 @@ def train_tagged_head(train: Sequence[TaggedImage], classes: Sequence[str], out:
                          f"{config.supervision!r}")
     if not train:
         raise ValueError("no training images")
-    bb = get_backbone(backbone)
+    bb = resolve_backbone(backbone)
     cache = voc_cache(bb, mode, cache_base)
     t0 = time.perf_counter()
     everything = list(train) + list(val or [])

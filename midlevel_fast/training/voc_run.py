@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from midlevel_fast.backbones import get_backbone
+from midlevel_fast.backbones import Backbone, get_backbone, resolve_backbone
 from midlevel_fast.backbones.layout import WindowLayout
 from midlevel_fast.head import HeadInfo, load_head, save_head, stored_dtype
 from midlevel_fast.model import PatchClassifier
@@ -55,12 +55,13 @@ def cached_split(voc_root: str | os.PathLike, split: str, backbone: torch.nn.Mod
     return images
 
 
-def cache_voc_splits(voc_root: str | os.PathLike, splits: Sequence[str], backbone: str = "efficientnet_lite0",
-                     modes: Sequence[str] = ("dense",), cache_base: str | os.PathLike | None = None,
+def cache_voc_splits(voc_root: str | os.PathLike, splits: Sequence[str],
+                     backbone: str | Backbone = "efficientnet_lite0", modes: Sequence[str] = ("dense",),
+                     cache_base: str | os.PathLike | None = None,
                      window_step: int | None = None) -> list[FeatureCache]:
     """Caches the features of every image of ``splits`` in each of ``modes`` and verifies the caches; returns
-    them, one per mode."""
-    bb = get_backbone(backbone)
+    them, one per mode. ``backbone``: a name or a built backbone (:func:`midlevel_fast.backbones.resolve_backbone`)."""
+    bb = resolve_backbone(backbone)
     caches = [voc_cache(bb, mode, cache_base, window_step=window_step) for mode in modes]
     for split in splits:
         cached_split(voc_root, split, bb, caches)
@@ -85,7 +86,7 @@ class VocTraining:
 
 
 def train_voc_head(voc_root: str | os.PathLike, out: str | os.PathLike, splits: Sequence[str] = ("train",),
-                   val_split: str | None = "val", backbone: str = "efficientnet_lite0",
+                   val_split: str | None = "val", backbone: str | Backbone = "efficientnet_lite0",
                    modes: Sequence[str] = ("dense",), config: TrainConfig = TrainConfig(),
                    cache_base: str | os.PathLike | None = None, window_step: int | None = None,
                    dtype: torch.dtype = torch.float32, log: Log | None = print) -> VocTraining:
@@ -101,7 +102,7 @@ def train_voc_head(voc_root: str | os.PathLike, out: str | os.PathLike, splits: 
     if config.consistency and not set(PAIR_MODES) <= set(modes):
         raise ValueError("the consistency term pairs dense windows with grid crops: it needs the modes "
                          f"{' and '.join(map(repr, PAIR_MODES))}, got {list(modes)}")
-    bb = get_backbone(backbone)
+    bb = resolve_backbone(backbone)
     caches = [voc_cache(bb, mode, cache_base, window_step=window_step) for mode in modes]
     train_images = [im for split in splits for im in cached_split(voc_root, split, bb, caches)]
     val_images = cached_split(voc_root, val_split, bb, caches[:1]) if val_split else None
