@@ -9,6 +9,12 @@ passes over memory (ReLU6 alone was 13 % of a Lite0 dense call). It has no autog
 
 Layouts: ``x``, ``residual`` NCHW tensors in any memory format, ``weight`` ``(out, in/groups, kh, kw)``; all of
 one dtype (float32 or bfloat16). The fused call returns channels_last when ``x`` is channels_last.
+
+oneDNN's AMX kernels (torch 2.13's oneDNN, on Sapphire Rapids and later) compute strided convolutions whose output
+is one column wide wrongly in bfloat16 and int8 (garbage such as 1e29 in the lower rows once the output has about
+five rows or more; ``F.conv2d`` itself, not only the fused op; not with ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``).
+:func:`single_column_extra` gives the zero columns that make such an output two columns wide; the extra column is
+cut off afterwards (the first column reads the same inputs).
 """
 from __future__ import annotations
 
@@ -33,6 +39,13 @@ def _activate(y: Tensor, act: Activation) -> Tensor:
     return y
 
 
+def single_column_extra(width: int, kernel: int, stride: int, padding: int) -> int:
+    """Columns of zeros to append to an input ``width`` wide (padded by ``padding`` on each side) so that a
+    strided convolution's output is not one column wide (see the module docstring): ``stride``, else 0."""
+    out_width = (width + 2 * padding - kernel) // stride + 1
+    return stride if stride > 1 and out_width == 1 else 0
+
+
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: int = 1,
            padding: int | tuple[int, int] = 0, groups: int = 1,
            act: Activation = None, residual: Tensor | None = None, fused: bool = False) -> Tensor:
@@ -41,6 +54,14 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: int = 1,
     (CPU, no autograd)."""
     if act not in ONEDNN_UNARY:
         raise ValueError(f"unknown activation {act!r}; expected one of {sorted(map(str, ONEDNN_UNARY))}")
+    cols = padding if isinstance(padding, int) else padding[1]
+    extra = single_column_extra(x.shape[-1], weight.shape[-1], stride, cols) if x.device.type == "cpu" else 0
+    if extra:
+        widened = None if residual is None else F.pad(residual, (0, 1))
+        y = conv2d(F.pad(x, (0, extra)), weight, bias, stride=stride, padding=padding, groups=groups, act=act,
+                   residual=widened, fused=fused)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last)
+        return y[..., :1].contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if not fused:
         y = F.conv2d(x, weight, bias, stride, padding, 1, groups)
         return _activate(y if residual is None else y + residual, act)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from midlevel_fast.backbones.efficientnet_lite import EfficientNetLite0, _same_padding, _SameConv2d
-from midlevel_fast.backbones.fused import ONEDNN_UNARY, Activation
+from midlevel_fast.backbones.fused import ONEDNN_UNARY, Activation, single_column_extra
 
 # Convolution name in the backbone -> (lo, hi) of its output, in real (dequantised) units.
 Int8Ranges = dict[str, tuple[float, float]]
@@ -121,10 +121,12 @@ class Int8Conv:
             scale, zp = self.input_q
             q = x.float().mul(1 / scale).round_().add_(zp).clamp_(0, 255).to(torch.uint8)
             x = QuantizedActivation(q.contiguous(memory_format=torch.channels_last), scale, zp)
-        values = x.values
+        values, extra = x.values, 0
         if self.stride != 1:
             (top, bottom), (left, right) = (_same_padding(n, self.kernel, self.stride) for n in values.shape[-2:])
-            values = F.pad(values, (left, right, top, bottom), value=x.zero_point)  # the real 0
+            # The real 0; and one output column more when oneDNN would compute a single column wrongly.
+            extra = single_column_extra(values.shape[-1] + left + right, self.kernel, self.stride, 0)
+            values = F.pad(values, (left, right + extra, top, bottom), value=x.zero_point)
         out_scale, out_zp = self.output_q or (1.0, 0)
         out_dtype = None if self.output_q else torch.float32
         weights = (self._packed(values.shape, x), self.w_scales, self.w_zero_points)
@@ -143,6 +145,8 @@ class Int8Conv:
             unary, scalars = ONEDNN_UNARY[act]
             y = torch.ops.onednn.qconv2d_pointwise(values, x.scale, x.zero_point, *weights, self.bias,
                                                    *self.geometry, out_scale, out_zp, out_dtype, unary, scalars, "")
+        if extra:
+            y = y[..., :1].contiguous(memory_format=torch.channels_last)
         return y if self.output_q is None else QuantizedActivation(y, out_scale, out_zp)
 
 
