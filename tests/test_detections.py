@@ -151,3 +151,45 @@ def test_score_image_detections_are_detect_on_its_windows():
     assert res.detections == expected and res.detections, "the cat photo has detections"
     assert res.detections[0].label == "cat"
     assert all(0 <= d.box[0] < d.box[2] <= 226 and 0 <= d.box[1] < d.box[3] <= 150 for d in res.detections)
+
+
+@settings(max_examples=100, deadline=None)
+@given(scored_boxes(max_n=40), st.sampled_from([0.0, 0.5, 1.0]), st.integers(1, 7), st.integers(1, 20))
+def test_blockwise_nms_matches_the_exact_loop_across_blocks(data, iou, block, chunk):
+    """Blocks and chunks far smaller than the box count (duplicated boxes, tied scores) keep the loop's set."""
+    import midlevel_fast.scoring.detections as det
+    boxes, scores, labels = data
+    boxes, scores, labels = boxes + boxes[:5], scores + scores[:5], labels + labels[:5]
+    saved = det._NMS_BLOCK, det._NMS_CHUNK
+    det._NMS_BLOCK, det._NMS_CHUNK = block, chunk
+    try:
+        kept = batched_nms(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.tensor(scores),
+                           torch.tensor(labels, dtype=torch.int64), iou)
+    finally:
+        det._NMS_BLOCK, det._NMS_CHUNK = saved
+    assert kept.tolist() == nms_reference(boxes, scores, iou, labels)
+
+
+def test_batched_nms_of_31k_boxes_fits_in_1_gib():
+    """Every window of 20 classes (detection_threshold=0 on a quick-start-sized scene) in a subprocess whose
+    address space is capped 1 GiB above what torch and the inputs take; an N×N IoU matrix would need ~8 GB."""
+    import subprocess
+    import sys
+    code = """
+import resource, torch
+from midlevel_fast.scoring.detections import batched_nms
+g = torch.Generator().manual_seed(0)
+xy = torch.rand(31000, 2, generator=g) * 400
+wh = 20 + torch.rand(31000, 2, generator=g) * 300
+boxes = torch.cat([xy, xy + wh], 1)
+scores = torch.rand(31000, generator=g)
+labels = torch.arange(31000) % 20
+with open('/proc/self/statm') as f:
+    vsz = int(f.read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (vsz + 2**30, resource.RLIM_INFINITY))
+print(len(batched_nms(boxes, scores, labels, 0.5)))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert int(r.stdout.split()[-1]) > 0

@@ -49,43 +49,79 @@ def pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=torch.finfo(inter.dtype).tiny), torch.zeros_like(inter))
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float = NMS_IOU) -> torch.Tensor:
-    """Greedy non-maximum suppression: int64 indices of the kept boxes, best score first.
+# IoU entries of one suppression step (float64): a few temporaries of this size bound nms's memory, whatever N.
+_NMS_BLOCK = 512
+_NMS_CHUNK = 1 << 20
 
-    Boxes are visited by decreasing score (a stable sort: equal scores keep their input order); a box is kept
-    when its IoU with every box kept before it is at most ``iou``. ``boxes (N, 4)``, ``scores (N,)``.
-    The IoU matrix is computed once (float64), then one vectorised suppression step per kept box.
-    """
+
+def _greedy_within(over: torch.Tensor) -> torch.Tensor:
+    """Greedy suppression inside one block of boxes sorted best first: ``over (m, m)`` says which pairs overlap
+    by more than the threshold; the bool mask of the kept rows (a row is kept when no kept row before it
+    overlaps it). One vectorised step per kept row."""
+    alive = torch.ones(len(over), dtype=torch.bool)
+    keep = torch.zeros(len(over), dtype=torch.bool)
+    i = 0
+    while True:
+        keep[i] = True
+        alive &= ~over[i]
+        alive[: i + 1] = False
+        rest = torch.nonzero(alive[i + 1:]).flatten()
+        if not len(rest):
+            return keep
+        i = i + 1 + int(rest[0])
+
+
+def _check_nms_args(boxes: torch.Tensor, scores: torch.Tensor, iou: float) -> None:
     if boxes.ndim != 2 or boxes.shape[1] != 4 or scores.shape != (len(boxes),):
         raise ValueError(f"boxes must be (N, 4) and scores (N,), got {tuple(boxes.shape)} and {tuple(scores.shape)}")
     if not 0 <= iou <= 1:
         raise ValueError(f"iou must be in [0, 1], got {iou}")
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float = NMS_IOU) -> torch.Tensor:
+    """Greedy non-maximum suppression: int64 indices of the kept boxes, best score first.
+
+    Boxes are visited by decreasing score (a stable sort: equal scores keep their input order); a box is kept
+    when its IoU (float64, :func:`pairwise_iou`) with every box kept before it is at most ``iou``.
+    ``boxes (N, 4)``, ``scores (N,)``. Memory is O(N): the sorted boxes go in blocks of ``_NMS_BLOCK``; a
+    block's boxes still alive suppress each other (a block × block matrix), then the block's kept boxes suppress
+    the later boxes still alive, ``_NMS_CHUNK`` IoU entries at a time.
+    """
+    _check_nms_args(boxes, scores, iou)
     order = torch.sort(scores, descending=True, stable=True).indices
     b = boxes[order].double()
-    overlap = pairwise_iou(b, b) > iou
     alive = torch.ones(len(b), dtype=torch.bool)
-    kept = []
-    i = 0
-    while i < len(b):
-        kept.append(i)
-        alive &= ~overlap[i]
-        alive[: i + 1] = False
-        rest = torch.nonzero(alive[i + 1:]).flatten()
-        if not len(rest):
-            break
-        i = i + 1 + int(rest[0])
-    return order[torch.tensor(kept, dtype=torch.int64)]
+    kept = [torch.zeros(0, dtype=torch.int64)]
+    for start in range(0, len(b), _NMS_BLOCK):
+        stop = min(start + _NMS_BLOCK, len(b))
+        idx = start + torch.nonzero(alive[start:stop]).flatten()
+        if not len(idx):
+            continue
+        idx = idx[_greedy_within(pairwise_iou(b[idx], b[idx]) > iou)]
+        kept.append(idx)
+        later = stop + torch.nonzero(alive[stop:]).flatten()
+        step = max(1, _NMS_CHUNK // len(idx))
+        for s in range(0, len(later), step):
+            part = later[s: s + step]
+            alive[part[(pairwise_iou(b[idx], b[part]) > iou).any(dim=0)]] = False
+    return order[torch.cat(kept)]
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float = NMS_IOU) -> torch.Tensor:
-    """:func:`nms` within each label: boxes of different labels never suppress each other (each label's boxes are
-    shifted apart by more than the extent of all boxes, so one suppression pass serves all labels)."""
+    """:func:`nms` within each label: boxes of different labels never suppress each other. int64 indices of the
+    kept boxes of all labels, best score first (equal scores in input order, as :func:`nms`). Each label is
+    suppressed on its own, so that the work is the sum of the labels' squared counts, not the total's square."""
+    _check_nms_args(boxes, scores, iou)
+    if labels.shape != (len(boxes),):
+        raise ValueError(f"labels must be (N,) for the {len(boxes)} boxes, got {tuple(labels.shape)}")
     if not len(boxes):
         return torch.zeros(0, dtype=torch.int64)
-    b = boxes.double()
-    extent = float((b.max() - b.min()).abs()) + 1.0
-    shifted = b + (labels.double() * extent)[:, None]
-    return nms(shifted, scores, iou)
+    by_label = torch.sort(labels, stable=True).indices
+    _, counts = torch.unique_consecutive(labels[by_label], return_counts=True)
+    kept = torch.cat([group[nms(boxes[group], scores[group], iou)]
+                      for group in torch.split(by_label, counts.tolist())])
+    kept = torch.sort(kept).values
+    return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
 
 
 def decode_boxes(windows: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
