@@ -27,7 +27,8 @@ def limits() -> Limits:
 
 @pytest.fixture(scope="session")
 def voc_image() -> tuple[str, np.ndarray]:
-    """(name, uint8 HWC) of the first 500×375 VOC val image, or a seeded random image of that size."""
+    """(name, uint8 HWC) of the first 500×375 VOC val image, or scikit-image's ``coffee`` photo resized to that
+    size when the VOC data is absent (a real photo either way: sparsity and value ranges match real use)."""
     root = voc_root()
     if root is not None:
         for image_id in (root / "ImageSets" / "Main" / "val.txt").read_text().split():
@@ -35,7 +36,9 @@ def voc_image() -> tuple[str, np.ndarray]:
                 if im.size == (500, 375):
                     # np.array, not asarray: a writable copy, which torch.from_numpy takes without a warning.
                     return image_id, np.array(im.convert("RGB"))
-    return "random 500x375", np.random.default_rng(0).integers(0, 256, (375, 500, 3), dtype=np.uint8)
+    from skimage import data as skimage_data
+
+    return "skimage coffee 500x375", np.array(Image.fromarray(skimage_data.coffee()).resize((500, 375), Image.BILINEAR))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
