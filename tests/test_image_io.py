@@ -3,6 +3,8 @@ modes, bit depths, alpha and EXIF orientation are converted; bad inputs raise er
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -90,3 +92,20 @@ def test_bad_inputs(bad):
 def test_a_directory_is_not_an_image(tmp_path):
     with pytest.raises(IsADirectoryError, match="is a directory, not an image file"):
         load_image(tmp_path)
+
+
+def test_a_decompression_bomb_gets_our_message(tmp_path):
+    """A tiny PNG whose header declares 60000 x 60000 pixels: Pillow's bomb guard, reported with the size, the
+    limit and how to raise it, not as an incomplete file."""
+    path = tmp_path / "bomb.png"
+    Image.new("RGB", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = struct.pack(">II", 60000, 60000) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError) as info:
+        load_image(path)
+    message = str(info.value)
+    assert "bomb.png" in message and "3600000000 pixels" in message and "MAX_IMAGE_PIXELS" in message
+    assert "complete image file" not in message

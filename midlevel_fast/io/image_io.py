@@ -93,7 +93,12 @@ def load_image(image: Any) -> np.ndarray:
             with Image.open(path) as im:
                 im.load()
                 return _from_pil(im, what)
-        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+        except Image.DecompressionBombError as e:  # Pillow's own guard, checked on the declared size at open
+            raise ValueError(
+                f"{what}: {e.args[0]} Pillow refuses images above 2 x PIL.Image.MAX_IMAGE_PIXELS "
+                f"({2 * Image.MAX_IMAGE_PIXELS:,} pixels now); if you trust the file, raise PIL.Image.MAX_IMAGE_PIXELS "
+                f"(midlevel_fast's own limit is {MAX_PIXELS:,} pixels)") from None
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
             raise ValueError(f"{what}: cannot decode it ({e}); is it a complete image file?") from None
     if isinstance(image, Image.Image):
         try:
