@@ -23,7 +23,7 @@ from PIL import Image
 from midlevel_fast.model import PatchClassifier, load_model
 from midlevel_fast.scaleout import collection
 from midlevel_fast.scaleout.collection import list_images, score_collection
-from midlevel_fast.scaleout.distributed import DistContext, cleanup, init_distributed, shard
+from midlevel_fast.scaleout.distributed import DistContext, process_group, shard
 from midlevel_fast.training.cache import CacheConfig
 from midlevel_fast.training.cache_build import fill_cache, open_cache
 from midlevel_fast.training.consistency import PairSet
@@ -175,11 +175,8 @@ def main() -> None:
     t.add_argument("report")
     args = p.parse_args()
     torch.set_num_threads(1)
-    ctx = init_distributed()
-    try:
+    with process_group() as ctx:
         {"score": run_score, "cache": run_cache, "train": run_train}[args.command](args, ctx)
-    finally:
-        cleanup(ctx)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 from datetime import timedelta
 from typing import Callable
 
-from midlevel_fast.scaleout.distributed import cleanup, init_distributed
+from midlevel_fast.scaleout.distributed import process_group
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -36,12 +36,9 @@ def distributed(command: Command) -> Command:
     parser needs :func:`add_distributed_options`."""
 
     def run(args: argparse.Namespace) -> int:
-        ctx = init_distributed(args.dist_backend, timedelta(minutes=args.dist_timeout))
-        try:
+        with process_group(args.dist_backend, timedelta(minutes=args.dist_timeout)) as ctx:
             # Every rank ends with the same summary; rank 0 prints it. Errors still reach stderr from any rank.
             with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(sys.stdout if ctx.is_main else devnull):
                 return command(args)
-        finally:
-            cleanup(ctx)
 
     return run

@@ -10,10 +10,11 @@ Conventions:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Sequence, TypeVar
+from typing import Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -123,3 +124,22 @@ def cleanup(ctx: DistContext) -> None:
     """Destroys the process group if ``ctx`` created it."""
     if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group(backend: str = "auto", timeout: timedelta = DEFAULT_TIMEOUT) -> Iterator[DistContext]:
+    """``with process_group() as ctx:`` joins the group (:func:`init_distributed`) and destroys it on the way out.
+
+    After a block that ended normally every rank first waits for the others: a rank that destroyed its gloo
+    group while another still finished its last collective brought that rank down with SIGABRT ("terminate called
+    without an active exception"), about once in 70 two-rank training runs on 2 cores. After an exception there
+    is no barrier, since the other ranks may never reach one.
+    """
+    ctx = init_distributed(backend, timeout)
+    try:
+        yield ctx
+    except BaseException:
+        cleanup(ctx)
+        raise
+    barrier(ctx)
+    cleanup(ctx)
