@@ -64,6 +64,10 @@ def test_exif_orientation_applied(tmp_path):
     p = tmp_path / "o.jpg"
     im.save(p, exif=exif, quality=95)
     assert load_image(p).shape == (20, 10, 3)
+    # A PIL image the caller passes is rotated in a copy: the caller's image keeps its size and its tag.
+    with Image.open(p) as opened:
+        assert load_image(opened).shape == (20, 10, 3)
+        assert opened.size == (20, 10) and opened.getexif().get(0x0112) == 6
 
 
 def test_truncated_and_corrupt_files_name_the_input(tmp_path):

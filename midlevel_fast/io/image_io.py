@@ -32,10 +32,15 @@ def _describe(image: Any) -> str:
     return f"image of type {type(image).__name__}"
 
 
-def _from_pil(im: Image.Image, what: str) -> np.ndarray:
+def _from_pil(im: Image.Image, what: str, owned: bool) -> np.ndarray:
+    """``im`` as RGB uint8 HWC. ``owned``: ``im`` was opened here and may be changed in place, which keeps the
+    largest accepted image at two copies (the decoded one and the array) instead of four."""
     if im.width * im.height > MAX_PIXELS:
         raise ValueError(f"{what}: {im.width}x{im.height} pixels is more than the {MAX_PIXELS:,} supported")
-    im = ImageOps.exif_transpose(im)
+    if owned:
+        ImageOps.exif_transpose(im, in_place=True)
+    else:
+        im = ImageOps.exif_transpose(im)
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(im, dtype=np.float64)
         hi = 65535.0 if im.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
@@ -47,7 +52,7 @@ def _from_pil(im: Image.Image, what: str) -> np.ndarray:
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(background, rgba)
-    return np.asarray(im.convert("RGB"))
+    return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
 
 
 def _from_array(arr: np.ndarray, what: str, channels_first: bool) -> np.ndarray:
@@ -92,7 +97,7 @@ def load_image(image: Any) -> np.ndarray:
         try:
             with Image.open(path) as im:
                 im.load()
-                return _from_pil(im, what)
+                return _from_pil(im, what, owned=True)
         except Image.DecompressionBombError as e:  # Pillow's own guard, checked on the declared size at open
             raise ValueError(
                 f"{what}: {e.args[0]} Pillow refuses images above 2 x PIL.Image.MAX_IMAGE_PIXELS "
@@ -105,7 +110,7 @@ def load_image(image: Any) -> np.ndarray:
             image.load()
         except OSError as e:
             raise ValueError(f"{what}: cannot decode it ({e})") from None
-        return _from_pil(image, what)
+        return _from_pil(image, what, owned=False)
     if isinstance(image, np.ndarray):
         return _from_array(image, what, channels_first=False)
     if isinstance(image, torch.Tensor):
