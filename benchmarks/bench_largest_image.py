@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from midlevel_fast.io.image_io import MAX_PIXELS
+from midlevel_fast.io.image_io import max_pixels
 
 # The child: score one file, then report its own peak RSS (Linux reports ru_maxrss in KiB).
 CHILD = """
@@ -30,9 +30,9 @@ print(json.dumps({"windows": len(res.boxes), "peak_kib": resource.getrusage(reso
 
 
 def largest_side() -> int:
-    """The side of the largest square image file that decodes: our limit or Pillow's bomb guard (twice
-    ``MAX_IMAGE_PIXELS``), whichever is lower."""
-    return math.isqrt(min(MAX_PIXELS, 2 * Image.MAX_IMAGE_PIXELS))
+    """The side of the largest square image file that decodes: our limit, which is Pillow's bomb guard (twice
+    ``MAX_IMAGE_PIXELS``)."""
+    return math.isqrt(max_pixels())
 
 
 def gradient_jpeg(path: Path, width: int, height: int) -> Path:

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from midlevel_fast import load_image
+from midlevel_fast.io.image_io import max_pixels
 
 
 def _rgb(h=12, w=16):
@@ -113,3 +114,37 @@ def test_a_decompression_bomb_gets_our_message(tmp_path):
     message = str(info.value)
     assert "bomb.png" in message and "3600000000 pixels" in message and "MAX_IMAGE_PIXELS" in message
     assert "complete image file" not in message
+
+
+def _png_declaring(path, width: int, height: int):
+    """A 1x1 PNG whose header declares ``width`` x ``height`` pixels (CRC fixed): tiny data, huge declared size."""
+    Image.new("RGB", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_huge_declared_size_is_refused_before_decoding(tmp_path, monkeypatch):
+    """With Pillow's guard switched off, the header's size is still checked against our limit before any pixel is
+    decoded (decoding would allocate 10.8 GB here): before the fix the limit was checked after ``im.load()``."""
+    path = _png_declaring(tmp_path / "huge.png", 60000, 60000)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+
+    def no_decoding(self):
+        raise AssertionError("decoded a 60000x60000 image before checking its size")
+
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    with pytest.raises(ValueError) as info:
+        load_image(path)
+    assert "huge.png" in str(info.value) and "60000x60000 (3600000000 pixels)" in str(info.value)
+    assert f"{max_pixels():,}" in str(info.value)
+
+
+def test_our_limit_is_pillows_bomb_threshold(monkeypatch):
+    """One limit, stated once: Pillow's error threshold, following it when a user raises it."""
+    assert max_pixels() == 2 * Image.MAX_IMAGE_PIXELS
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10**9)
+    assert max_pixels() == 2 * 10**9

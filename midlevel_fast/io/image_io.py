@@ -20,8 +20,24 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Decoding more than this many pixels is refused rather than risking the machine's memory.
-MAX_PIXELS = 200_000_000
+# Pillow's own default of PIL.Image.MAX_IMAGE_PIXELS, our limit's base when a user switches Pillow's guard off.
+_DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+
+
+def max_pixels() -> int:
+    """The most pixels an image may have, one limit for files and PIL images (an array is already in memory):
+    Pillow's decompression-bomb error threshold, ``2 * PIL.Image.MAX_IMAGE_PIXELS`` (178,956,970 by default). It is
+    read at each call so that raising Pillow's limit raises ours; with Pillow's guard switched off (``None``) the default
+    threshold still holds, since decoding past it is what risks the machine's memory."""
+    return 2 * (Image.MAX_IMAGE_PIXELS or _DEFAULT_MAX_IMAGE_PIXELS)
+
+
+def _check_size(width: int, height: int, what: str) -> None:
+    # Checked on the declared size, before decoding, so a small file declaring a huge image allocates nothing.
+    if width * height > max_pixels():
+        raise ValueError(f"{what}: {width}x{height} ({width * height} pixels) is more than the limit of "
+                         f"{max_pixels():,} pixels (2 x PIL.Image.MAX_IMAGE_PIXELS); if you trust the file, raise "
+                         f"PIL.Image.MAX_IMAGE_PIXELS")
 
 
 def _describe(image: Any) -> str:
@@ -35,8 +51,6 @@ def _describe(image: Any) -> str:
 def _from_pil(im: Image.Image, what: str, owned: bool) -> np.ndarray:
     """``im`` as RGB uint8 HWC. ``owned``: ``im`` was opened here and may be changed in place, which keeps the
     largest accepted image at two copies (the decoded one and the array) instead of four."""
-    if im.width * im.height > MAX_PIXELS:
-        raise ValueError(f"{what}: {im.width}x{im.height} pixels is more than the {MAX_PIXELS:,} supported")
     if owned:
         ImageOps.exif_transpose(im, in_place=True)
     else:
@@ -96,16 +110,18 @@ def load_image(image: Any) -> np.ndarray:
             raise FileNotFoundError(f"{what}: no such file")
         try:
             with Image.open(path) as im:
+                _check_size(im.width, im.height, what)
                 im.load()
                 return _from_pil(im, what, owned=True)
         except Image.DecompressionBombError as e:  # Pillow's own guard, checked on the declared size at open
             raise ValueError(
                 f"{what}: {e.args[0]} Pillow refuses images above 2 x PIL.Image.MAX_IMAGE_PIXELS "
-                f"({2 * Image.MAX_IMAGE_PIXELS:,} pixels now); if you trust the file, raise PIL.Image.MAX_IMAGE_PIXELS "
-                f"(midlevel_fast's own limit is {MAX_PIXELS:,} pixels)") from None
+                f"({max_pixels():,} pixels now, midlevel_fast's limit too); if you trust the file, raise "
+                f"PIL.Image.MAX_IMAGE_PIXELS") from None
         except (UnidentifiedImageError, OSError, SyntaxError) as e:
             raise ValueError(f"{what}: cannot decode it ({e}); is it a complete image file?") from None
     if isinstance(image, Image.Image):
+        _check_size(image.width, image.height, what)
         try:
             image.load()
         except OSError as e:
