@@ -17,37 +17,49 @@ Each library's definition differs from ours in known ways; every test states the
 * Isotonic regression vs ``sklearn.isotonic.IsotonicRegression``: the same least-squares non-decreasing fit
   (tied x pooled first, sklearn's default); equal at the data points when distinct x differ by more than
   sklearn's tie tolerance (it pools x within ``finfo.resolution`` = 1e-15 as ties, we pool only equal x).
-* Detection AP@0.5 vs ``pycocotools.cocoeval.COCOeval`` (iouThrs ``[0.5]``, areaRng all, maxDets beyond the
-  number of detections):
+* Box regression vs ``sklearn.linear_model.Ridge``: ``alpha = ridge · n`` (n the class's rows), the intercept
+  unpenalised in both; equal to float32 rounding (``test_box_regression_equals_sklearn_ridge``).
+* Detection AP, VOC2007 11-point and VOC2010+ area, vs the same rules written on
+  ``sklearn.metrics.precision_recall_curve`` (:func:`sklearn_ap`), on scenes whose matching is plain
+  (:func:`copy_scenes`): equal.
+* Detection AP@0.5 vs ``pycocotools.cocoeval.COCOeval`` (:func:`coco_evaluation`: iouThrs ``[0.5]``, areaRng
+  all, maxDets beyond the number of detections, difficult as ``iscrowd``):
   - COCO's AP is the mean of the envelope at the 101 recalls ``0, 0.01, …, 1`` (the envelope at the first rank
     whose recall reaches each), ours (``"voc2010"``) the area under it;
   - COCO matches a detection to the best *unmatched* GT at or above the threshold, VOC to the max-IoU GT, and if
     that one is taken the detection is a false positive (a duplicate);
-  - COCO's ``iscrowd``/``ignore`` GT vs VOC's ``difficult``: not exercised here (no difficult boxes);
+  - VOC's ``difficult`` vs COCO's ``iscrowd`` (pycocotools overwrites ``ignore`` with ``iscrowd``): a detection
+    matched to one is ignored in both and such boxes do not count as positives, but COCO measures a crowd box's
+    overlap as ``intersection / area(detection)`` and prefers any non-crowd box at the threshold, where VOC
+    takes the max-IoU box, difficult or not. On copies of boxes or boxes far from all (IoU and crowd overlap 1
+    or 0) COCO's labelling of the detections is VOC's, tested through the area AP; each difference has its case;
   - boxes: both continuous (COCO ``[x, y, w, h]`` with ``w = x1 − x0``; our VOC reader already subtracts the
     devkit's ``+1``).
-  With a single ground-truth box per class the matchings coincide and every one of the 101 recall points at or
-  below 1 sees the same envelope value as the area, so both APs are equal; the concrete case
-  ``test_coco_matches_unmatched_gt_where_voc_counts_a_duplicate`` shows the matching difference.
+  With a single counted ground-truth box per class (plus difficult ones, on copy scenes) the matchings coincide
+  and every one of the 101 recall points at or below 1 sees the same envelope value as the area, so both APs
+  are equal; ``test_coco_matches_unmatched_gt_where_voc_counts_a_duplicate`` shows the matching difference.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+from typing import Sequence
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from sklearn.calibration import _SigmoidCalibration
 from sklearn.isotonic import IsotonicRegression
-from sklearn.metrics import average_precision_score, brier_score_loss
+from sklearn.linear_model import Ridge
+from sklearn.metrics import average_precision_score, brier_score_loss, precision_recall_curve
 from torchmetrics.classification import BinaryCalibrationError
 
 from midlevel_fast.scoring.detections import Detection
+from midlevel_fast.training.box_regression_fit import MIN_ROWS, RegressionRows, fit_box_regression
 from midlevel_fast.training.calibration_fit import fit_isotonic, fit_platt
 from midlevel_fast.training.detection_ap import GroundTruth, detection_ap
 from midlevel_fast.training.evaluate import average_precision
@@ -153,23 +165,62 @@ def test_isotonic_equals_sklearn(case: tuple[np.ndarray, np.ndarray]) -> None:
     np.testing.assert_allclose(ours, theirs, atol=1e-12)
 
 
-def _coco_ap(detections: list[list[Detection]], truth: list[GroundTruth], classes: list[str]) -> np.ndarray:
-    """Per-class COCO AP at IoU 0.5, all areas, every detection kept; NaN for a class without GT."""
+@st.composite
+def regression_cases(draw: st.DrawFn) -> tuple[RegressionRows, float]:
+    """Two classes of ``MIN_ROWS`` to 60 rows each, 1 to 6 features on a 1/8 grid (exact in the rows' float16),
+    targets on a 1e-3 grid, and a ridge from 1e-3 to 10."""
+    dim = draw(st.integers(1, 6))
+    counts = [draw(st.integers(MIN_ROWS, 60)) for _ in range(2)]
+    n = sum(counts)
+    features = np.array(draw(st.lists(st.integers(-40, 40), min_size=n * dim, max_size=n * dim))) / 8
+    targets = np.array(draw(st.lists(st.integers(-2000, 2000), min_size=n * 4, max_size=n * 4))) / 1000
+    labels = np.repeat([0, 1], counts)
+    rows = RegressionRows(torch.from_numpy(features.reshape(n, dim)).half(), torch.zeros(n, 4),
+                          torch.from_numpy(targets.reshape(n, 4)), torch.from_numpy(labels))
+    return rows, draw(st.sampled_from([1e-3, 0.1, 1.0, 10.0]))
+
+
+@BOUNDED
+@given(regression_cases())
+def test_box_regression_equals_sklearn_ridge(case: tuple[RegressionRows, float]) -> None:
+    """Ours: ``min_w Σ (x·w + b − t)² + ridge·n·|w|²`` per class and delta, the bias unpenalised, ``n`` the
+    class's rows; sklearn's ``Ridge(fit_intercept=True)``: ``min ||X w + b − t||² + alpha·|w|²``, the intercept
+    unpenalised (it centres X and t). So ``alpha = ridge · n``. Tolerances: our weights and biases are stored
+    as float32 (solved in float64), so they agree to float32 rounding, 1e-6 relative and absolute."""
+    rows, ridge = case
+    ours = fit_box_regression(rows, 2, ridge)
+    for c in range(2):
+        sel = (rows.labels == c).numpy()
+        theirs = Ridge(alpha=ridge * int(sel.sum()), fit_intercept=True).fit(
+            rows.features[sel].double().numpy(), rows.targets[sel].numpy())
+        np.testing.assert_allclose(ours.weight[c].double().numpy(), theirs.coef_, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(ours.bias[c].double().numpy(), theirs.intercept_, rtol=1e-6, atol=1e-6)
+
+
+def coco_evaluation(detections: Sequence[Sequence[Detection]], truth: Sequence[GroundTruth],
+                    classes: Sequence[str]) -> COCOeval:
+    """COCOeval of ``detections[i]`` against ``truth[i]``, evaluated and accumulated, configured as close to VOC
+    as it goes: IoU 0.5 only, one area range holding every box, ``maxDets`` beyond the number of detections, and
+    VOC's difficult objects given as ``iscrowd`` (pycocotools overwrites an ``ignore`` field with ``iscrowd``, so
+    that is the only way to have them ignored; a crowd box's IoU is then ``intersection / area(detection)``).
+    Category ``k`` is ``classes[k]``, image ``i`` is ``truth[i]``; boxes ``(x0, y0, x1, y1)`` become
+    ``[x0, y0, x1 − x0, y1 − y0]``."""
     images, annotations, results = [], [], []
     for i, (dets, gt) in enumerate(zip(detections, truth)):
         images.append({"id": i, "width": 1000, "height": 1000})
-        for box, label in zip(gt.boxes, gt.labels):
+        for box, label, difficult in zip(np.asarray(gt.boxes).reshape(-1, 4), gt.labels, gt.difficult):
             x0, y0, x1, y1 = (float(v) for v in box)
             annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": classes.index(label),
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
+                                "iscrowd": int(difficult)})
         for d in dets:
-            x0, y0, x1, y1 = d.box
-            results.append({"image_id": i, "category_id": classes.index(d.label), "score": d.score,
+            x0, y0, x1, y1 = (float(v) for v in d.box)
+            results.append({"image_id": i, "category_id": classes.index(d.label), "score": float(d.score),
                             "bbox": [x0, y0, x1 - x0, y1 - y0]})
     gt_api = COCO()
     gt_api.dataset = {"images": images, "annotations": annotations,
                       "categories": [{"id": c, "name": n} for c, n in enumerate(classes)]}
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
         gt_api.createIndex()
         dt_api = gt_api.loadRes(results) if results else COCO()
         evaluator = COCOeval(gt_api, dt_api, "bbox")
@@ -179,8 +230,55 @@ def _coco_ap(detections: list[list[Detection]], truth: list[GroundTruth], classe
         evaluator.params.maxDets = [len(results) + 1]
         evaluator.evaluate()
         evaluator.accumulate()
-    precision = evaluator.eval["precision"][0, :, :, 0, 0]  # (recall points, classes)
+    return evaluator
+
+
+def coco_ap(evaluator: COCOeval) -> np.ndarray:
+    """Per-category AP of an accumulated :func:`coco_evaluation`: the mean over COCO's 101 recall points; NaN
+    for a category without a non-crowd GT box."""
+    precision = evaluator.eval["precision"][0, :, :, 0, 0]  # (recall points, categories)
     return np.where(precision.min(axis=0) < 0, np.nan, precision.mean(axis=0))
+
+
+def coco_ranked_hits(evaluator: COCOeval, category: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """COCO's own labelling of category ``category``'s detections: ``(scores, hits, n_pos)``, the detections it
+    does not ignore in its ranking order (decreasing score, a stable sort over the images in order, as
+    ``accumulate`` does), whether each is matched, and the number of non-crowd GT boxes."""
+    n_images = len(evaluator.params.imgIds)
+    scores, hits, n_pos = [], [], 0
+    for e in evaluator.evalImgs[category * n_images:(category + 1) * n_images]:  # one area range
+        if e is None:
+            continue
+        keep = ~np.asarray(e["dtIgnore"][0], dtype=bool)
+        scores.append(np.asarray(e["dtScores"], dtype=np.float64)[keep])
+        hits.append(np.asarray(e["dtMatches"][0])[keep] > 0)
+        n_pos += int((~np.asarray(e["gtIgnore"], dtype=bool)).sum())
+    s = np.concatenate(scores) if scores else np.zeros(0)
+    h = np.concatenate(hits) if hits else np.zeros(0, dtype=bool)
+    order = np.argsort(-s, kind="mergesort")
+    return s[order], h[order], n_pos
+
+
+def sklearn_ap(scores: np.ndarray, hits: np.ndarray, n_pos: int, method: str) -> float:
+    """VOC AP of ranked detections from ``sklearn.metrics.precision_recall_curve``, independent of ours: its
+    recall is over the detections' hits, so it is rescaled by ``hits.sum() / n_pos`` (objects no detection found);
+    its final ``(recall 0, precision 1)`` point has no threshold and is dropped. ``"voc2007"``: the mean over
+    ``t = 0, 0.1, …, 1`` of the largest precision at recall ``>= t`` (0 where none); ``"voc2010"``: the sum over
+    the distinct recalls ``r_k`` of ``(r_k − r_{k−1})`` times the largest precision at recall ``>= r_k``. Scores
+    must be distinct (sklearn makes one threshold of tied scores, VOC ranks them one by one)."""
+    if n_pos == 0:
+        return float("nan")
+    if not hits.any():
+        return 0.0
+    precision, recall, _ = precision_recall_curve(hits, scores)
+    precision, recall = precision[:-1], recall[:-1] * hits.sum() / n_pos
+    if method == "voc2007":
+        # Recall >= t/10 decided on counts (hits·10 >= t·n_pos), free of the rounding of the rescaled recall.
+        counts = np.rint(recall * n_pos).astype(np.int64)
+        return float(np.mean([precision[counts * 10 >= t * n_pos].max(initial=0.0) for t in range(11)]))
+    levels = np.unique(recall[recall > 0])
+    envelope = np.array([precision[recall >= r].max() for r in levels])
+    return float(np.sum(np.diff(np.concatenate([[0.0], levels])) * envelope))
 
 
 @st.composite
@@ -208,7 +306,7 @@ def single_object_scenes(draw: st.DrawFn) -> tuple[list[list[Detection]], list[G
 def test_detection_ap_equals_coco_with_one_object(scene: tuple[list[list[Detection]], list[GroundTruth]]) -> None:
     detections, truth = scene
     ours, _ = detection_ap(detections, truth, ["a"])
-    np.testing.assert_allclose(ours, _coco_ap(detections, truth, ["a"]), atol=1e-12)
+    np.testing.assert_allclose(ours, coco_ap(coco_evaluation(detections, truth, ["a"])), atol=1e-12)
 
 
 def test_coco_matches_unmatched_gt_where_voc_counts_a_duplicate() -> None:
@@ -219,4 +317,121 @@ def test_coco_matches_unmatched_gt_where_voc_counts_a_duplicate() -> None:
     detections = [[Detection("a", 0.9, (0.0, 0, 100, 100)), Detection("a", 0.8, (30.0, 0, 130, 100))]]
     ours, _ = detection_ap(detections, truth, ["a"])
     assert ours[0] == pytest.approx(0.5)
-    assert _coco_ap(detections, truth, ["a"])[0] == pytest.approx(1.0)
+    assert coco_ap(coco_evaluation(detections, truth, ["a"]))[0] == pytest.approx(1.0)
+
+
+Scene = tuple[list[list[Detection]], list[GroundTruth], list[list[int]]]
+CLASSES = ["a", "b"]
+
+
+@st.composite
+def copy_scenes(draw: st.DrawFn, single_regular: bool = False) -> Scene:
+    """Images of up to 4 disjoint GT boxes (classes ``a``/``b``, some difficult) and detections that are each an
+    exact copy of one of their image's GT boxes (IoU 1 with it, 0 with the others, under VOC's IoU and COCO's
+    crowd overlap alike) or a box far from all of them, with a class drawn independently of the copied box's and
+    distinct scores. ``copies[i][k]``: the GT index detection ``k`` of image ``i`` copies, −1 for none.
+    ``single_regular``: at most one non-difficult box per class (later ones made difficult)."""
+    n_images = draw(st.integers(1, 4))
+    truth, plans = [], []
+    for _ in range(n_images):
+        m = draw(st.integers(0, 4))
+        labels = draw(st.lists(st.sampled_from(CLASSES), min_size=m, max_size=m))
+        # One box in three difficult, most copies of their box's class: enough hits that precision rises between
+        # two of them (where the envelope matters) in about one scene in ten; RISING_PRECISION always has it.
+        difficult = np.array(draw(st.lists(st.sampled_from([False, False, True]), min_size=m, max_size=m)))
+        boxes = np.array([[200.0 * j, 0.0, 200.0 * j + 100, 100.0] for j in range(m)]).reshape(-1, 4)
+        truth.append(GroundTruth(boxes, labels, difficult))
+        plan = []
+        for _ in range(draw(st.integers(0, 10))):
+            j = draw(st.integers(-1, m - 1))
+            own = j >= 0 and draw(st.sampled_from([True, True, True, False]))
+            plan.append((j, labels[j] if own else draw(st.sampled_from(CLASSES))))
+        plans.append(plan)
+    if single_regular:
+        counted: set[str] = set()
+        for t in truth:
+            for j, label in enumerate(t.labels):
+                t.difficult[j] |= label in counted
+                if not t.difficult[j]:
+                    counted.add(label)
+    n_total = sum(len(p) for p in plans)
+    scores = iter(draw(st.permutations(range(1, n_total + 1))))
+    far = (1000.0, 0.0, 1100.0, 100.0)  # beyond the 4 GT slots of any image
+    detections = [[Detection(label, next(scores) / (n_total + 1), tuple(t.boxes[j]) if j >= 0 else far)
+                   for j, label in plan] for plan, t in zip(plans, truth)]
+    return detections, truth, [[j for j, _ in plan] for plan in plans]
+
+
+def _copy_scene_hits(scene: Scene, label: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """VOC's labelling of a :func:`copy_scenes` scene written out for its boxes: a copy of an unmatched
+    non-difficult box of the class is a hit, of a difficult one ignored, anything else a miss."""
+    detections, truth, copies = scene
+    rows = [(d.score, i, j) for i, (dets, cp) in enumerate(zip(detections, copies)) for d, j in zip(dets, cp)
+            if d.label == label]
+    matched, scores, hits = set(), [], []
+    for score, i, j in sorted(rows, reverse=True):
+        own = j >= 0 and truth[i].labels[j] == label
+        if own and truth[i].difficult[j]:
+            continue
+        scores.append(score)
+        hits.append(own and (i, j) not in matched)
+        matched.add((i, j))
+    n_pos = sum(int(sum(lab == label and not dif for lab, dif in zip(t.labels, t.difficult))) for t in truth)
+    return np.array(scores), np.array(hits, dtype=bool), n_pos
+
+
+# A miss, then two hits: precision 1/2, 2/3 at the hits, so the envelope (2/3 at both) is not the precision.
+RISING_PRECISION: Scene = (
+    [[Detection("a", 0.9, (1000.0, 0.0, 1100.0, 100.0)), Detection("a", 0.8, (0.0, 0.0, 100.0, 100.0)),
+      Detection("a", 0.7, (200.0, 0.0, 300.0, 100.0))]],
+    [GroundTruth(np.array([[0.0, 0, 100, 100], [200.0, 0, 300, 100]]), ["a", "a"], np.zeros(2, dtype=bool))],
+    [[-1, 0, 1]])
+
+
+@BOUNDED
+@pytest.mark.parametrize("method", ["voc2007", "voc2010"])
+@given(scene=copy_scenes())
+@example(scene=RISING_PRECISION)
+def test_detection_ap_equals_sklearn_precision_recall_curve(method: str, scene: Scene) -> None:
+    ours, _ = detection_ap(scene[0], scene[1], CLASSES, method)
+    theirs = [sklearn_ap(*_copy_scene_hits(scene, label), method) for label in CLASSES]
+    np.testing.assert_allclose(ours, theirs, atol=1e-12)
+
+
+@BOUNDED
+@given(scene=copy_scenes())
+def test_difficult_and_crowd_label_the_detections_alike(scene: Scene) -> None:
+    # Copies or far boxes: VOC's max-IoU box is COCO's best free one, a difficult box's IoU and crowd overlap
+    # are both 1 or 0, so COCO's matched/unmatched/ignored labels give our AP under VOC's area rule.
+    evaluator = coco_evaluation(scene[0], scene[1], CLASSES)
+    ours, _ = detection_ap(scene[0], scene[1], CLASSES)
+    theirs = [sklearn_ap(*coco_ranked_hits(evaluator, k), "voc2010") for k in range(len(CLASSES))]
+    np.testing.assert_allclose(ours, theirs, atol=1e-12)
+
+
+@BOUNDED
+@given(scene=copy_scenes(single_regular=True))
+def test_detection_ap_equals_coco_with_one_object_among_difficult_ones(scene: Scene) -> None:
+    # One counted box per class: recall is 0 or 1, where COCO's 101 points and the area see the same envelope.
+    ours, _ = detection_ap(scene[0], scene[1], CLASSES)
+    np.testing.assert_allclose(ours, coco_ap(coco_evaluation(scene[0], scene[1], CLASSES)), atol=1e-12)
+
+
+def test_coco_prefers_a_regular_box_where_voc_takes_the_best_iou_difficult_one() -> None:
+    # A = [0, 0, 100, 100] regular, D = [0, 0, 100, 90] difficult; the detection [0, 0, 100, 92] has IoU 0.978
+    # with D and 0.92 with A. VOC: max IoU is D → ignored, A never found, AP 0; COCO: A first → matched, AP 1.
+    truth = [GroundTruth(np.array([[0.0, 0, 100, 100], [0.0, 0, 100, 90]]), ["a", "a"], np.array([False, True]))]
+    detections = [[Detection("a", 0.9, (0.0, 0, 100, 92))]]
+    assert detection_ap(detections, truth, ["a"])[0][0] == pytest.approx(0.0)
+    assert coco_ap(coco_evaluation(detections, truth, ["a"]))[0] == pytest.approx(1.0)
+
+
+def test_coco_crowd_overlap_ignores_a_detection_inside_a_difficult_box_voc_counts_false() -> None:
+    # Difficult D = [0, 0, 100, 100]; the detection [0, 0, 50, 50] (0.9) has IoU 0.25 with it (VOC: false
+    # positive) but crowd overlap 2500 / 2500 = 1 (COCO: ignored); the second (0.8) finds the regular box R.
+    # VOC: precision 1/2 at recall 1, AP 0.5; COCO: AP 1.
+    truth = [GroundTruth(np.array([[0.0, 0, 100, 100], [200.0, 200, 300, 300]]), ["a", "a"],
+                         np.array([True, False]))]
+    detections = [[Detection("a", 0.9, (0.0, 0, 50, 50)), Detection("a", 0.8, (200.0, 200, 300, 300))]]
+    assert detection_ap(detections, truth, ["a"])[0][0] == pytest.approx(0.5)
+    assert coco_ap(coco_evaluation(detections, truth, ["a"]))[0] == pytest.approx(1.0)
