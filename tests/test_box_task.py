@@ -111,7 +111,7 @@ def test_score_boxes_cli(folder, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("[]", "expected a non-empty JSON list"), ("{", "not JSON"), ('[[0, 0, "a", 1]]', "entry 0 is not a box"),
+    ("[]", "expected a non-empty JSON list"), ("{", "not valid JSON"), ('[[0, 0, "a", 1]]', "entry 0 is not a box"),
     ("[[0, 0, 500, 500], [600, 0, 700, 10]]", r"boxes\[1\].*outside the 70x40 image"),
 ])
 def test_score_boxes_cli_reports_bad_boxes(folder, tmp_path, capsys, content, message):

@@ -102,13 +102,7 @@ def test_a_directory_is_not_an_image(tmp_path):
 def test_a_decompression_bomb_gets_our_message(tmp_path):
     """A tiny PNG whose header declares 60000 x 60000 pixels: Pillow's bomb guard, reported with the size, the
     limit and how to raise it, not as an incomplete file."""
-    path = tmp_path / "bomb.png"
-    Image.new("RGB", (1, 1)).save(path)
-    data = bytearray(path.read_bytes())
-    ihdr = struct.pack(">II", 60000, 60000) + bytes(data[24:29])
-    data[16:29] = ihdr
-    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    path.write_bytes(bytes(data))
+    path = png_declaring(tmp_path / "bomb.png", 60000, 60000)
     with pytest.raises(ValueError) as info:
         load_image(path)
     message = str(info.value)
@@ -116,7 +110,7 @@ def test_a_decompression_bomb_gets_our_message(tmp_path):
     assert "complete image file" not in message
 
 
-def _png_declaring(path, width: int, height: int):
+def png_declaring(path, width: int, height: int):
     """A 1x1 PNG whose header declares ``width`` x ``height`` pixels (CRC fixed): tiny data, huge declared size."""
     Image.new("RGB", (1, 1)).save(path)
     data = bytearray(path.read_bytes())
@@ -130,7 +124,7 @@ def _png_declaring(path, width: int, height: int):
 def test_a_huge_declared_size_is_refused_before_decoding(tmp_path, monkeypatch):
     """With Pillow's guard switched off, the header's size is still checked against our limit before any pixel is
     decoded (decoding would allocate 10.8 GB here): before the fix the limit was checked after ``im.load()``."""
-    path = _png_declaring(tmp_path / "huge.png", 60000, 60000)
+    path = png_declaring(tmp_path / "huge.png", 60000, 60000)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
 
     def no_decoding(self):

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from midlevel_fast.cli.common import EXIT_OK, UsageError, add_weights_option, load_cli_model
+from midlevel_fast.io.text_input import read_user_json
 from midlevel_fast.ops.crop_resize import PADDING_MODES
 from midlevel_fast.scoring.boxes import BoxScores, score_boxes
 
@@ -30,12 +31,7 @@ def read_boxes_file(path: str | Path) -> list[list[float]]:
     """Boxes from a JSON file: a list of ``[x0, y0, x1, y1]``, or of objects with a ``"box"`` entry (what
     ``score --json`` writes under ``detections``). ``ValueError`` naming the file and the entry."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"--boxes-file {p}: cannot read it ({e})") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--boxes-file {p}: not JSON ({e})") from None
+    data = read_user_json(p, f"--boxes-file {p}")
     if not isinstance(data, list) or not data:
         raise ValueError(f"--boxes-file {p}: expected a non-empty JSON list of boxes [x0, y0, x1, y1]")
     boxes = []

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import math
 import warnings
 import xml.etree.ElementTree as ET
@@ -52,6 +51,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from midlevel_fast.io.text_input import read_user_json, read_user_text
 from midlevel_fast.training.tags import content_id, imagefolder_tags
 from midlevel_fast.training.voc import VocWarning, _box, _check_root, finite_number, open_annotation
 
@@ -231,7 +231,7 @@ def csv_samples(path: str | Path, classes: Sequence[str] | None = None) -> tuple
         raise ValueError(f"{path}: no such file")
     known = set(classes) if classes is not None else None
     ids, sizes, samples = _Ids(), {}, []
-    for line_no, row in enumerate(csv.reader(path.read_text().splitlines()), 1):
+    for line_no, row in enumerate(csv.reader(read_user_text(path, str(path)).splitlines()), 1):
         row = [c.strip() for c in row]
         if not any(row) or (line_no == 1 and tuple(row) == CSV_HEADER):
             continue
@@ -282,10 +282,7 @@ def coco_samples(path: str | Path, images_root: str | Path | None = None,
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     base = Path(images_root) if images_root is not None else path.parent
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    data = read_user_json(path, str(path))
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a COCO object with 'images', 'annotations' and 'categories'")
     categories: dict[int, str] = {}

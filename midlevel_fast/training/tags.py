@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from midlevel_fast.io.text_input import read_user_json, read_user_text
 from midlevel_fast.training.voc import VOC_CLASSES, image_labels, load_split
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -115,12 +115,8 @@ def imagefolder_tags(root: str | Path, split: str,
 
 def _list_records(path: Path) -> list[tuple[str, str, list[str]]]:
     """``(place, image path, labels)`` per record of a CSV or JSON list."""
-    text = path.read_text()
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        data = read_user_json(path, str(path))
         if not isinstance(data, list):
             raise ValueError(f"{path}: expected a list of {{\"path\": ..., \"labels\": [...]}} records")
         records = []
@@ -132,7 +128,7 @@ def _list_records(path: Path) -> list[tuple[str, str, list[str]]]:
             records.append((place, rec["path"], rec["labels"]))
         return records
     records = []
-    for line_no, row in enumerate(csv.reader(text.splitlines()), 1):
+    for line_no, row in enumerate(csv.reader(read_user_text(path, str(path)).splitlines()), 1):
         if not row or (line_no == 1 and [c.strip().lower() for c in row] == ["path", "labels"]):
             continue
         place = f"{path} line {line_no}"
@@ -140,6 +136,14 @@ def _list_records(path: Path) -> list[tuple[str, str, list[str]]]:
             raise ValueError(f"{place}: expected 'path,label1;label2', got {len(row)} fields")
         records.append((place, row[0].strip(), [x.strip() for x in row[1].split(";") if x.strip()]))
     return records
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, also ``False`` for a name the system refuses (too long: ``is_file`` raises ``OSError``)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def list_tags(path: str | Path, classes: Sequence[str] | None = None) -> tuple[list[TaggedImage], list[str]]:
@@ -157,7 +161,7 @@ def list_tags(path: str | Path, classes: Sequence[str] | None = None) -> tuple[l
         if not labels:
             raise ValueError(f"{place}: {name!r} has no label; every image needs at least one class")
         image = (path.parent / name) if not Path(name).is_absolute() else Path(name)
-        if not image.is_file():
+        if not _is_file(image):
             raise ValueError(f"{place}: image {image} not found")
         if known is not None and (unknown := sorted(set(labels) - known)):
             raise ValueError(f"{place}: unknown class {', '.join(map(repr, unknown))} (known: "

@@ -127,7 +127,7 @@ def _image_size(root_elem: ET.Element, jpeg: Path) -> tuple[int, int]:
     if size is not None:
         try:
             w, h = int(float(size.findtext("width") or 0)), int(float(size.findtext("height") or 0))
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: an infinite size ("1e400"); read it from the image
             w = h = 0
         if w > 0 and h > 0:
             return w, h
@@ -164,7 +164,7 @@ def open_annotation(root: str | Path, image_id: str) -> tuple[Path, Path, ET.Ele
         raise FileNotFoundError(f"image {str(jpeg)!r} not found (annotated in {xml_path})")
     try:
         tree = ET.parse(xml_path).getroot()
-    except ET.ParseError as e:
+    except (ET.ParseError, LookupError) as e:  # LookupError: the XML declares an encoding Python does not know
         raise ValueError(f"{xml_path}: malformed XML: {e}") from None
     return xml_path, jpeg, tree, *_image_size(tree, jpeg)
 
