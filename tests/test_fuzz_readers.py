@@ -27,7 +27,7 @@ from midlevel_fast import AdaptationHead, HeadInfo, load_head, load_image, save_
 from midlevel_fast.cli.boxes import read_boxes_file
 from midlevel_fast.training.box_samples import coco_samples
 from midlevel_fast.training.tags import list_tags
-from midlevel_fast.training.voc import VOC_CLASSES, read_annotation
+from midlevel_fast.training.voc import VOC_CLASSES, read_annotation, read_split
 from tests.test_image_io import png_declaring
 
 # Mutated cases per reader in the test suite: the whole file runs in about 3 s on 2 cores.
@@ -241,6 +241,29 @@ def _voc_ok(result: Any, path: Path) -> bool:
 VOC = Reader("VOC XML (read_annotation)", _voc_valid, _voc_read, _voc_ok, _voc_crafted)
 
 
+def _split_valid(folder: Path) -> Path:
+    path = _voc_root(folder) / "ImageSets" / "Main" / "train.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("2008_000008\n2008_000015  1\n\n2008_000019 -1\n")
+    return path
+
+
+def _split_ok(result: Any, path: Path) -> bool:
+    # The independent reading of the rules: first token of each non-blank line, in order, none twice.
+    expected = [line.split()[0] for line in path.read_bytes().decode().splitlines() if line.strip()]
+    return result == expected and len(set(result)) == len(result)
+
+
+def _split_crafted(folder: Path) -> list[Path]:
+    latin = _split_valid(folder).parent / "latin1.txt"
+    latin.write_bytes(b"caf\xe9\n")
+    return [latin]
+
+
+SPLITS = Reader("VOC split lists (read_split)", _split_valid,
+                lambda path: read_split(path.parent.parent.parent, path.stem), _split_ok, _split_crafted)
+
+
 # --- JSON box lists, COCO, tag lists ---------------------------------------------------------------------------
 
 def _deep_json(folder: Path, name: str) -> Path:
@@ -386,7 +409,7 @@ def _head_crafted(folder: Path) -> list[Path]:
 
 HEADS = Reader("head files (load_head)", _head_valid, load_head, _head_ok, _head_crafted)
 
-READERS = [IMAGES, VOC, BOXES, COCO, TAGS_CSV, TAGS_JSON, HEADS]
+READERS = [IMAGES, VOC, SPLITS, BOXES, COCO, TAGS_CSV, TAGS_JSON, HEADS]
 
 
 @pytest.mark.parametrize("reader", READERS, ids=[r.name.split(" (")[0] for r in READERS])

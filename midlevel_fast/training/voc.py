@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from midlevel_fast.io.text_input import read_user_text
+
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
@@ -84,7 +86,7 @@ def read_split(root: str | Path, split: str) -> list[str]:
     if not path.is_file():
         available = sorted(p.stem for p in path.parent.glob("*.txt") if "_" not in p.stem)
         raise FileNotFoundError(f"VOC split list {str(path)!r} not found (available: {', '.join(available) or 'none'})")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    ids = [line.split()[0] for line in read_user_text(path, str(path)).splitlines() if line.strip()]
     seen: set[str] = set()
     for image_id in ids:
         if image_id in seen:
