@@ -310,7 +310,9 @@ def _coco_valid(folder: Path) -> Path:
 def _coco_crafted(folder: Path) -> list[Path]:
     nan = folder / "nan_coco.json"
     nan.write_text(_coco_valid(folder).read_text().replace("[1, 2, 10, 12]", "[NaN, 2, 10, 12]"))
-    return [_deep_json(folder, "deep_coco.json"), nan]
+    long_name = folder / "long_name_coco.json"
+    long_name.write_text(_coco_valid(folder).read_text().replace('"a.jpg"', '"a.' + "1" * 5000 + '"'))
+    return [_deep_json(folder, "deep_coco.json"), nan, long_name]
 
 
 def _coco_ok(result: Any, path: Path) -> bool:
@@ -361,7 +363,13 @@ def _tags_crafted(folder: Path) -> list[Path]:
 
 
 TAGS_CSV = Reader("CSV tag lists (list_tags)", _tags_csv_valid, list_tags, _tags_ok, _tags_crafted)
-TAGS_JSON = Reader("JSON tag lists (list_tags)", _tags_json_valid, list_tags, _tags_ok, lambda folder: [])
+def _tags_json_crafted(folder: Path) -> list[Path]:
+    empty_label = folder / "empty_label_tags.json"
+    empty_label.write_text(json.dumps([{"path": "a.jpg", "labels": ["", "dog"]}]))
+    return [empty_label]
+
+
+TAGS_JSON = Reader("JSON tag lists (list_tags)", _tags_json_valid, list_tags, _tags_ok, _tags_json_crafted)
 
 
 # --- head files -----------------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ import numpy as np
 from PIL import Image
 
 from midlevel_fast.io.text_input import read_user_json, read_user_text
-from midlevel_fast.training.tags import content_id, imagefolder_tags
+from midlevel_fast.training.tags import content_id, imagefolder_tags, is_user_file
 from midlevel_fast.training.voc import VocWarning, _box, _check_root, finite_number, open_annotation
 
 BOX_FORMATS: tuple[str, ...] = ("voc-action", "imagefolder", "csv", "coco")
@@ -244,7 +244,7 @@ def csv_samples(path: str | Path, classes: Sequence[str] | None = None) -> tuple
         box = tuple(finite_number(text, field, where) for text, field in zip(row[1:5], CSV_HEADER[1:5]))
         _check_label(label, known, classes, where)
         image = Path(name) if Path(name).is_absolute() else path.parent / name
-        if not image.is_file():
+        if not is_user_file(image):
             raise ValueError(f"{where}: image {image} not found")
         if image not in sizes:
             sizes[image] = _oriented_size(image, where)
@@ -322,7 +322,7 @@ def coco_samples(path: str | Path, images_root: str | Path | None = None,
         label = _check_label(categories[cid], known, classes, where)
         image_rec, image_where = images[iid]
         image = base / image_rec["file_name"]
-        if not image.is_file():
+        if not is_user_file(image):
             raise ValueError(f"{image_where}: image {image} not found (used by annotation {i})")
         if iid not in sizes:
             given = image_rec.get("width"), image_rec.get("height")

@@ -125,7 +125,11 @@ def _list_records(path: Path) -> list[tuple[str, str, list[str]]]:
             if not (isinstance(rec, dict) and isinstance(rec.get("path"), str) and isinstance(rec.get("labels"), list)
                     and all(isinstance(x, str) for x in rec["labels"])):
                 raise ValueError(f"{place}: expected {{\"path\": str, \"labels\": [str, ...]}}, got {rec!r}")
-            records.append((place, rec["path"], rec["labels"]))
+            # Stripped like the CSV's labels; an empty one is refused, not kept as a class named "".
+            labels = [x.strip() for x in rec["labels"]]
+            if "" in labels:
+                raise ValueError(f"{place}: empty label in {rec['labels']!r}")
+            records.append((place, rec["path"], labels))
         return records
     records = []
     for line_no, row in enumerate(csv.reader(read_user_text(path, str(path)).splitlines()), 1):
@@ -138,7 +142,7 @@ def _list_records(path: Path) -> list[tuple[str, str, list[str]]]:
     return records
 
 
-def _is_file(path: Path) -> bool:
+def is_user_file(path: Path) -> bool:
     """``path.is_file()``, also ``False`` for a name the system refuses (too long: ``is_file`` raises ``OSError``)."""
     try:
         return path.is_file()
@@ -161,7 +165,7 @@ def list_tags(path: str | Path, classes: Sequence[str] | None = None) -> tuple[l
         if not labels:
             raise ValueError(f"{place}: {name!r} has no label; every image needs at least one class")
         image = (path.parent / name) if not Path(name).is_absolute() else Path(name)
-        if not _is_file(image):
+        if not is_user_file(image):
             raise ValueError(f"{place}: image {image} not found")
         if known is not None and (unknown := sorted(set(labels) - known)):
             raise ValueError(f"{place}: unknown class {', '.join(map(repr, unknown))} (known: "
