@@ -8,6 +8,7 @@ give per-output sigmoids instead (:func:`class_probabilities`).
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +179,7 @@ def load_head(path: str | os.PathLike) -> tuple[AdaptationHead, HeadInfo]:
             top={name[len(TOP_PREFIX):]: value.float() for name, value in tensors.items()
                  if name.startswith(TOP_PREFIX)} or None,
         )
+        _check_info_types(info)
         head = AdaptationHead(json.loads(meta["in_dim"]), info.num_outputs, info.layers, info.hidden,
                               json.loads(meta["dropout"]))
         head.load_state_dict({k: v.float() for k, v in tensors.items()
@@ -188,6 +190,28 @@ def load_head(path: str | os.PathLike) -> tuple[AdaptationHead, HeadInfo]:
     except (KeyError, json.JSONDecodeError, RuntimeError, TypeError, ValueError) as e:
         raise ValueError(f"head file {str(p)!r} has missing or inconsistent entries ({e})") from None
     return head.eval(), info
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_info_types(info: HeadInfo) -> None:
+    """``ValueError`` naming the entry when a head file's metadata parses as JSON of the wrong kind (e.g. numbers as
+    class names, a NaN ``k``, an empty grid): such a head would load and then score garbage."""
+    if not (isinstance(info.class_names, list) and info.class_names
+            and all(isinstance(c, str) and c for c in info.class_names)):
+        raise ValueError(f"class_names must be a non-empty list of names, got {info.class_names!r}")
+    if not isinstance(info.background, bool):
+        raise ValueError(f"background must be true or false, got {info.background!r}")
+    if not (_is_number(info.k) and info.k > 0):
+        raise ValueError(f"k must be a positive number, got {info.k!r}")
+    if not (isinstance(info.scales, list) and info.scales and all(_is_number(s) and s > 0 for s in info.scales)):
+        raise ValueError(f"scales must be a non-empty list of positive numbers, got {info.scales!r}")
+    if not (_is_number(info.grid_step) and info.grid_step > 0):
+        raise ValueError(f"grid_step must be a positive number, got {info.grid_step!r}")
+    if not isinstance(info.extra, dict):
+        raise ValueError(f"extra must be a JSON object, got {info.extra!r}")
 
 
 def _regression_fits(reg: BoxRegression, in_dim: int) -> bool:

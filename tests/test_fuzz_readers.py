@@ -385,8 +385,10 @@ def _head_valid(folder: Path) -> Path:
 
 def _head_ok(result: Any, path: Path) -> bool:
     head, info = result
-    return (isinstance(info.class_names, list) and all(isinstance(c, str) for c in info.class_names)
-            and head(torch.zeros(1, head.in_dim)).shape == (1, info.num_outputs))
+    positive = [info.k, info.grid_step, *info.scales]
+    return (info.class_names and all(isinstance(c, str) and c for c in info.class_names) and info.scales
+            and all(type(v) in (int, float) and math.isfinite(v) and v > 0 for v in positive)
+            and isinstance(info.extra, dict) and head(torch.zeros(1, head.in_dim)).shape == (1, info.num_outputs))
 
 
 def _head_crafted(folder: Path) -> list[Path]:
@@ -412,6 +414,11 @@ def _head_crafted(folder: Path) -> list[Path]:
     cases["not_safetensors"] = b"PK\x03\x04 a zip, not a head"
     for name, data in cases.items():
         (folder / f"{name}.safetensors").write_bytes(data)
+    # Metadata that parses as JSON of the wrong kind: loaded silently before load_head checked the kinds.
+    wrong_kinds = {"class_names": "[1, 2]", "k": "NaN", "scales": "{}", "grid_step": "0", "extra": "[]"}
+    for entry, value in wrong_kinds.items():
+        cases[f"meta_{entry}"] = with_header(lambda h: h["__metadata__"].update({entry: value}))
+        (folder / f"meta_{entry}.safetensors").write_bytes(cases[f"meta_{entry}"])
     return [folder / f"{name}.safetensors" for name in cases]
 
 
