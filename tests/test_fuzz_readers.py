@@ -226,6 +226,9 @@ def _voc_crafted(folder: Path) -> list[Path]:
              "unknown_encoding": '<?xml version="1.0" encoding="x-nonsense"?>' + VOC_XML,
              "huge_size": VOC_XML.replace("<width>32</width>", "<width>1e400</width>"),
              "deep": "<annotation>" + "<a>" * 100_000 + "</a>" * 100_000 + "</annotation>"}
+    # No <size>, so the size is read from the image, which is corrupt.
+    cases["no_size_bad_jpeg"] = VOC_XML.replace("<width>32</width><height>24</height>", "")
+    (annotations.parent / "JPEGImages" / "no_size_bad_jpeg.jpg").write_bytes(b"\xff\xd8 not a JPEG")
     for name, text in cases.items():
         (annotations / f"{name}.xml").write_text(text)
     return [annotations / f"{name}.xml" for name in cases]

@@ -124,7 +124,7 @@ def _coordinate(bndbox: ET.Element, tag: str, xml_path: Path) -> float:
     return finite_number(_text(bndbox, tag, xml_path), f"<{tag}>", xml_path)
 
 
-def _image_size(root_elem: ET.Element, jpeg: Path) -> tuple[int, int]:
+def _image_size(root_elem: ET.Element, jpeg: Path, xml_path: Path) -> tuple[int, int]:
     size = root_elem.find("size")
     if size is not None:
         try:
@@ -133,8 +133,11 @@ def _image_size(root_elem: ET.Element, jpeg: Path) -> tuple[int, int]:
             w = h = 0
         if w > 0 and h > 0:
             return w, h
-    with Image.open(jpeg) as im:
-        return im.size
+    try:
+        with Image.open(jpeg) as im:
+            return im.size
+    except OSError as e:  # UnidentifiedImageError included: a corrupt JPEG, read only when the XML gives no size
+        raise ValueError(f"{xml_path}: no usable <size>, and the image {jpeg} cannot be read ({e})") from None
 
 
 def _box(obj: ET.Element, width: int, height: int, xml_path: Path) -> tuple[float, float, float, float]:
@@ -168,7 +171,7 @@ def open_annotation(root: str | Path, image_id: str) -> tuple[Path, Path, ET.Ele
         tree = ET.parse(xml_path).getroot()
     except (ET.ParseError, LookupError) as e:  # LookupError: the XML declares an encoding Python does not know
         raise ValueError(f"{xml_path}: malformed XML: {e}") from None
-    return xml_path, jpeg, tree, *_image_size(tree, jpeg)
+    return xml_path, jpeg, tree, *_image_size(tree, jpeg, xml_path)
 
 
 def read_annotation(
