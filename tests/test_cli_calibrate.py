@@ -44,6 +44,17 @@ def test_cross_fit_writes_the_calibrated_head(trained, capsys):
         "source": "cross-fit", "splits": ["train"], "folds": 2, "images": 2, "image_ids": ["img0", "img1"]}
 
 
+def test_calibrate_warnings_go_through_the_package_logger(trained, caplog):
+    """A program calling main() receives the fallback notes in its logging (they were print()ed to stderr)."""
+    common, head, tmp = trained
+    with caplog.at_level("WARNING", logger="midlevel_fast"):
+        assert main(["calibrate", *common, "--head", str(head), "--cross-fit", "--folds", "2", "-q",
+                     "--out", str(tmp / "logged.safetensors")]) == 0
+    assert any(r.name == "midlevel_fast.cli.calibrate" and r.levelname == "WARNING"
+               and r.getMessage().startswith("class 'aeroplane' has no positive in the fit data (2 images)")
+               for r in caplog.records)
+
+
 def test_a_held_out_split_must_be_cached(trained, capsys):
     common, head, tmp = trained
     capsys.readouterr()

@@ -4,7 +4,7 @@ own training splits (``--cross-fit --folds 5``)."""
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 
 from midlevel_fast.head import load_head
 from midlevel_fast.scoring.presence import CALIBRATION_METHODS
@@ -15,6 +15,8 @@ from midlevel_fast.training.calibrate import calibrate_head, cross_fit_head_scor
 # the pairs at exactly 0 or 1 and, by tying images, drops the mAP of its probabilities from 89.3 to 84.7.
 DEFAULT_METHOD = "platt"
 
+log = logging.getLogger(__name__)
+
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     head, info = load_head(args.head)
@@ -23,8 +25,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     else:
         data = held_out_scores(head, info, args.voc, args.split, args.cache, args.unseen_only)
     calibration = calibrate_head(args.head, args.out, data, args.method, head, info)
+    # Through the package logger, which the CLI prints as "warning: ..." on stderr, so that a program calling
+    # main() receives them in its own logging.
     for line in fallback_messages(calibration, info.class_names):
-        print(f"warning: {line}", file=sys.stderr)
+        log.warning(line)
     how = (f"out-of-fold scores of {args.folds} folds of {'+'.join(data.description['splits'])}" if args.cross_fit
            else f"scores of split {args.split!r}"
            + (f" ({data.description['left_out_as_seen']} seen images left out)"
