@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from midlevel_fast.training.cache import CacheConfig, FeatureCache
+from midlevel_fast.training import consistency
 from midlevel_fast.training.consistency import PairSet, consistency_loss, consistency_pairs, match_windows
 from midlevel_fast.training.patches import PatchSet
 from midlevel_fast.training.train import TrainConfig, train_head
@@ -29,6 +30,19 @@ def test_match_windows_equals_the_exact_loop(windows, crops):
     cb = torch.tensor([c[0] for c in crops], dtype=torch.float64).reshape(-1, 4)
     cs = torch.tensor([c[1] for c in crops], dtype=torch.int64)
     assert match_windows(wb, ws, cb, cs).tolist() == match_windows_reference(wb, ws, cb, cs).tolist()
+
+
+@given(windows=st.lists(st.tuples(box, st.integers(0, 2)), min_size=1, max_size=30),
+       crops=st.lists(st.tuples(box, st.integers(0, 2)), min_size=1, max_size=8), chunk=st.integers(1, 40))
+def test_match_windows_in_row_blocks_equals_the_exact_loop(windows, crops, chunk):
+    """Blocks of every size, down to one window per block (a chunk below the number of crops)."""
+    wb = torch.tensor([w[0] for w in windows], dtype=torch.float64).reshape(-1, 4)
+    ws = torch.tensor([w[1] for w in windows])
+    cb = torch.tensor([c[0] for c in crops], dtype=torch.float64).reshape(-1, 4)
+    cs = torch.tensor([c[1] for c in crops], dtype=torch.int64)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(consistency, "_MATCH_CHUNK", chunk)
+        assert match_windows(wb, ws, cb, cs).tolist() == match_windows_reference(wb, ws, cb, cs).tolist()
 
 
 def test_match_windows_ties_disjoint_boxes_and_missing_scales():

@@ -44,6 +44,9 @@ from midlevel_fast.training.labels import box_iou
 
 # The cache modes a pair is drawn from: dense windows, and the grid crops they are matched with.
 PAIR_MODES: tuple[str, str] = ("dense", "batched")
+# IoU entries match_windows holds at a time: windows are matched in row blocks, so memory stays bounded however
+# many windows a small window step gives (a whole N x M float64 matrix, and its masked copy, otherwise).
+_MATCH_CHUNK = 1 << 20
 
 
 @dataclass
@@ -65,7 +68,7 @@ def match_windows(dense_boxes: torch.Tensor | np.ndarray, dense_scale: torch.Ten
     ties), or -1 where no crop has that scale index: int64 ``(N,)``.
 
     Boxes are ``(x0, y0, x1, y1)`` in image pixels, ``(N, 4)`` and ``(M, 4)``; scale indices int ``(N,)`` and
-    ``(M,)``.
+    ``(M,)``. Memory: ``O(N + M + _MATCH_CHUNK)``, the IoU matrix computed a block of windows at a time.
     """
     ds = torch.as_tensor(np.asarray(dense_scale)).long().reshape(-1)
     cs = torch.as_tensor(np.asarray(crop_scale)).long().reshape(-1)
@@ -74,10 +77,14 @@ def match_windows(dense_boxes: torch.Tensor | np.ndarray, dense_scale: torch.Ten
                          f"({len(dense_boxes)}, {len(crop_boxes)})")
     if len(crop_boxes) == 0:
         return torch.full((len(ds),), -1, dtype=torch.int64)
-    iou = box_iou(dense_boxes, crop_boxes)
-    iou = torch.where(ds[:, None] == cs[None, :], iou, -1.0)
-    best, index = iou.max(dim=1)
-    return torch.where(best >= 0, index, -1)
+    dense_boxes, crop_boxes = torch.as_tensor(dense_boxes), torch.as_tensor(crop_boxes)
+    rows = max(1, _MATCH_CHUNK // len(crop_boxes))
+    out = []
+    for s in range(0, len(ds), rows):
+        iou = torch.where(ds[s: s + rows, None] == cs[None, :], box_iou(dense_boxes[s: s + rows], crop_boxes), -1.0)
+        best, index = iou.max(dim=1)
+        out.append(torch.where(best >= 0, index, -1))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
 
 
 def consistency_pairs(dense: FeatureCache, crops: FeatureCache, image_ids: Sequence[str]) -> PairSet:
