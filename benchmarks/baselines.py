@@ -52,3 +52,19 @@ def score_image_before(image: np.ndarray, model, autocast: bool = True):
 
     with mock.patch.object(dense, "prepared", lambda backbone, precision: _ModuleAsBefore(backbone, autocast)):
         return score.score_image(image, model, precision="fp32")
+
+
+def nms_one_matrix(boxes: torch.Tensor, scores: torch.Tensor, iou: float) -> torch.Tensor:
+    """Greedy NMS as it was before the blockwise one: the whole ``N × N`` float64 IoU matrix at once (8·N² bytes,
+    7.7 GB for 31k boxes), then one masked row update per kept box. Indices of the kept boxes, best first."""
+    order = torch.sort(scores, descending=True, stable=True).indices
+    b = boxes[order].double()
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    wh = (torch.minimum(b[:, None, 2:], b[None, :, 2:]) - torch.maximum(b[:, None, :2], b[None, :, :2])).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    over = inter / (area[:, None] + area[None, :] - inter) > iou
+    keep = torch.ones(len(b), dtype=torch.bool)
+    for i in range(len(b)):
+        if keep[i]:
+            keep[i + 1:] &= ~over[i, i + 1:]
+    return order[keep]
