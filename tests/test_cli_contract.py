@@ -178,6 +178,14 @@ def test_alexnet_with_a_torchvision_state_dict_works_end_to_end(tmp_path, capsys
     assert main(["eval", *common[:4], "--split", "train", "--head", str(head), "--weights", str(weights),
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 1
+    # fit-boxes and calibrate build the head's backbone without weights: refused up front with the way out.
+    for command in (["fit-boxes", "--out", str(tmp_path / "boxes.safetensors")],
+                    ["calibrate", "--split", "train", "--out", str(tmp_path / "cal.safetensors")]):
+        assert main([*command, *common[:4], "--head", str(head)]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"error: {command[0]}: the head {head} is on alexnet, whose weights {command[0]} cannot take yet (it has "
+            f"no --weights); for a box regression, train the head with --task boxes and --weights FILE; or use a head "
+            f"on efficientnet_lite0")
 
 
 def test_quiet_silences_progress_and_summaries(tmp_path, capsys):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from midlevel_fast.cli.common import refuse_weights_required
 from midlevel_fast.head import load_head
 from midlevel_fast.scoring.presence import CALIBRATION_METHODS
 from midlevel_fast.training.calibrate import calibrate_head, cross_fit_head_scores, fallback_messages, held_out_scores
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    refuse_weights_required(args.head, "calibrate")
     head, info = load_head(args.head)
     if args.cross_fit:
         data = cross_fit_head_scores(info, args.voc, args.folds, args.seed, args.cache)

@@ -100,6 +100,16 @@ def model_backbone(head: str | os.PathLike | None, backbone: str | None) -> str:
     return load_head(path)[1].backbone if path is not None and path.is_file() else DEFAULT_BACKBONE
 
 
+def refuse_weights_required(head: str | os.PathLike, command: str) -> None:
+    """:class:`UsageError` where ``head``'s backbone needs ``--weights``, which ``command`` does not take (its library
+    function builds the backbone from the head's name alone): refused before any work, with the way out."""
+    backbone = model_backbone(head, None)
+    if backbone in WEIGHTS_REQUIRED:
+        raise UsageError(f"{command}: the head {head} is on {backbone}, whose weights {command} cannot take yet (it "
+                         f"has no --weights); for a box regression, train the head with --task boxes and --weights "
+                         f"FILE; or use a head on efficientnet_lite0")
+
+
 def load_cli_model(head: str | os.PathLike | None, backbone: str | None,
                    weights: str | os.PathLike | None) -> PatchClassifier:
     """:func:`midlevel_fast.model.load_model` with the backbone weights of ``--weights``, refused up front where

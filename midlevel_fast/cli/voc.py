@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from midlevel_fast.backbones import Backbone, get_backbone
-from midlevel_fast.cli.common import EXIT_OK, UsageError, add_weights_option, backbone_options, load_cli_model
+from midlevel_fast.cli.common import (EXIT_OK, UsageError, add_weights_option, backbone_options, load_cli_model,
+                                     refuse_weights_required)
 from midlevel_fast.cli.distributed import add_distributed_options, distributed
 from midlevel_fast.head import OBJECTIVES
 from midlevel_fast.training.box_samples import BOX_FORMATS, read_samples
@@ -129,6 +130,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_fit_boxes(args: argparse.Namespace) -> int:
+    refuse_weights_required(args.head, "fit-boxes")
     info = fit_voc_boxes(args.head, args.voc, args.split, args.out, args.ridge, args.cache, args.window_step,
                          args.features)
     reg = info.box_regression
