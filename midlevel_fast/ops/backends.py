@@ -68,6 +68,14 @@ def _triton_status(interpreted: bool) -> BackendStatus:
         return BackendStatus(False, "triton is not installed (pip install 'midlevel_fast[triton]')")
     version = importlib.metadata.version("triton")
     if interpreted:
+        try:
+            # Only under the interpreter (no GPU to hide errors of): Triton 3.3's autotune asks for an active GPU
+            # driver when our kernels are defined, and raises "0 active drivers" from inside Triton.
+            importlib.import_module("midlevel_fast.ops.crop_resize.triton")
+        except RuntimeError as exc:
+            return BackendStatus(False, f"triton {version} cannot define its kernels under TRITON_INTERPRET=1 "
+                                        f"without a GPU driver ({exc}): upgrade triton (3.9 works) or use "
+                                        "backend='torch'")
         return BackendStatus(True, f"Triton {version} kernels under TRITON_INTERPRET=1: CPU tensors, slow, for tests")
     if not torch.cuda.is_available():
         return BackendStatus(False, f"triton {version} is installed, but there is no CUDA device "
