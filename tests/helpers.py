@@ -276,6 +276,20 @@ def assert_weight_files_are_checked(build, tmp_path: Path, missing_name: str, mi
     torch.save(bad_state, bad)
     with pytest.raises(ValueError, match=bad_match):
         build(weights_path=bad)
+    # A training checkpoint is unwrapped (the same problems are found inside it), a whole pickled module and a
+    # list are refused with what to save instead.
+    checkpoint = tmp_path / "checkpoint.pth"
+    torch.save({"state_dict": bad_state, "epoch": 3}, checkpoint)
+    with pytest.raises(ValueError, match=bad_match):
+        build(weights_path=checkpoint)
+    module = tmp_path / "module.pth"
+    torch.save(torch.nn.Linear(2, 2), module)
+    with pytest.raises(ValueError, match=r"pickled Python objects.*save model\.state_dict\(\)"):
+        build(weights_path=module)
+    listed = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], listed)
+    with pytest.raises(ValueError, match=r"holds a list, expected a state dict"):
+        build(weights_path=listed)
     with pytest.raises(ValueError, match="drop one"):
         build(pretrained=False, weights_path=bad)
 

@@ -21,6 +21,7 @@ Conventions:
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
@@ -30,19 +31,36 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+# Where a training checkpoint keeps the weights; load_state_file takes the first of these it finds.
+CHECKPOINT_KEYS = ("state_dict", "model")
+
+
 def load_state_file(path: str, what: str, expected: str = "") -> Mapping[str, Tensor]:
-    """The state dict in ``path`` (``torch.load`` with ``weights_only``); ``FileNotFoundError`` when missing,
-    ``ValueError`` when unreadable or not a mapping. ``what`` names the weights in the messages, ``expected``
+    """The state dict in ``path`` (``torch.load`` with ``weights_only``), or the one a checkpoint keeps under a
+    key of :data:`CHECKPOINT_KEYS`; ``FileNotFoundError`` when missing, ``ValueError`` when unreadable (a whole
+    pickled module included) or not a mapping. ``what`` names the weights in the messages, ``expected``
     (optional) the file the user should give."""
     if not os.path.isfile(path):
         hint = f"; expected {expected}" if expected else ""
         raise FileNotFoundError(f"{what} weights not found at {path!r}{hint}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses arbitrary pickles; torch's message runs to a page about safe globals.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot read {what} weights from {path!r}: it holds pickled Python objects (a whole "
+                         f"nn.Module or a training checkpoint?), not only tensors ({first[:200]}); save "
+                         "model.state_dict() with torch.save and pass that file") from None
     except Exception as exc:
         raise ValueError(f"cannot read {what} weights from {path!r}: {exc}") from exc
+    if isinstance(state, Mapping):
+        # Training checkpoints keep the weights under one of these keys, next to optimiser state and epochs.
+        wrapped = [k for k in CHECKPOINT_KEYS if isinstance(state.get(k), Mapping)]
+        if wrapped and not any(isinstance(v, Tensor) for v in state.values()):
+            state = state[wrapped[0]]
     if not isinstance(state, Mapping):
-        raise ValueError(f"{path!r} holds a {type(state).__name__}, expected a state dict")
+        raise ValueError(f"{path!r} holds a {type(state).__name__}, expected a state dict "
+                         "(save model.state_dict() with torch.save)")
     return state
 
 
