@@ -3,7 +3,7 @@ errors that name the file and the line or record."""
 from __future__ import annotations
 
 import json
-import warnings
+import logging
 
 import numpy as np
 import pytest
@@ -22,7 +22,6 @@ from midlevel_fast.training.box_samples import (
     voc_action_samples,
 )
 from midlevel_fast.training.tags import content_id
-from midlevel_fast.training.voc import VocWarning
 
 W, H = 40, 30  # every test image is 40x30 unless said otherwise
 
@@ -70,15 +69,14 @@ def make_action_voc(root, xmls: dict[str, str], split_lines: str | None = None, 
     return root
 
 
-def test_voc_action_keeps_single_action_persons_and_warns_once_for_the_excluded(tmp_path):
+def test_voc_action_keeps_single_action_persons_and_warns_once_for_the_excluded(tmp_path, caplog):
     objects = (person((1, 1, 10, 20), ("phoning",)) + person((5, 6, 40, 30), ("jumping", "phoning"))
                + person((2, 2, 8, 8), ()) + person((3, 4, 12, 14), None) + person((1, 1, 5, 5), ("walking",), "cat")
                + person((11, 3, 30, 29), ("jumping",)) + person((2, 3, 4, 5), ("jumping", "walking")))
     root = make_action_voc(tmp_path, {"a": objects, "b": person()}, "a 1\na 2\nb\n\na -1\n")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with caplog.at_level(logging.WARNING, "midlevel_fast.training"):
         samples, classes = voc_action_samples(root, "train")
-    assert [str(w.message) for w in caught if issubclass(w.category, VocWarning)] == [
+    assert [r.getMessage() for r in caplog.records] == [
         f"{root} 'train': excluded 2 person(s) with several actions and 1 with none (a sample has exactly one "
         "action)"]
     assert classes == ["jumping", "phoning"]
@@ -93,8 +91,10 @@ def test_voc_action_keeps_single_action_persons_and_warns_once_for_the_excluded(
     assert samples[0].sample_id == f"{cid}-{box_digest(samples[0].box)}" == samples[0].sample_id
     assert samples[1].sample_id.startswith(cid) and samples[1].sample_id != samples[0].sample_id
     assert list(sample_arrays(samples, classes)) == [1, 0, 0]
-    with pytest.warns(VocWarning, match="excluded 2 person"):
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "midlevel_fast.training"):
         again, _ = voc_action_samples(root, "train", ["walking", "phoning", "jumping"])
+    assert len(caplog.records) == 1 and "excluded 2 person" in caplog.records[0].getMessage()
     assert [s.sample_id for s in again] == [s.sample_id for s in samples]
 
 
@@ -118,10 +118,8 @@ def test_voc_action_with_the_classes_given_refuses_another(tmp_path):
 ])
 def test_bad_voc_action_annotations_name_the_xml(tmp_path, body, message):
     root = make_action_voc(tmp_path, {"a": body})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", VocWarning)
-        with pytest.raises(ValueError, match=message):
-            voc_action_samples(root, "train")
+    with pytest.raises(ValueError, match=message):
+        voc_action_samples(root, "train")
 
 
 def test_voc_action_missing_files(tmp_path):

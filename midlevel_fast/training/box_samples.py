@@ -7,7 +7,7 @@ a person whose box is known, as in Oquab et al., CVPR 2014, section 5), read fro
   with ``id object ±1`` also work); every ``<object>`` named ``person`` of ``root/Annotations/<id>.xml`` that has
   ``<actions>`` is a person, its actions the child tags of ``<actions>`` whose value is 1 (``<jumping>1</jumping>``).
   A person with exactly one action is a sample; one with several actions, or none, is excluded, as in the paper
-  (one :class:`~midlevel_fast.training.voc.VocWarning` per call gives the counts). Objects without ``<actions>``
+  (one warning per call, logged by ``midlevel_fast.training.box_samples``, gives the counts). Objects without ``<actions>``
   (and non-person objects) are skipped. The image is ``root/JPEGImages/<id>.jpg``;
 * ImageFolder (:func:`imagefolder_samples`): ``root/<split>/<Class>/<image>`` as
   :func:`~midlevel_fast.training.tags.imagefolder_tags` reads it; the box is ``None`` (the whole image);
@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import math
-import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,12 +53,14 @@ from PIL import Image
 
 from midlevel_fast.io.text_input import read_user_json, read_user_text
 from midlevel_fast.training.tags import content_id, imagefolder_tags, is_user_file
-from midlevel_fast.training.voc import VocWarning, _box, _check_root, finite_number, open_annotation
+from midlevel_fast.training.voc import _box, _check_root, finite_number, open_annotation
 
 BOX_FORMATS: tuple[str, ...] = ("voc-action", "imagefolder", "csv", "coco")
 CSV_HEADER: tuple[str, ...] = ("path", "x0", "y0", "x1", "y1", "label")
 
 Box = tuple[float, float, float, float]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -156,15 +158,10 @@ def _action_ids(root: Path, split: str) -> list[str]:
 
 def _strict_box(obj: ET.Element, width: int, height: int, xml_path: Path, where: str) -> Box:
     """voc.py's :func:`_box` (same conversion and checks), with a box leaving the image refused, not clamped."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", VocWarning)
-        try:
-            return _box(obj, width, height, xml_path)
-        except VocWarning as w:
-            message = str(w).split("; clamped")[0].removeprefix(f"{xml_path}: ")
-            raise ValueError(f"{where}: {message} (boxes are not clipped)") from None
-        except ValueError as e:
-            raise ValueError(f"{where}: {str(e).removeprefix(f'{xml_path}: ')}") from None
+    try:
+        return _box(obj, width, height, xml_path, clamp=False)
+    except ValueError as e:
+        raise ValueError(f"{where}: {str(e).removeprefix(f'{xml_path}: ')}") from None
 
 
 def _actions(obj: ET.Element, where: str) -> list[str] | None:
@@ -208,8 +205,8 @@ def voc_action_samples(root: str | Path, split: str,
             label = _check_label(actions[0], known, classes, where)
             samples.append(BoxSample(ids(jpeg, box), jpeg, box, label, where))
     if several or none:
-        warnings.warn(f"{root} {split!r}: excluded {several} person(s) with several actions and {none} with none "
-                      f"(a sample has exactly one action)", VocWarning, stacklevel=2)
+        _log.warning("%s %r: excluded %d person(s) with several actions and %d with none (a sample has exactly one "
+                     "action)", root, split, several, none)
     return _finish(samples, classes, root / "ImageSets" / "Action" / f"{split}.txt")
 
 

@@ -13,10 +13,10 @@ A full-image box ``(1, 1, W, H)`` becomes ``(0, 0, W, H)``, and a one-pixel box 
 Validation (never silently wrong labels):
 
 * malformed XML, a missing ``<name>``/``<bndbox>``/coordinate, a non-numeric or non-finite coordinate, an unknown
-  class (unless ``unknown="skip"``, which warns and drops the object), or an inverted box (``xmax < xmin``) raise
+  class (unless ``unknown="skip"``, which logs a warning and drops the object), or an inverted box (``xmax < xmin``) raise
   ``ValueError`` naming the file;
-* a box partly outside the image is clamped to ``[0, W] × [0, H]`` with a :class:`VocWarning` naming the file; a
-  box wholly outside (empty after clamping) raises ``ValueError``;
+* a box partly outside the image is clamped to ``[0, W] × [0, H]``, logged as a warning naming the file (logger
+  ``midlevel_fast.training.voc``); a box wholly outside (empty after clamping) raises ``ValueError``;
 * a missing JPEG raises ``FileNotFoundError`` naming it;
 * ``<difficult>`` and ``<truncated>`` default to false when absent, as the devkit's ``VOCreadrecxml.m`` does;
 * the image size comes from ``<size>``; when it is absent, zero or not a number it is read from the JPEG header
@@ -24,8 +24,8 @@ Validation (never silently wrong labels):
 """
 from __future__ import annotations
 
+import logging
 import math
-import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,9 +42,7 @@ VOC_CLASSES: tuple[str, ...] = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
 
-
-class VocWarning(UserWarning):
-    """A VOC annotation was repaired (box clamped to the image) or an object was skipped."""
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -140,7 +138,10 @@ def _image_size(root_elem: ET.Element, jpeg: Path, xml_path: Path) -> tuple[int,
         raise ValueError(f"{xml_path}: no usable <size>, and the image {jpeg} cannot be read ({e})") from None
 
 
-def _box(obj: ET.Element, width: int, height: int, xml_path: Path) -> tuple[float, float, float, float]:
+def _box(obj: ET.Element, width: int, height: int, xml_path: Path,
+         clamp: bool = True) -> tuple[float, float, float, float]:
+    """The object's box in our convention; one leaving the image is clamped (logged) or, with ``clamp=False``,
+    refused with ``ValueError``. Either way a box wholly outside the image is refused."""
     bndbox = obj.find("bndbox")
     if bndbox is None:
         raise ValueError(f"{xml_path}: missing field <bndbox> in <object>")
@@ -152,8 +153,9 @@ def _box(obj: ET.Element, width: int, height: int, xml_path: Path) -> tuple[floa
     if box[2] <= box[0] or box[3] <= box[1]:
         raise ValueError(f"{xml_path}: box {raw} lies outside the {width}x{height} image")
     if box != raw:
-        warnings.warn(f"{xml_path}: box {raw} leaves the {width}x{height} image; clamped to {box}", VocWarning,
-                      stacklevel=3)
+        if not clamp:
+            raise ValueError(f"{xml_path}: box {raw} leaves the {width}x{height} image (boxes are not clipped)")
+        _log.warning("%s: box %s leaves the %dx%d image; clamped to %s", xml_path, raw, width, height, box)
     return box
 
 
@@ -183,7 +185,7 @@ def read_annotation(
     """Parse ``root/Annotations/{image_id}.xml`` for the image ``root/JPEGImages/{image_id}.jpg``.
 
     Object names must be in ``classes``; with ``unknown="skip"`` other objects are dropped with a warning
-    instead of raising. See the module docstring for the box conversion and the validation rules.
+    instead of raising (a warning is logged for each). See the module docstring for the box conversion and the validation rules.
     """
     if unknown not in ("error", "skip"):
         raise ValueError(f"unknown must be 'error' or 'skip', got {unknown!r}")
@@ -195,7 +197,7 @@ def read_annotation(
         if name not in known:
             if unknown == "error":
                 raise ValueError(f"{xml_path}: unknown class {name!r} (known: {', '.join(classes)})")
-            warnings.warn(f"{xml_path}: skipping object of unknown class {name!r}", VocWarning, stacklevel=2)
+            _log.warning("%s: skipping object of unknown class %r", xml_path, name)
             continue
         objects.append(VocObject(name, _box(obj, width, height, xml_path), _flag(obj, "difficult", xml_path),
                                  _flag(obj, "truncated", xml_path)))
