@@ -41,7 +41,7 @@ from midlevel_fast.training.evaluate import format_ap_table, patch_probabilities
 from midlevel_fast.training.voc import VOC_CLASSES, load_split
 from midlevel_fast.training.voc_run import voc_cache
 from tests.helpers import experiment_voc_root
-from tests.test_library_oracles_metrics import coco_ap, coco_evaluation, coco_ranked_hits
+from tests.oracle.coco import coco_ap, coco_evaluation, coco_ranked_hits
 
 
 def scored(detections: list[list[Detection]], truth: list[GroundTruth]) -> dict[str, np.ndarray]:
