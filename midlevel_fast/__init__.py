@@ -2,6 +2,10 @@
 
 Public API only; see the README for conventions.
 """
+# The one version: pyproject.toml reads it from here, ``midlevel-fast --version`` from the installed metadata, and
+# the README's newest *Changes* heading names it (tests/test_packaging.py).
+__version__ = "0.2.0"
+
 from midlevel_fast.head import AdaptationHead, HeadInfo, load_head, save_head
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.model import PatchClassifier, load_model
@@ -43,4 +47,3 @@ __all__ = [
     "score_image",
     "score_images",
 ]
-__version__ = "0.1.0"

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib.metadata import version
 from typing import Sequence
 
 import torch
 
+from midlevel_fast import __version__
 from midlevel_fast.cli import boxes, calibrate, score, voc
 from midlevel_fast.cli.common import EXIT_EPILOG, EXIT_USAGE, add_logging_options, configured_logging
 
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="midlevel-fast", description="Mid-level CNN patch features (Oquab et al., "
                                      "CVPR 2014): score images, cache features, train and calibrate heads.",
                                      epilog=EXIT_EPILOG)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version('midlevel_fast')}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     score.register(sub)
     boxes.register(sub)
