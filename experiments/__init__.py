@@ -1,2 +1,2 @@
 """Experiments on real VOC data, run as modules (``python -m experiments.voc_ablation``, ``python -m
-experiments.dense_agreement``); their numbers are the README's tables. Not tests and not benchmarks."""
+experiments.dense_agreement``); their numbers are the tables in docs/. Not tests and not benchmarks."""

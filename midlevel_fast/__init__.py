@@ -1,9 +1,9 @@
 """midlevel_fast: mid-level CNN patch features (Oquab et al., CVPR 2014), made fast.
 
-Public API only; see the README for conventions.
+Public API only; see docs/api.md for conventions.
 """
 # The one version: pyproject.toml reads it from here, ``midlevel-fast --version`` from the installed metadata, and
-# the README's newest *Changes* heading names it (tests/test_packaging.py).
+# CHANGELOG.md's newest entry names it (tests/test_packaging.py).
 __version__ = "0.2.0"
 
 from midlevel_fast.head import AdaptationHead, HeadInfo, load_head, save_head

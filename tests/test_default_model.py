@@ -21,7 +21,7 @@ def test_shipped_head_loads_offline(monkeypatch):
 
 
 # Val images whose only objects are cats / persons (the shipped head was trained on trainval; the tests
-# check that it is wired in and sane, not its generalisation, which the README's val mAP reports).
+# check that it is wired in and sane, not its generalisation, which docs/voc_training.md's val mAP reports).
 @pytest.mark.parametrize("image_id,expected", [("2008_000464", "cat"), ("2008_001885", "cat"),
                                                ("2008_000213", "person"), ("2008_000474", "person")])
 def test_default_model_puts_the_right_class_on_top(voc, image_id, expected):

@@ -14,7 +14,7 @@ import pytest
 import midlevel_fast
 from midlevel_fast.cli import main
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+CHANGELOG = Path(__file__).resolve().parents[1] / "CHANGELOG.md"
 
 
 def test_one_version_in_the_metadata_the_command_and_the_changelog(capsys):
@@ -24,12 +24,11 @@ def test_one_version_in_the_metadata_the_command_and_the_changelog(capsys):
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.strip() == f"midlevel-fast {midlevel_fast.__version__}"
-    changes = README.read_text().split("\n## Changes\n", 1)[1]
-    newest = re.search(r"^(\d+\.\d+(?:\.\d+)?) ", changes, re.MULTILINE)
-    assert newest, "README: the Changes section names no version"
+    newest = re.search(r"^(\d+\.\d+(?:\.\d+)?) ", CHANGELOG.read_text(encoding="utf-8"), re.MULTILINE)
+    assert newest, "CHANGELOG.md names no version"
     major_minor = ".".join(midlevel_fast.__version__.split(".")[:2])
     assert newest.group(1) in (major_minor, midlevel_fast.__version__), (
-        f"README's newest Changes entry is {newest.group(1)}, the package is {midlevel_fast.__version__}")
+        f"CHANGELOG.md's newest entry is {newest.group(1)}, the package is {midlevel_fast.__version__}")
 
 
 def test_the_package_says_it_is_typed():

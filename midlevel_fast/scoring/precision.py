@@ -1,7 +1,7 @@
 """Which precision the trunk runs in: the user's choice, or for ``"auto"`` the one this CPU's matrix units run
 fastest at VOC-level accuracy.
 
-Measured (README "Precision"): on CPUs with native bfloat16 dot products (AVX512-BF16, or AMX-BF16 tiles) a
+Measured (docs/precision.md): on CPUs with native bfloat16 dot products (AVX512-BF16, or AMX-BF16 tiles) a
 bfloat16 dense pass is about twice as fast as float32 and moves VOC val mAP by well under a point; without them
 oneDNN emulates bfloat16 and it is slower than float32. ``"auto"`` therefore picks ``"bf16"`` for the dense mode
 when the CPU has those units *and* torch dispatches AVX-512 kernels (``torch.backends.cpu.get_cpu_capability()``,
@@ -10,7 +10,7 @@ which ``ATEN_CPU_CAPABILITY=avx2`` lowers to emulate an AVX2-only CPU), else ``"
 per-patch loop every other mode is checked against, stays float32. ``"int8"`` (EfficientNet-Lite0 on the CPU,
 :mod:`midlevel_fast.backbones.int8`) is only ever chosen by the user: on the CPU measured it was 1.3-1.5x faster
 than bf16 at the same VOC mAP, but it exists only for Lite0 with calibrated ranges and its features are twice as
-far from float32 as bf16's (README "Precision").
+far from float32 as bf16's (docs/precision.md).
 """
 from __future__ import annotations
 

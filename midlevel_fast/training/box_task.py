@@ -159,7 +159,7 @@ def train_box_head(train: Sequence[BoxSample], classes: Sequence[str], out: str 
         log(f"{len(train)} training samples, one {context:g}x square patch each"
             + (f" ({missing} computed in {cache_seconds:.0f} s)" if missing else " (all cached)"))
     # A small validation set often reaches 100 % mAP within an epoch or two; among such epochs keep the one with the
-    # lowest validation log-loss rather than the first (still-actions: log-loss 0.77 -> see the README).
+    # lowest validation log-loss rather than the first (still-actions: log-loss 0.77 -> see docs/actions.md).
     tie_break = None if val_set is None else (lambda m: -evaluate_boxes(m, val_set, config.objective).log_loss)
     result = train_head(rows, len(classes), config, val_set, log=log, backbone=bb if top else None,
                         tie_break=tie_break)

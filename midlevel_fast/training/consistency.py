@@ -7,7 +7,7 @@ crop sees zero padding around the patch. A head trained on per-patch crops is co
 object parts that the window's context gets right (a cow's leg: 0.998 "sheep" as a crop, 0.79 as a window). The
 absent classes' power-mean scores are set by such few patches, so their ranks differ between the two modes. On 50
 VOC val images a head trained on both kinds of patches gives a median Spearman ρ of 0.86 between the modes; the
-term lifts it above 0.9 (README, "Dense against per-patch").
+term lifts it above 0.9 (docs/dense_agreement.md).
 
 The term, for a batch of pairs ``(d, c)`` of a dense window and a crop, compares the head's outputs over the C
 object classes only, with the background output left out:
