@@ -272,7 +272,7 @@ def cvcuda_runs(gimg: torch.Tensor, boxes: torch.Tensor) -> dict[str, tuple[Call
     scale = 1 / (255 * statistics.mean(IMAGENET_STD))
     offset = -statistics.mean(IMAGENET_MEAN) / statistics.mean(IMAGENET_STD)
     calls = []
-    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+    for i, (x0, y0, x1, _) in enumerate(boxes.tolist()):
         f = 224 / (x1 - x0)
         rw, rh = max(224, round(w * f)), max(224, round(h * f))
         pos = (min(round(x0 * f), rw - 224), min(round(y0 * f), rh - 224))  # (x, y), as the binding takes it

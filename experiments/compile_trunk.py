@@ -2,7 +2,8 @@
 
     python -m experiments.compile_trunk [--backbone lite0|alexnet] [--precision bf16|fp32] [--images 1] [--rounds 5]
 
-The measurement behind the README's "torch.compile" line, kept so that a session on another CPU can rerun it.
+The measurement behind the "torch.compile" line of docs/precision.md, kept so that a session on another CPU can
+rerun it.
 For each of two compile strategies, on the nine dense planes of the first ``--images`` VOC val images (the
 planes ``score_image`` feeds the trunk):
 
@@ -74,7 +75,8 @@ def main() -> None:
     print(f"{args.backbone} {args.precision}, {len(ids)} VOC val images x {len(images[0])} planes, "
           f"{torch.get_num_threads()} threads")
     torch._inductor.config.freezing = True
-    torch._dynamo.config.recompile_limit = 2 * len(images[0]) * len(images)  # one compile per plane size, no eager fallback
+    # one compile per plane size, no eager fallback
+    torch._dynamo.config.recompile_limit = 2 * len(images[0]) * len(images)
     with torch.inference_mode():
         want = [run_planes(head(eager), planes) for planes in images]
         t_eager = median_seconds(head(eager), images, args.rounds)

@@ -179,7 +179,8 @@ def main() -> None:
     print(f"val positive patches ({len(rows_val.labels)}): mean IoU with their object {before:.3f}; after the "
           "regression, by ridge: " + ", ".join(f"{r:g}: {v:.3f}" for r, v in sweep.items()))
     total = time.perf_counter() - t_start
-    print(f"regression fitted on {len(rows_train.labels)} train patches in {fit_seconds:.1f} s; whole run {total:.0f} s")
+    print(f"regression fitted on {len(rows_train.labels)} train patches in {fit_seconds:.1f} s; "
+          f"whole run {total:.0f} s")
     if args.out:
         atomic_write_bytes(args.out, json.dumps({"rows": report, "ceiling": ceiling, "iou_before": before,
                                                  "iou_after_by_ridge": sweep, "seconds": total}, indent=1).encode())

@@ -6,9 +6,10 @@ area all, maxDets beyond the detections, difficult objects as ``iscrowd``).
     python -m experiments.detection_oracles [--voc ROOT] [--cache DIR] [--head FILE] [--images N]
 
 The first ``--images`` val images (all 391 by default) are cached in the dense mode when missing (all 391: 353 s
-on 2 cores with the caching, 127 s with the cache there) and scored by ``--head`` (default: the shipped head; it was trained on trainval, so its val
-detections are optimistic, which matters not at all here: both scorers see the same detections). The
-regressed-windows rows are left out: the shipped head's regression reads the windows' layout, a second cache.
+on 2 cores with the caching, 127 s with the cache there) and scored by ``--head`` (default: the shipped head; it
+was trained on trainval, so its val detections are optimistic, which matters not at all here: both scorers see the same
+detections). The regressed-windows rows are left out: the shipped head's regression reads the windows' layout, a second
+cache.
 
 Columns, per class and their mean:
 

@@ -1,5 +1,5 @@
 """Hostile and broken inputs, in numbers: the fuzz harness of ``tests/test_fuzz_readers.py`` over every reader of
-a user's file, with as many seeded mutations per reader as asked, printed as the README's table.
+a user's file, with as many seeded mutations per reader as asked, printed as the table in docs/api.md (*Hostile input*).
 
     python -m experiments.fuzz_readers [--cases 2000] [--seed 26]
 
@@ -19,7 +19,8 @@ from tests.test_fuzz_readers import READERS, SEED, run_reader
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", type=int, default=2000, help="mutations per reader (the crafted attacks come on top)")
+    parser.add_argument("--cases", type=int, default=2000,
+                        help="mutations per reader (the crafted attacks come on top)")
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args()
     # Boxes clamped to the image and skipped objects warn by design; the table counts outcomes, not warnings.

@@ -59,7 +59,7 @@ def main() -> None:
         cache = reference if precision == "fp32" else voc_cache(backbone, mode, base / f"precision-{precision}{suffix}")
         t0 = time.perf_counter()
 
-        def extract(img, image_id, precision=precision):
+        def extract(img, image_id, precision=precision, cache=cache):
             return patch_features(backbone, img, mode, cache.config.scales, cache.config.grid_step,
                                   cache.config.window_step, precision=precision)
 

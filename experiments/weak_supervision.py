@@ -101,7 +101,8 @@ def main() -> None:
     for name in ap:
         pt = [100 * played[key].accuracy for key in (f"{name}, dense, sum map", f"{name}, dense, mean map", name)
               if key in played]
-        print(f"  {name:42s} {100 * np.nanmean(ap[name]['voc2007']):5.1f} / {100 * np.nanmean(ap[name]['voc2010']):5.1f}"
+        voc07, voc10 = (100 * np.nanmean(ap[name][m]) for m in ("voc2007", "voc2010"))
+        print(f"  {name:42s} {voc07:5.1f} / {voc10:5.1f}"
               f"   {' / '.join(f'{p:.1f}' for p in pt)}   {seconds[name]:.0f} s")
     total = time.perf_counter() - t_start
     print(f"\nwhole run {total:.0f} s")

@@ -66,7 +66,8 @@ def test_score_lines_with_calibration():
     absent = made_result(presence=[0.2, 0.3, 0.1])
     assert shown_classes(absent, top=2) == [1, 0]
     lines = format_result("x", absent, shown_classes(absent, top=2))
-    assert lines[1] == "  no class present (P >= 50 %); the best by score:" and lines[2].startswith("   30.0 %  2.5e-02")
+    assert lines[1] == "  no class present (P >= 50 %); the best by score:"
+    assert lines[2].startswith("   30.0 %  2.5e-02")
 
 
 def test_score_record_has_every_class_and_the_detections():

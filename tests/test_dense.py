@@ -9,8 +9,8 @@ from PIL import Image
 
 from midlevel_fast import grid, load_model
 from midlevel_fast.ops.crop_resize import crop_resize
-from midlevel_fast.scoring.dense import (MAX_DENSE_PIXELS, default_window_step, dense_length, dense_planes, dense_windows,
-                                        window_boxes)
+from midlevel_fast.scoring.dense import (MAX_DENSE_PIXELS, default_window_step, dense_length, dense_planes,
+                                        dense_windows, window_boxes)
 
 from tests.helpers import random_alexnet, skimage_photo
 

@@ -44,7 +44,7 @@ def test_fused_matches_reference(h, w, cin, depthwise, kernel, stride, act, with
     out_h, out_w = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
     residual = torch.randn(1, cout, out_h, out_w, generator=g) if with_residual else None
     if channels_last:
-        x, weight = x.contiguous(memory_format=torch.channels_last), weight.contiguous(memory_format=torch.channels_last)
+        x, weight = (t.contiguous(memory_format=torch.channels_last) for t in (x, weight))
     want = reference(x, weight, bias, stride, padding, groups, act, residual)
     cast = [t if t is None else t.to(dtype) for t in (x, weight, bias, residual)]
     with torch.inference_mode():

@@ -5,7 +5,8 @@ in a valid result or in our error: exactly ``ValueError`` or ``FileNotFoundError
 ``UnicodeDecodeError`` or ``json.JSONDecodeError``) with a message naming the file. Anything else, a dependency's
 exception, an invalid result or a case running past :data:`CASE_SECONDS`, is "escaped"; each test asserts none.
 
-``experiments/fuzz_readers.py`` runs the same harness (more cases if asked) and prints the README's table."""
+``experiments/fuzz_readers.py`` runs the same harness (more cases if asked) and prints the table in docs/api.md
+(*Hostile input*)."""
 from __future__ import annotations
 
 import io
@@ -420,7 +421,9 @@ def _head_crafted(folder: Path) -> list[Path]:
     # Metadata that parses as JSON of the wrong kind: loaded silently before load_head checked the kinds.
     wrong_kinds = {"class_names": "[1, 2]", "k": "NaN", "scales": "{}", "grid_step": "0", "extra": "[]"}
     for entry, value in wrong_kinds.items():
-        cases[f"meta_{entry}"] = with_header(lambda h: h["__metadata__"].update({entry: value}))
+        def set_entry(h: dict, entry: str = entry, value: str = value) -> None:
+            h["__metadata__"].update({entry: value})
+        cases[f"meta_{entry}"] = with_header(set_entry)
         (folder / f"meta_{entry}.safetensors").write_bytes(cases[f"meta_{entry}"])
     return [folder / f"{name}.safetensors" for name in cases]
 

@@ -33,8 +33,8 @@ def layout_reference(cells: torch.Tensor, k: int, step: int) -> torch.Tensor:
     out = torch.zeros(4 * cells.shape[0], rows, cols, dtype=torch.float64)
     for u in range(rows):
         for v in range(cols):
-            parts = [cells[:, u * step + a: u * step + a + side, v * step + b: v * step + b + side].double().mean((1, 2))
-                     for a in (0, k - side) for b in (0, k - side)]
+            parts = [cells[:, u * step + a: u * step + a + side, v * step + b: v * step + b + side]
+                     .double().mean((1, 2)) for a in (0, k - side) for b in (0, k - side)]
             out[:, u, v] = torch.cat(parts)
     return out
 

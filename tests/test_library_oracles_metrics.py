@@ -41,7 +41,6 @@ Each library's definition differs from ours in known ways; every test states the
 """
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
 import pytest

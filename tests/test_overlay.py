@@ -22,8 +22,8 @@ def made_result(presence=None, detections=(), h=60, w=80, points=None) -> ScoreR
     points = {"dog": (20.5, 30.5), "cat": (60.5, 15.5), "bus": (40.5, 40.5)} if points is None else points
     boxes, probs = torch.tensor([[0.0, 0.0, w, h]]), torch.zeros(1, 3)
     return ScoreResult(names, scores, boxes, probs, torch.zeros(1, dtype=torch.long), (h, w), "dense", 5.0, maps=maps,
-                       map_classes=["dog", "cat", "bus"], points=points, seconds=0.25, presence=None if presence is None else torch.tensor(presence),
-                       detections=list(detections))
+                       map_classes=["dog", "cat", "bus"], points=points, seconds=0.25,
+                       presence=None if presence is None else torch.tensor(presence), detections=list(detections))
 
 
 def test_map_file_names_are_flat_unique_and_visible():

@@ -1,8 +1,9 @@
 """``midlevel-fast``: command-line entry point.
 
 One module per command group (:mod:`~midlevel_fast.cli.score`: ``score``, ``score-dir``;
-:mod:`~midlevel_fast.cli.boxes`: ``score-boxes``; :mod:`~midlevel_fast.cli.voc`: ``cache``, ``train``, ``eval``), each parsing its arguments and calling library
-functions; :mod:`~midlevel_fast.cli.distributed` adds ``torchrun`` support to the commands that shard.
+:mod:`~midlevel_fast.cli.boxes`: ``score-boxes``; :mod:`~midlevel_fast.cli.voc`: ``cache``, ``train``, ``eval``),
+each parsing its arguments and calling library functions; :mod:`~midlevel_fast.cli.distributed` adds ``torchrun``
+support to the commands that shard.
 
 Exit statuses (:mod:`~midlevel_fast.cli.common`, also in ``--help``): 0 on success; 1 when some inputs could not be
 processed (``score``: images, each reported, the others scored); 2 on a usage error or an error the command reports

@@ -27,8 +27,8 @@ _DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 def max_pixels() -> int:
     """The most pixels an image may have, one limit for files and PIL images (an array is already in memory):
     Pillow's decompression-bomb error threshold, ``2 * PIL.Image.MAX_IMAGE_PIXELS`` (178,956,970 by default). It is
-    read at each call so that raising Pillow's limit raises ours; with Pillow's guard switched off (``None``) the default
-    threshold still holds, since decoding past it is what risks the machine's memory."""
+    read at each call so that raising Pillow's limit raises ours; with Pillow's guard switched off (``None``) the
+    default threshold still holds, since decoding past it is what risks the machine's memory."""
     return 2 * (Image.MAX_IMAGE_PIXELS or _DEFAULT_MAX_IMAGE_PIXELS)
 
 

@@ -3,18 +3,18 @@
 Output files (``out``, its ``.meta.json``, ``.errors.jsonl`` and per-rank parts) and their crash safety are
 described in :mod:`midlevel_fast.scaleout.results`.
 
-Row: ``{"path", "width", "height", "mode", "k", "backbone", "detection_threshold", "patches", "top": [{"class", "score"}, ...],
-"presence", "points", "detections", "seconds"}``: ``top`` the ``top`` best classes by score, best first;
-``presence`` their presence probabilities, in the order of ``top`` (``null`` when the head has no calibration for
-this ``k``); ``points`` ``{class: [x, y]}`` for the classes of ``top`` (image pixels; one entry where two top
-classes share a name, as ImageNet's two "crane"); ``detections`` ``[{"class", "score", "box": [x0, y0, x1, y1]},
-...]`` best first (all classes, score >= ``detection_threshold``). Plus ``"scores": [float, ...]`` (every class, in the order of ``class_names`` in
-the meta file: names cannot be keys there) with ``full_scores``, and ``"maps": [file, ...]`` (relative to
-``maps_dir``) with ``maps_dir``: the maps of the present classes among ``top`` (presence >= 0.5), of the best class
-without calibration (:func:`midlevel_fast.io.overlay.chosen_maps`), named ``<stem>_<rank>_<class>.png`` with the
-stem of ``path`` (:func:`midlevel_fast.io.overlay.map_stem`: ``a/b/img.jpg`` -> ``a__b__img``; images whose paths
-differ only by suffix, ``a.jpg`` and ``a.png``, keep their suffix in it: :func:`midlevel_fast.io.overlay.map_stems`
-of the whole list). ``path`` is relative
+Row: ``{"path", "width", "height", "mode", "k", "backbone", "detection_threshold", "patches",
+"top": [{"class", "score"}, ...], "presence", "points", "detections", "seconds"}``: ``top`` the ``top`` best classes by
+score, best first; ``presence`` their presence probabilities, in the order of ``top`` (``null`` when the head has no
+calibration for this ``k``); ``points`` ``{class: [x, y]}`` for the classes of ``top`` (image pixels; one entry where
+two top classes share a name, as ImageNet's two "crane"); ``detections`` ``[{"class", "score", "box": [x0, y0, x1, y1]},
+...]`` best first (all classes, score >= ``detection_threshold``). Plus ``"scores": [float, ...]`` (every class,
+in the order of ``class_names`` in the meta file: names cannot be keys there) with ``full_scores``, and ``"maps": [file,
+...]`` (relative to ``maps_dir``) with ``maps_dir``: the maps of the present classes among ``top`` (presence >= 0.5), of
+the best class without calibration (:func:`midlevel_fast.io.overlay.chosen_maps`), named ``<stem>_<rank>_<class>.png``
+with the stem of ``path`` (:func:`midlevel_fast.io.overlay.map_stem`: ``a/b/img.jpg`` -> ``a__b__img``; images whose
+paths differ only by suffix, ``a.jpg`` and ``a.png``, keep their suffix in it:
+:func:`midlevel_fast.io.overlay.map_stems` of the whole list). ``path`` is relative
 to the directory when a directory is scored (POSIX separators), else the path as given; it is the key for resuming
 and merging. A run whose settings differ from the meta file's refuses to add to an existing output.
 
@@ -219,9 +219,9 @@ def score_collection(
     chunk with a refused image is scored again image by image.
     ``top``: classes per row (and maps per image with ``maps_dir``). ``num_workers``: DataLoader processes
     decoding ahead of the model (0: decode in this process). ``progress``: a tqdm bar over the images (``None``:
-    where this module's logger is enabled for INFO, :func:`midlevel_fast.progress.progress_bar`). ``ctx``: the rank of this process (default: from the
-    initialised ``torch.distributed`` group, else a single process); every rank must call this with the same
-    arguments.
+    where this module's logger is enabled for INFO, :func:`midlevel_fast.progress.progress_bar`). ``ctx``: the rank
+    of this process (default: from the initialised ``torch.distributed`` group, else a single process); every rank must
+    call this with the same arguments.
     """
     out = Path(out)
     if output_format(out) == "parquet":

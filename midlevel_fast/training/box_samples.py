@@ -7,8 +7,8 @@ a person whose box is known, as in Oquab et al., CVPR 2014, section 5), read fro
   with ``id object ±1`` also work); every ``<object>`` named ``person`` of ``root/Annotations/<id>.xml`` that has
   ``<actions>`` is a person, its actions the child tags of ``<actions>`` whose value is 1 (``<jumping>1</jumping>``).
   A person with exactly one action is a sample; one with several actions, or none, is excluded, as in the paper
-  (one warning per call, logged by ``midlevel_fast.training.box_samples``, gives the counts). Objects without ``<actions>``
-  (and non-person objects) are skipped. The image is ``root/JPEGImages/<id>.jpg``;
+  (one warning per call, logged by ``midlevel_fast.training.box_samples``, gives the counts). Objects without
+  ``<actions>`` (and non-person objects) are skipped. The image is ``root/JPEGImages/<id>.jpg``;
 * ImageFolder (:func:`imagefolder_samples`): ``root/<split>/<Class>/<image>`` as
   :func:`~midlevel_fast.training.tags.imagefolder_tags` reads it; the box is ``None`` (the whole image);
 * CSV (:func:`csv_samples`): lines ``path,x0,y0,x1,y1,label``, an optional first line exactly

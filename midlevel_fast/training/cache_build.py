@@ -39,8 +39,9 @@ def build_cache(
     part: tuple[int, int] | None = None,
 ) -> FeatureCache:
     """Adds every ``(image_id, path)`` not yet in ``cache``, computing ``extract(rgb_uint8_hwc, image_id) ->
-    (features, boxes, scale_index)`` (the id tells an extractor of several items per image which one it is). Resumes where a previous (killed) build stopped. Shows a tqdm bar in images/s (``progress``: ``None`` follows
-    this module's logger, :func:`midlevel_fast.progress.progress_bar`).
+    (features, boxes, scale_index)`` (the id tells an extractor of several items per image which one it is). Resumes
+    where a previous (killed) build stopped. Shows a tqdm bar in images/s (``progress``: ``None`` follows this module's
+    logger, :func:`midlevel_fast.progress.progress_bar`).
 
     ``part``: ``(rank, world_size)`` to compute only that rank's share of ``items`` (round-robin by position);
     with ``world_size > 1`` the cache must be that rank's writer (``FeatureCache(..., rank=rank)``).

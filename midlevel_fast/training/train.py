@@ -47,7 +47,7 @@ from midlevel_fast.training.weak import image_step
 SUPERVISIONS: tuple[str, ...] = ("boxes", "image")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters; the defaults are the paper's where it gives them."""
 

@@ -13,8 +13,8 @@ A full-image box ``(1, 1, W, H)`` becomes ``(0, 0, W, H)``, and a one-pixel box 
 Validation (never silently wrong labels):
 
 * malformed XML, a missing ``<name>``/``<bndbox>``/coordinate, a non-numeric or non-finite coordinate, an unknown
-  class (unless ``unknown="skip"``, which logs a warning and drops the object), or an inverted box (``xmax < xmin``) raise
-  ``ValueError`` naming the file;
+  class (unless ``unknown="skip"``, which logs a warning and drops the object), or an inverted box
+  (``xmax < xmin``) raise ``ValueError`` naming the file;
 * a box partly outside the image is clamped to ``[0, W] × [0, H]``, logged as a warning naming the file (logger
   ``midlevel_fast.training.voc``); a box wholly outside (empty after clamping) raises ``ValueError``;
 * a missing JPEG raises ``FileNotFoundError`` naming it;
@@ -184,8 +184,8 @@ def read_annotation(
 ) -> VocImage:
     """Parse ``root/Annotations/{image_id}.xml`` for the image ``root/JPEGImages/{image_id}.jpg``.
 
-    Object names must be in ``classes``; with ``unknown="skip"`` other objects are dropped with a warning
-    instead of raising (a warning is logged for each). See the module docstring for the box conversion and the validation rules.
+    Object names must be in ``classes``; with ``unknown="skip"`` other objects are dropped instead of raising, a
+    warning logged for each. See the module docstring for the box conversion and the validation rules.
     """
     if unknown not in ("error", "skip"):
         raise ValueError(f"unknown must be 'error' or 'skip', got {unknown!r}")

@@ -95,9 +95,9 @@ def train_voc_head(voc_root: str | os.PathLike, out: str | os.PathLike, splits: 
 
     The head file also gets the box regression of detections
     (:func:`midlevel_fast.training.box_regression_fit.fit_box_regression`), fitted on the first mode's positive
-    patches of ``splits``. ``config.consistency > 0`` needs both :data:`midlevel_fast.training.consistency.PAIR_MODES` (``"dense"`` and
-    ``"batched"``): the pairs are their windows and crops. ``log`` gets a line on the training set, then
-    :func:`midlevel_fast.training.train.train_head`'s.
+    patches of ``splits``. ``config.consistency > 0`` needs both
+    :data:`midlevel_fast.training.consistency.PAIR_MODES` (``"dense"`` and ``"batched"``): the pairs are their windows
+    and crops. ``log`` gets a line on the training set, then :func:`midlevel_fast.training.train.train_head`'s.
     """
     if config.consistency and not set(PAIR_MODES) <= set(modes):
         raise ValueError("the consistency term pairs dense windows with grid crops: it needs the modes "

@@ -86,6 +86,7 @@ def image_step(data: EvalSet, objective: str, pooling: str, k: float, r: float, 
         mask = torch.arange(width)[None, :] < counts[:, None]
         padded = log_probs.new_zeros(len(mine), width, num_classes)
         padded[mask] = log_probs
-        return image_loss(pool_windows(padded, mask, pooling, k, r), positives[mine], ignore[mine], (len(images), world))
+        pooled = pool_windows(padded, mask, pooling, k, r)
+        return image_loss(pooled, positives[mine], ignore[mine], (len(images), world))
 
     return step
