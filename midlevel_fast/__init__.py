@@ -12,11 +12,14 @@ from midlevel_fast.model import PatchClassifier, load_model
 from midlevel_fast.ops.aggregate import output_maps, power_mean
 from midlevel_fast.ops.backends import BackendStatus, backends
 from midlevel_fast.ops.crop_resize import IMAGENET_MEAN, IMAGENET_STD, PADDING_MODES, crop_resize
-from midlevel_fast.scaleout.collection import score_collection
+from midlevel_fast.scaleout.collection import CollectionResult, score_collection
 from midlevel_fast.scoring.boxes import BoxScores, score_boxes
-from midlevel_fast.scoring.dense import dense_windows
+from midlevel_fast.scoring.box_regression import BoxRegression
+from midlevel_fast.scoring.dense import DenseWindows, dense_windows
+from midlevel_fast.scoring.detections import Detection
 from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP, Grid, grid
 from midlevel_fast.scoring.images import score_images
+from midlevel_fast.scoring.presence import Calibration
 from midlevel_fast.scoring.score import ScoreResult, score_image
 
 __all__ = [
@@ -27,7 +30,12 @@ __all__ = [
     "PAPER_STEP",
     "AdaptationHead",
     "BackendStatus",
+    "BoxRegression",
     "BoxScores",
+    "Calibration",
+    "CollectionResult",
+    "DenseWindows",
+    "Detection",
     "Grid",
     "HeadInfo",
     "PatchClassifier",

@@ -2,9 +2,12 @@
 ``python -m midlevel_fast`` as the command."""
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import re
 import subprocess
 import sys
+import typing
 from importlib.metadata import version
 from importlib.resources import files
 from pathlib import Path
@@ -43,3 +46,30 @@ def test_python_m_runs_the_command():
     bad = subprocess.run([sys.executable, "-m", "midlevel_fast", "score", "--no-such-option"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "error:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _package_classes(hint: object) -> set[type]:
+    """The package's classes named anywhere in a type hint (``list[Detection]``, ``X | None``, ...)."""
+    if isinstance(hint, type):
+        return {hint} if hint.__module__.startswith("midlevel_fast") else set()
+    return set().union(*(_package_classes(a) for a in typing.get_args(hint)))
+
+
+def test_every_type_the_public_api_returns_is_exported():
+    # What a public function returns, and the fields of what it returns, recursively: a user must be able to
+    # name each of them (isinstance, annotations) from the top-level package.
+    seen: set[type] = set()
+    todo = [getattr(midlevel_fast, name) for name in midlevel_fast.__all__]
+    while todo:
+        obj = todo.pop()
+        if inspect.isfunction(obj):
+            hints = [typing.get_type_hints(obj).get("return")]
+        elif dataclasses.is_dataclass(obj):
+            hints = list(typing.get_type_hints(obj).values())
+        else:
+            continue
+        for cls in set().union(*(_package_classes(h) for h in hints)) - seen:
+            seen.add(cls)
+            todo.append(cls)
+    missing = sorted(c.__name__ for c in seen if getattr(midlevel_fast, c.__name__, None) is not c)
+    assert not missing, f"returned by the public API but not exported from midlevel_fast: {missing}"
