@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from midlevel_fast.backbones.base import Backbone, check_state_dict, load_state_file
-from midlevel_fast.backbones.fused import conv2d
+from midlevel_fast.backbones.fused import conv2d, conv_padding
 from midlevel_fast.ops.crop_resize import IMAGENET_MEAN, IMAGENET_STD
 
 _FC = 4096
@@ -77,7 +77,14 @@ class AlexNet(Backbone):
 
     @property
     def imagenet_head(self) -> nn.Linear:
-        return self.classifier[6]
+        return self._linear(6)
+
+    def _linear(self, index: int) -> nn.Linear:
+        """Layer ``index`` of ``classifier``, one of its Linear layers (1, 4, 6: FC6, FC7, FC8)."""
+        layer = self.classifier[index]
+        if not isinstance(layer, nn.Linear):
+            raise TypeError(f"classifier[{index}] is a {type(layer).__name__}, expected nn.Linear")
+        return layer
 
     def trunk(self, x: Tensor) -> Tensor:
         return self._features(x)
@@ -86,14 +93,14 @@ class AlexNet(Backbone):
         # Every Conv2d of ``features`` is followed by its ReLU, which conv2d applies with it (fused once prepared).
         for layer in self.features:
             if isinstance(layer, nn.Conv2d):
-                x = conv2d(x, layer.weight, layer.bias, stride=layer.stride[0], padding=layer.padding[0], act="relu",
+                x = conv2d(x, layer.weight, layer.bias, stride=layer.stride[0], padding=conv_padding(layer), act="relu",
                            fused=self.fused)
             elif isinstance(layer, nn.MaxPool2d):
                 x = layer(x)
         return x
 
     def window_head(self, cells: Tensor, window_step: int = 1) -> Tensor:
-        fc6, fc7 = self.classifier[1], self.classifier[4]
+        fc6, fc7 = self._linear(1), self._linear(4)
         if self.fused and fc6.weight.dtype == torch.bfloat16:
             return self._window_gemms(cells, window_step)
         # The FC weights are plain NCHW views; oneDNN runs these huge-kernel convs faster on NCHW cells. In float32
@@ -113,7 +120,7 @@ class AlexNet(Backbone):
         convolution at a quarter of its GEMM rate; im2col costs 1 % of the GEMMs. ``unfold`` orders each
         window's values channel, row, column: torchvision's flattening of pool5, so the Linear weights apply as
         they are. Returns the same ``(B, 4096, h', w')`` as the convolutions (a channels_last view)."""
-        fc6, fc7 = self.classifier[1], self.classifier[4]
+        fc6, fc7 = self._linear(1), self._linear(4)
         b, _, h, w = cells.shape
         rows, cols = (h - self.window) // window_step + 1, (w - self.window) // window_step + 1
         windows = F.unfold(cells.contiguous(), self.window, stride=window_step).transpose(1, 2)
@@ -133,7 +140,8 @@ def _random_init(model: AlexNet) -> None:
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu", generator=generator)
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:  # every layer here has one
+                nn.init.zeros_(module.bias)
 
 
 def alexnet(*, pretrained: bool = True, weights_path: str | os.PathLike[str] | None = None) -> AlexNet:

@@ -25,6 +25,7 @@ import pickle
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -121,7 +122,11 @@ class Backbone(nn.Module):
     batch_size: int = 32
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    imagenet_head: nn.Linear
+    if TYPE_CHECKING:
+        # Read-only to consumers: a backbone provides it as a property over one of its layers (AlexNet's FC8) or
+        # as a submodule of that name (test backbones), so the type checker sees a property either can satisfy.
+        @property
+        def imagenet_head(self) -> nn.Linear: ...
     top_modules: tuple[str, ...] = ()
     top_input_shape: tuple[int, int, int] = (0, 0, 0)
     fused: bool = False
@@ -182,4 +187,5 @@ class Backbone(nn.Module):
     def _finalize(self) -> None:
         self.eval()
         self.requires_grad_(False)
-        self.to(memory_format=torch.channels_last)
+        # torch's stubs lack Module.to(memory_format=), which torch accepts
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

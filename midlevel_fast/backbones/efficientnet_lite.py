@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from midlevel_fast.backbones.base import Backbone, check_state_dict, load_state_file
-from midlevel_fast.backbones.fused import Activation, conv2d
+from midlevel_fast.backbones.fused import Activation, conv2d, conv_padding
 
 _BN_EPS = 1e-3
 _STEM, _HEAD, _NUM_CLASSES = 32, 1280, 1000
@@ -50,7 +51,9 @@ class _SameConv2d(nn.Conv2d):
     are uint8 activations."""
 
     fused = False
-    int8 = None
+    # An Int8Conv on int8 copies, called as int8(x, act, residual). Its tensors may be int8's QuantizedActivation,
+    # a type this module cannot import (midlevel_fast.backbones.int8 imports it), hence the loose signature.
+    int8: Callable[..., Any] | None = None
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
         # Stride 1 "SAME" with an odd kernel is symmetric, so the convolution pads by itself without a copy.
@@ -62,7 +65,7 @@ class _SameConv2d(nn.Conv2d):
             return self.int8(x, act, residual)
         k, s = self.kernel_size[0], self.stride[0]
         if s == 1:
-            return conv2d(x, self.weight, self.bias, padding=self.padding[0], groups=self.groups, act=act,
+            return conv2d(x, self.weight, self.bias, padding=conv_padding(self), groups=self.groups, act=act,
                           residual=residual, fused=self.fused)
         # Fused, the cheaper copy wins: a cropped output copies cout / 4 channels per input pixel when it is
         # consumed, a padded input cin. The stem (3 -> 32) pads its input: 5 ms of crops in a dense call saved.

@@ -22,7 +22,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 Activation = Literal["relu", "relu6"] | None
 
@@ -37,6 +37,14 @@ def _activate(y: Tensor, act: Activation) -> Tensor:
     if act == "relu6":
         return F.relu6(y)
     return y
+
+
+def conv_padding(conv: nn.Conv2d) -> int:
+    """The (symmetric, row) padding of ``conv`` as :func:`conv2d` takes it; ``ValueError`` for a string padding
+    such as ``"same"``, which :func:`conv2d` does not take."""
+    if isinstance(conv.padding, str):
+        raise ValueError(f"conv2d takes numeric padding, got {conv.padding!r}")
+    return conv.padding[0]
 
 
 def single_column_extra(width: int, kernel: int, stride: int, padding: int) -> int:

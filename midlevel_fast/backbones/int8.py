@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from midlevel_fast.backbones.base import Backbone
 from midlevel_fast.backbones.efficientnet_lite import EfficientNetLite0, _same_padding, _SameConv2d
 from midlevel_fast.backbones.fused import ONEDNN_UNARY, Activation, single_column_extra
 
@@ -96,7 +97,7 @@ class Int8Conv:
         self.w_scales = w.abs().amax(dim=(1, 2, 3)).clamp(min=1e-8) / 127
         qw = quantize_weight(w, self.w_scales)
         self.w_zero_points = torch.zeros(len(self.w_scales), dtype=torch.int64)
-        self.bias = conv.bias.detach().float()
+        self.bias = _bias(conv).detach().float()
         self.geometry = (list(conv.stride), list(conv.padding), [1, 1], conv.groups)
         self.kernel, self.stride = conv.kernel_size[0], conv.stride[0]
         self.weight = qw.contiguous(memory_format=torch.channels_last)
@@ -158,16 +159,23 @@ def _convolutions(backbone: nn.Module) -> list[tuple[str, _SameConv2d]]:
     return [(name, m) for name, m in backbone.named_modules() if isinstance(m, _SameConv2d)]
 
 
+def _bias(conv: _SameConv2d) -> Tensor:
+    """``conv``'s bias (every convolution of Lite0 has one); ``ValueError`` for one without."""
+    if conv.bias is None:
+        raise ValueError("int8 needs convolutions with a bias, as EfficientNet-Lite0's all are")
+    return conv.bias
+
+
 def weights_digest(backbone: nn.Module) -> str:
     """SHA-256 (hex) of the convolution weights and biases that ranges are calibrated for."""
     digest = hashlib.sha256()
     for _, conv in _convolutions(backbone):
-        for t in (conv.weight, conv.bias):
+        for t in (conv.weight, _bias(conv)):
             digest.update(t.detach().float().contiguous().cpu().numpy().tobytes())
     return digest.hexdigest()
 
 
-def calibrate_int8(backbone: nn.Module, inputs: Iterable[Tensor]) -> Int8Ranges:
+def calibrate_int8(backbone: Backbone, inputs: Iterable[Tensor]) -> Int8Ranges:
     """The output range of every convolution of ``backbone`` (a float32 EfficientNet-Lite0) over ``inputs``
     (normalised ``(B, 3, H, W)`` float32 tensors, e.g. the dense planes of a few images of the user's domain:
     :func:`midlevel_fast.scoring.dense.dense_planes`), in the form :func:`install_int8` takes. Store it on the
@@ -206,7 +214,7 @@ def shipped_ranges(backbone: nn.Module) -> Int8Ranges | None:
     return {name: (float(lo), float(hi)) for name, (lo, hi) in record["ranges"].items()}
 
 
-def install_int8(copy: nn.Module, ranges: Int8Ranges | None) -> None:
+def install_int8(copy: Backbone, ranges: Int8Ranges | None) -> None:
     """Make every convolution of ``copy`` (a float32 copy of an EfficientNet-Lite0, modified in place) an
     :class:`Int8Conv` with ``ranges`` (``None``: the shipped ones, which must match its weights). Lite0's
     convolutions form one chain in registration order (each one's input is the previous one's output, residuals
@@ -235,4 +243,5 @@ def install_int8(copy: nn.Module, ranges: Int8Ranges | None) -> None:
         conv_lo, conv_hi = ranges[name]
         output_q = None if last else quantization_params(conv_lo, conv_hi)
         conv.int8 = Int8Conv(conv, input_q, output_q)
-        input_q = output_q
+        if output_q is not None:  # None only after the last convolution, which feeds no other
+            input_q = output_q

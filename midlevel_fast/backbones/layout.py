@@ -9,7 +9,7 @@ feature caches) compute them unchanged, under another name (``<name>+layout``) s
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from torch import Tensor, nn
@@ -46,3 +46,7 @@ class WindowLayout(nn.Module):
     def forward(self, patches: Tensor) -> Tensor:
         """``(B, 3, input_size, input_size)`` normalised patches -> ``(B, feature_dim)``."""
         return self.window_head(self.inner.trunk(patches)).flatten(1)
+
+
+# What the scoring and training paths take: a backbone, or one wrapped so that its windows carry their layout.
+BackboneLike: TypeAlias = "Backbone | WindowLayout"

@@ -17,17 +17,20 @@ from __future__ import annotations
 
 import copy
 import weakref
+from typing import overload
 
 import torch
 from torch import nn
 
+from midlevel_fast.backbones.base import Backbone
+from midlevel_fast.backbones.efficientnet_lite import _SameConv2d
 from midlevel_fast.backbones.int8 import install_int8
-from midlevel_fast.backbones.layout import WindowLayout
+from midlevel_fast.backbones.layout import BackboneLike, WindowLayout
 
 # Precision name -> the dtype of its prepared copy's weights, inputs and outputs (int8 copies quantise inside).
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
 
-_COPIES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, str], tuple[tuple, nn.Module]]] = (
+_COPIES: weakref.WeakKeyDictionary[Backbone, dict[tuple[str, str], tuple[tuple, Backbone]]] = (
     weakref.WeakKeyDictionary())
 
 
@@ -43,7 +46,15 @@ def copy_dtype(module: nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
 
 
-def prepared(backbone: nn.Module, precision: str) -> nn.Module:
+@overload
+def prepared(backbone: Backbone, precision: str) -> Backbone: ...
+@overload
+def prepared(backbone: WindowLayout, precision: str) -> WindowLayout: ...
+@overload
+def prepared(backbone: BackboneLike, precision: str) -> BackboneLike: ...
+
+
+def prepared(backbone: BackboneLike, precision: str) -> BackboneLike:
     """``backbone`` (a frozen :class:`midlevel_fast.backbones.Backbone`, or a
     :class:`~midlevel_fast.backbones.layout.WindowLayout` of one) ready to run in ``precision`` (a key of
     :data:`DTYPES`) on its device: a cached copy with weights cast once and, on CPU, fused convolutions (or int8
@@ -72,7 +83,8 @@ def prepared(backbone: nn.Module, precision: str) -> nn.Module:
         install_int8(twin, ranges)
     else:
         for module in twin.modules():
-            if hasattr(module, "fused"):
+            # the modules with a fused switch: the backbone's own (a class attribute) and Lite0's convolutions
+            if isinstance(module, (Backbone, _SameConv2d)):
                 module.fused = fused
     per_backbone[key] = (stamp, twin)
     return twin

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> None:
     """Calls ``write(temporary_path)`` for a temporary file beside ``path``, fsyncs it and renames it to ``path``
     (creating the parent directory). On any error the temporary file is removed and ``path`` is left as it was.
     The result gets the permissions any new file gets (``mkstemp`` would leave 0600)."""

@@ -97,6 +97,8 @@ class Replica:
         takes in order: the groups are split as :meth:`rows` splits rows, and dropout masks are drawn for all the
         rows of the global batch."""
         (mine,) = self.rows(batch)
+        if self.batch is None:
+            raise RuntimeError("rows() set no batch: groups() needs the positions it records")
         _, positions = self.batch
         first = int(sizes[: int(positions[0])].sum()) if len(positions) else 0
         self.batch = (int(sizes.sum()), torch.arange(first, first + int(sizes[positions].sum())))

@@ -14,6 +14,7 @@ neighbouring outputs, so their table reads are coalesced.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 import torch
@@ -21,7 +22,9 @@ import torch
 from midlevel_fast.ops.crop_resize.schema import PADDING_MODES, CropResizeParams, ImageView
 
 
-class AxisTaps(NamedTuple):
+# A dataclass, not a NamedTuple: fields named index and count would shadow tuple's methods of those names.
+@dataclass(frozen=True)
+class AxisTaps:
     """Filter taps of one axis for every box.
 
     ``index (N, T, n_out)`` int32: source pixel of each tap after the padding mode, ``-1`` for a tap that reads
@@ -96,10 +99,11 @@ def kernel_setup(boxes: torch.Tensor, image: ImageView, params: CropResizeParams
     """
     b = boxes.to(dtype=torch.float64)
     scale, shift = normalisation(params.mean, params.std, image.uint8)
-    taps = dict(antialias=params.antialias, padding_mode=params.padding_mode, device=device)
     return KernelSetup(
-        rows=axis_taps(b[:, 1], b[:, 3], image.height, params.out_h, **taps),
-        cols=axis_taps(b[:, 0], b[:, 2], image.width, params.out_w, **taps),
+        rows=axis_taps(b[:, 1], b[:, 3], image.height, params.out_h, antialias=params.antialias,
+                       padding_mode=params.padding_mode, device=device),
+        cols=axis_taps(b[:, 0], b[:, 2], image.width, params.out_w, antialias=params.antialias,
+                       padding_mode=params.padding_mode, device=device),
         scale=scale,
         shift=shift,
     )
