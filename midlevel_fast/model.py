@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from midlevel_fast.backbones import Backbone, get_backbone
-from midlevel_fast.backbones.layout import WindowLayout
+from midlevel_fast.backbones.layout import BackboneLike, WindowLayout
 from midlevel_fast.backbones.top import load_top
 from midlevel_fast.head import HeadInfo, class_probabilities, load_head
 
@@ -37,7 +37,7 @@ class PatchClassifier(nn.Module):
             raise ValueError(f"the head's box regression reads {reg.feature_dim} {reg.features} features; "
                              f"{backbone.name} gives {self.regression_backbone().feature_dim}")
 
-    def regression_backbone(self) -> nn.Module:
+    def regression_backbone(self) -> BackboneLike:
         """The backbone whose window features the box regression reads: the backbone itself, or for a regression on
         the windows' layout :class:`midlevel_fast.backbones.layout.WindowLayout` of it (whose features begin with
         the mid-level vector, so the head reads their first ``feature_dim``)."""

@@ -78,7 +78,7 @@ def colour_bar(height: int, font=None) -> Image.Image:
 
     def size(text: str) -> tuple[int, int]:
         x0, y0, x1, y1 = probe.textbbox((0, 0), text, font=font)
-        return x1 - x0, y1 - y0
+        return math.ceil(x1 - x0), math.ceil(y1 - y0)  # whole pixels (Pillow's bitmap and FreeType fonts give them)
 
     title_w, th = size("P(class)")
     pad, bar_w = max(4, th // 2), max(8, th)
@@ -230,7 +230,11 @@ def write_maps(image: np.ndarray, res: ScoreResult, folder: str | os.PathLike, s
     class's point and detections. Returns the file names, in order."""
     positions = chosen_maps(res) if positions is None else positions
     indices = map_class_indices(res)
-    names = []
+    names: list[str] = []
+    if res.maps is None:
+        if positions:
+            raise ValueError("write_maps needs a result with maps: score with return_maps=True")
+        return names
     for rank, pos in enumerate(positions, 1):
         cls, c = res.map_classes[pos], indices[pos]
         presence = None if res.presence is None else float(res.presence[c])

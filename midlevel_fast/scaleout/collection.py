@@ -259,34 +259,39 @@ def score_collection(
     desc = f"scoring (rank {ctx.rank}/{ctx.world_size})" if ctx.distributed else "scoring"
     if batch_images is None:
         batch_images = GPU_BATCH_IMAGES if mode == "dense" and torch.device(ctx.device).type == "cuda" else 1
-    options = dict(mode=mode, k=k, return_maps=top, device=ctx.device, window_step=window_step, precision=precision,
-                   detection_threshold=detection_threshold)
 
     def score_one(image: np.ndarray) -> ScoreResult | str:
         try:
-            return score_image(image, model, batch_size=batch_size, **options)
+            return score_image(image, model, mode=mode, k=k, return_maps=top, device=ctx.device,
+                               window_step=window_step, precision=precision,
+                               detection_threshold=detection_threshold, batch_size=batch_size)
         except ValueError as e:  # too small, too elongated for the mode: the image, not the run
             return f"refused: {e}"
 
-    def score_chunk(chunk: list[tuple[str, np.ndarray]]) -> list[ScoreResult | str]:
+    def score_chunk(chunk: list[tuple[str, np.ndarray]]) -> Sequence[ScoreResult | str]:
         if len(chunk) > 1:
             try:
                 return score_images([image for _, image in chunk], model, batch_images=len(chunk), workers=0,
-                                    **options)
+                                    mode=mode, k=k, return_maps=top, device=ctx.device, window_step=window_step,
+                                    precision=precision, detection_threshold=detection_threshold)
             except ValueError:
                 # One of them is refused. score_images checks every image of a chunk before its trunk runs, so
                 # nothing was computed yet: find which, image by image.
                 pass
         return [score_one(image) for _, image in chunk]
 
-    def record(key: str, image: np.ndarray | None, outcome: ScoreResult | str) -> None:
+    def skip(key: str, reason: str) -> None:
+        log.warning("skipped %s: %s", key, reason)
+        writer.write({"path": key, "error": reason})
+        result.failed += 1
+        bar.update()
+
+    def record(key: str, image: np.ndarray, outcome: ScoreResult | str) -> None:
         if isinstance(outcome, str):
-            log.warning("skipped %s: %s", key, outcome)
-            writer.write({"path": key, "error": outcome})
-            result.failed += 1
-        else:
-            writer.write(_row(key, outcome, settings, top, full_scores, maps, image, stems.get(key)))
-            result.scored += 1
+            skip(key, outcome)
+            return
+        writer.write(_row(key, outcome, settings, top, full_scores, maps, image, stems.get(key)))
+        result.scored += 1
         bar.update()
 
     pending: list[tuple[str, np.ndarray]] = []
@@ -302,7 +307,7 @@ def score_collection(
               logging_redirect_tqdm()):
             for key, image, error in loader:
                 if error is not None:
-                    record(key, None, f"unreadable: {error}")
+                    skip(key, f"unreadable: {error}")
                     continue
                 pending.append((key, image))
                 if len(pending) == batch_images:

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from midlevel_fast.backbones.layout import BackboneLike
 from midlevel_fast.backbones.prepared import copy_dtype, prepared
 from midlevel_fast.ops.crop_resize import crop_resize
 from midlevel_fast.progress import progress_bar, progress_wanted
@@ -41,7 +42,7 @@ def show_progress(progress: bool | None, patches: int) -> bool:
     return tty and patches > PROGRESS_MIN_PATCHES
 
 
-def batched_features(backbone: torch.nn.Module, image: np.ndarray, boxes: torch.Tensor, batch: int | None = None,
+def batched_features(backbone: BackboneLike, image: np.ndarray, boxes: torch.Tensor, batch: int | None = None,
                      device: torch.device | None = None, progress: bool | None = None,
                      precision: str = "fp32") -> torch.Tensor:
     """Mid-level vectors ``(M, F)`` of ``boxes`` of ``image`` (RGB uint8 HWC): fused crop_resize in chunks of
@@ -73,7 +74,7 @@ def batched_features(backbone: torch.nn.Module, image: np.ndarray, boxes: torch.
     return torch.cat(feats)
 
 
-def batched_patches(backbone: torch.nn.Module, image: np.ndarray, scales: Sequence[float] = PAPER_SCALES,
+def batched_patches(backbone: BackboneLike, image: np.ndarray, scales: Sequence[float] = PAPER_SCALES,
                     grid_step: float = PAPER_STEP, batch: int | None = None, precision: str = "fp32",
                     progress: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(features (M, F), boxes (M, 4), scale_index (M,))`` of the paper grid's patches of ``image`` (RGB uint8

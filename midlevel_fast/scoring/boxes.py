@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from midlevel_fast.backbones.layout import BackboneLike
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.model import PatchClassifier, default_model
 from midlevel_fast.ops.crop_resize import as_boxes, crop_resize
@@ -43,7 +44,7 @@ def square_patches(boxes: Any, context: float = 1.0, square: bool = True) -> tor
     return torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=1)
 
 
-def patch_crops(image: Any, patches: torch.Tensor, backbone: torch.nn.Module,
+def patch_crops(image: Any, patches: torch.Tensor, backbone: BackboneLike,
                 padding_mode: str = "reflect") -> torch.Tensor:
     """``(N, 3, input_size, input_size)`` channels-last float32 inputs of ``backbone`` for the ``patches`` of
     :func:`square_patches` on ``image`` (uint8 HWC): cropped, resized with antialiasing and normalised in one

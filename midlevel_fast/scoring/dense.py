@@ -26,6 +26,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
+from midlevel_fast.backbones.layout import BackboneLike
 from midlevel_fast.backbones.prepared import copy_dtype, prepared
 from midlevel_fast.ops.crop_resize import crop_resize
 from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP
@@ -104,7 +105,7 @@ class DensePlan(NamedTuple):
     planes: list[tuple[int, int]]
 
 
-def window_step_cells(backbone: torch.nn.Module, grid_step: float = PAPER_STEP, window_step: int | None = None) -> int:
+def window_step_cells(backbone: BackboneLike, grid_step: float = PAPER_STEP, window_step: int | None = None) -> int:
     """The window step in trunk cells: ``window_step``, or :func:`default_window_step` for ``None``; raises
     ``ValueError`` when it is below 1."""
     step_cells = default_window_step(backbone.window, grid_step) if window_step is None else int(window_step)
@@ -113,7 +114,7 @@ def window_step_cells(backbone: torch.nn.Module, grid_step: float = PAPER_STEP, 
     return step_cells
 
 
-def dense_plan(backbone: torch.nn.Module, height: int, width: int, scales: Sequence[float] = PAPER_SCALES,
+def dense_plan(backbone: BackboneLike, height: int, width: int, scales: Sequence[float] = PAPER_SCALES,
                grid_step: float = PAPER_STEP, window_step: int | None = None) -> DensePlan:
     """The :class:`DensePlan` of a ``width``×``height`` image (module docstring). Raises ``ValueError`` for
     ``window_step < 1`` or when a scale would exceed :data:`MAX_DENSE_PIXELS` (:func:`check_dense_planes`)."""
@@ -135,7 +136,7 @@ def dense_source(image: np.ndarray | torch.Tensor, device: torch.device) -> np.n
     return host.to(device, non_blocking=host.is_pinned())
 
 
-def resize_plane(backbone: torch.nn.Module, source: np.ndarray | torch.Tensor, plan: DensePlan,
+def resize_plane(backbone: BackboneLike, source: np.ndarray | torch.Tensor, plan: DensePlan,
                  scale: int) -> torch.Tensor:
     """Plane number ``scale`` of ``plan`` resized from ``source`` (RGB uint8 HWC, numpy or a tensor on the GPU:
     :func:`dense_source`): ``(1, 3, rows, cols)`` float32 normalised with the backbone's mean and std,
@@ -145,7 +146,7 @@ def resize_plane(backbone: torch.nn.Module, source: np.ndarray | torch.Tensor, p
                        std=backbone.std, memory_format=torch.channels_last)
 
 
-def dense_planes(backbone: torch.nn.Module, image: np.ndarray, scales: Sequence[float] = PAPER_SCALES
+def dense_planes(backbone: BackboneLike, image: np.ndarray, scales: Sequence[float] = PAPER_SCALES
                  ) -> list[torch.Tensor]:
     """Every plane the dense mode feeds the trunk for ``image`` (RGB uint8 HWC), in scale order, as channels_last
     float32 ``(1, 3, rows, cols)`` (:func:`resize_plane`): all held at once, for benchmarks and experiments that
@@ -154,7 +155,7 @@ def dense_planes(backbone: torch.nn.Module, image: np.ndarray, scales: Sequence[
     return [resize_plane(backbone, image, plan, s) for s in range(len(plan.planes))]
 
 
-def plane_features(net: torch.nn.Module, planes: torch.Tensor, step_cells: int) -> torch.Tensor:
+def plane_features(net: BackboneLike, planes: torch.Tensor, step_cells: int) -> torch.Tensor:
     """Window features ``(B, F, rows, cols)`` float32 of ``B`` planes of one size ``(B, 3, H, W)`` (of one image or
     of several: planes are independent through the trunk and the window head), computed by ``net`` (a prepared
     copy, :func:`midlevel_fast.backbones.prepared.prepared`) in its dtype on its device."""
@@ -165,7 +166,7 @@ def plane_features(net: torch.nn.Module, planes: torch.Tensor, step_cells: int) 
     return net.window_head(net.trunk(x), step_cells).float()
 
 
-def plane_windows(backbone: torch.nn.Module, features: torch.Tensor, plan: DensePlan, scale: int) -> DenseWindows:
+def plane_windows(backbone: BackboneLike, features: torch.Tensor, plan: DensePlan, scale: int) -> DenseWindows:
     """The windows of one plane: ``features (F, rows, cols)`` (one item of :func:`plane_features`) of scale number
     ``scale`` of ``plan`` as row-major ``(rows·cols, F)`` vectors, their boxes in image coordinates (the
     backbone's :meth:`~midlevel_fast.backbones.Backbone.grid_offset` for that plane) and their scale index."""
@@ -182,7 +183,7 @@ def join_windows(per_scale: Sequence[DenseWindows]) -> DenseWindows:
 
 
 def dense_windows(
-    backbone: torch.nn.Module,
+    backbone: BackboneLike,
     image: np.ndarray,
     scales: Sequence[float] = PAPER_SCALES,
     grid_step: float = PAPER_STEP,

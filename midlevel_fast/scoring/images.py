@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from midlevel_fast.backbones.layout import BackboneLike
 from midlevel_fast.backbones.prepared import prepared
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.model import PatchClassifier
@@ -66,6 +68,18 @@ class _Decoded:
     image: np.ndarray | torch.Tensor
     plan: DensePlan | None
 
+    def dense(self) -> DensePlan:
+        """The dense plan; ``RuntimeError`` when the image was decoded for another mode."""
+        if self.plan is None:
+            raise RuntimeError(f"images[{self.index}] was decoded without a dense plan")
+        return self.plan
+
+    def array(self) -> np.ndarray:
+        """The image as a numpy array; ``RuntimeError`` for a pinned tensor (decoded for the dense mode)."""
+        if not isinstance(self.image, np.ndarray):
+            raise RuntimeError(f"images[{self.index}] was decoded as a pinned tensor, for the dense mode")
+        return self.image
+
 
 def _named(images: Sequence[Any], index: int, error: Exception) -> str:
     """``error``'s message about ``images[index]`` prefixed with ``images[i]``, and with the path when the image
@@ -89,6 +103,8 @@ def _prefetched(pool: ThreadPoolExecutor | None, jobs: Sequence[Callable[[], T]]
     ahead: Future | None = pool.submit(jobs[0]) if jobs else None
     for i in range(len(jobs)):
         current = ahead
+        if current is None:
+            raise RuntimeError(f"job {i} of {len(jobs)} was never submitted")
         ahead = pool.submit(jobs[i + 1]) if i + 1 < len(jobs) else None
         yield current.result()
 
@@ -182,17 +198,17 @@ def score_images(
     results: list[ScoreResult] = []
     pool = ThreadPoolExecutor(n_workers, thread_name_prefix="score_images") if n_workers else None
     try:
-        chunks = [lambda c=c: decode_chunk(c) for c in _chunks(len(images), int(batch_images))]
+        chunks = [partial(decode_chunk, c) for c in _chunks(len(images), int(batch_images))]
         for decoded in _prefetched(pool, chunks):
             t0 = time.perf_counter()
             if mode == "dense":
                 with torch.inference_mode():
                     windows = _dense_chunk(backbone, decoded, run, dev, pool)
-                scored = [features_result(model, *win, (d.plan.height, d.plan.width), mode, kk, dev,
+                scored = [features_result(model, *win, (d.dense().height, d.dense().width), mode, kk, dev,
                                           return_maps=return_maps, detection_threshold=detection_threshold)
                           for d, win in zip(decoded, windows)]
             else:
-                scored = [score_decoded(model, d.image, images[d.index], mode, kk, dev, return_maps=return_maps,
+                scored = [score_decoded(model, d.array(), images[d.index], mode, kk, dev, return_maps=return_maps,
                                         precision=precision, detection_threshold=detection_threshold)
                           for d in decoded]
             share = (time.perf_counter() - t0) / len(scored)
@@ -205,13 +221,13 @@ def score_images(
     return results
 
 
-def _dense_chunk(backbone: torch.nn.Module, decoded: Sequence[_Decoded], precision: str, device: torch.device,
+def _dense_chunk(backbone: BackboneLike, decoded: Sequence[_Decoded], precision: str, device: torch.device,
                  pool: ThreadPoolExecutor | None) -> list[DenseWindows]:
     """The dense windows of every image of a chunk, with one trunk + window head call per batch of same-size
     planes (:func:`_same_size_batches`); per image the same windows, in the same order, as
     :func:`midlevel_fast.scoring.dense.dense_windows`."""
     net = prepared(backbone, precision)
-    plans = [d.plan for d in decoded]
+    plans = [d.dense() for d in decoded]
     sources = [dense_source(d.image, device) for d in decoded]
     batches = _same_size_batches(plans)
 
@@ -221,7 +237,7 @@ def _dense_chunk(backbone: torch.nn.Module, decoded: Sequence[_Decoded], precisi
     # On a GPU the planes are resized there, asynchronously on the stream the trunk follows: no thread is needed.
     on_workers = pool if device.type != "cuda" else None
     per_image: list[dict[int, DenseWindows]] = [{} for _ in decoded]
-    planes = _prefetched(on_workers, [lambda m=m: stack(m) for m in batches])
+    planes = _prefetched(on_workers, [partial(stack, m) for m in batches])
     for members, batch in zip(batches, planes):
         feats = plane_features(net, batch, plans[0].step_cells)
         for (j, s), f in zip(members, feats):

@@ -9,12 +9,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from midlevel_fast.model import PatchClassifier
 from midlevel_fast.ops.crop_resize import IMAGENET_MEAN, IMAGENET_STD
 
 
 def crop_resize_pil(
     image: np.ndarray,
-    boxes: np.ndarray | torch.Tensor,
+    boxes: np.ndarray | torch.Tensor | Sequence[Sequence[float]],
     size: int = 224,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
@@ -39,13 +40,14 @@ def crop_resize_pil(
     patches = []
     for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.float64).tolist():
         box = (max(x0, 0.0), max(y0, 0.0), min(x1, wd), min(y1, ht))
-        planes = [np.asarray(src.resize((size, size), Image.BILINEAR, box=box), dtype=np.float32) for src in sources]
+        planes = [np.asarray(src.resize((size, size), Image.Resampling.BILINEAR, box=box), dtype=np.float32)
+                  for src in sources]
         chw = np.stack(planes) if float_channels else np.atleast_3d(planes[0]).transpose(2, 0, 1)
         patches.append(torch.from_numpy((chw / 255.0 - mean_a) / std_a))
     return torch.stack(patches) if patches else torch.empty((0, arr.shape[2], size, size))
 
 
-def patch_probabilities_naive(model: torch.nn.Module, image: np.ndarray, boxes: torch.Tensor) -> torch.Tensor:
+def patch_probabilities_naive(model: PatchClassifier, image: np.ndarray, boxes: torch.Tensor) -> torch.Tensor:
     """The per-patch loop: for every box, a PIL crop + resize (float channels, see
     :func:`crop_resize_pil`), normalisation, and one forward pass at batch 1.
 

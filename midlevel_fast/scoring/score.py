@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from midlevel_fast.backbones.layout import BackboneLike
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.model import PatchClassifier, default_model
 from midlevel_fast.ops.aggregate import output_maps, power_mean
@@ -92,7 +93,7 @@ class ScoreResult:
         return [(self.class_names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist()) if v >= threshold]
 
 
-def patch_features(backbone: torch.nn.Module, image: np.ndarray, mode: str, scales: Sequence[float],
+def patch_features(backbone: BackboneLike, image: np.ndarray, mode: str, scales: Sequence[float],
                    grid_step: float, window_step: int | None = None, batch: int | None = None,
                    precision: str = "fp32",
                    progress: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -27,7 +27,10 @@ def power_mean(probs: torch.Tensor, k: float = 5.0, backend: str = "torch") -> t
         # Deferred: triton is an optional dependency, slow to import.
         from midlevel_fast.ops.aggregate.triton import aggregate_triton
 
-        return aggregate_triton(probs, k=float(k))[0].to(probs.dtype)
+        scores = aggregate_triton(probs, k=float(k))[0]
+        if scores is None:
+            raise RuntimeError("aggregate_triton computed no scores although k was given")
+        return scores.to(probs.dtype)
     return power_mean_torch(probs, k)
 
 
@@ -43,7 +46,10 @@ def output_maps(boxes: torch.Tensor, probs: torch.Tensor, height: int, width: in
         # Deferred: triton is an optional dependency, slow to import.
         from midlevel_fast.ops.aggregate.triton import aggregate_triton
 
-        return aggregate_triton(probs, boxes=boxes, height=height, width=width)[1]
+        maps = aggregate_triton(probs, boxes=boxes, height=height, width=width)[1]
+        if maps is None:
+            raise RuntimeError("aggregate_triton computed no maps although boxes were given")
+        return maps
     return output_maps_torch(boxes, probs, height, width)
 
 
