@@ -49,4 +49,4 @@ class WindowLayout(nn.Module):
 
 
 # What the scoring and training paths take: a backbone, or one wrapped so that its windows carry their layout.
-BackboneLike: TypeAlias = "Backbone | WindowLayout"
+BackboneLike: TypeAlias = Backbone | WindowLayout
