@@ -56,6 +56,8 @@ def _tagged_splits(args: argparse.Namespace) -> tuple[list[TaggedImage], list[Ta
     for split in args.split:
         images, classes = read(args.data, split, classes)
         train += images
+    if classes is None:
+        raise UsageError("no --split given: the classes are read from the training splits")
     val = [img for split in val_splits for img in read(args.data, split, classes)[0]]
     return train, val, classes
 
@@ -76,6 +78,8 @@ def _train_boxes(args: argparse.Namespace, config: TrainConfig, dtype: torch.dty
     for split in args.split:
         samples, classes = read_samples(args.format, args.data, split, classes)
         train += samples
+    if classes is None:
+        raise UsageError("no --split given: the classes are read from the training splits")
     val = read_samples(args.format, args.data, args.val_split, classes)[0] if args.val_split else []
     run = train_box_head(train, classes, args.out, val, _backbone(args), config, args.context, args.cache, dtype,
                          {"data": args.format, "splits": list(args.split)})
@@ -121,11 +125,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.data:
         raise UsageError("--data/--format give image labels: train on them with --supervision image, or boxes to "
                          "classify: --task boxes (objects with box supervision read VOC annotations, --voc)")
-    run = train_voc_head(args.voc, args.out, args.split, args.val_split, _backbone(args), args.mode, config,
+    voc = train_voc_head(args.voc, args.out, args.split, args.val_split, _backbone(args), args.mode, config,
                          args.cache, args.window_step, dtype=dtype)
-    print(f"trained in {run.result.seconds:.1f} s, best epoch {run.result.best_epoch}; head written to {args.out}")
-    if run.val_ap:
-        print(format_ap_table(run.info.class_names, {f"{args.val_split} {m}": ap for m, ap in run.val_ap.items()}))
+    print(f"trained in {voc.result.seconds:.1f} s, best epoch {voc.result.best_epoch}; head written to {args.out}")
+    if voc.val_ap:
+        print(format_ap_table(voc.info.class_names, {f"{args.val_split} {m}": ap for m, ap in voc.val_ap.items()}))
     return EXIT_OK
 
 
@@ -134,6 +138,8 @@ def cmd_fit_boxes(args: argparse.Namespace) -> int:
     info = fit_voc_boxes(args.head, args.voc, args.split, args.out, args.ridge, args.cache, args.window_step,
                          args.features)
     reg = info.box_regression
+    if reg is None:
+        raise RuntimeError(f"fit_voc_boxes wrote {args.out} without a box regression")
     rows = sum(reg.description["rows"])
     kept = [info.class_names[c] for c in reg.description["identity_classes"]]
     print(f"box regression ({args.features} features) fitted on {rows} positive windows of {'+'.join(args.split)}; "

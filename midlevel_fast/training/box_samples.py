@@ -46,7 +46,7 @@ import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeGuard
 
 import numpy as np
 from PIL import Image
@@ -106,6 +106,11 @@ def _oriented_size(path: Path, where: str) -> tuple[int, int]:
     except OSError as e:
         raise ValueError(f"{where}: cannot read image {path} ({e})") from None
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def _positive_number(v: object) -> TypeGuard[float]:
+    """Whether ``v`` is a positive int or float (a bool is not a number here)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
 
 
 def _check_box(box: Box, width: float, height: float, where: str, path: Path) -> Box:
@@ -238,7 +243,8 @@ def csv_samples(path: str | Path, classes: Sequence[str] | None = None) -> tuple
         name, label = row[0], row[5]
         if not name:
             raise ValueError(f"{where}: empty image path")
-        box = tuple(finite_number(text, field, where) for text, field in zip(row[1:5], CSV_HEADER[1:5]))
+        x0, y0, x1, y1 = (finite_number(text, field, where) for text, field in zip(row[1:5], CSV_HEADER[1:5]))
+        box = (x0, y0, x1, y1)
         _check_label(label, known, classes, where)
         image = Path(name) if Path(name).is_absolute() else path.parent / name
         if not is_user_file(image):
@@ -323,8 +329,8 @@ def coco_samples(path: str | Path, images_root: str | Path | None = None,
             raise ValueError(f"{image_where}: image {image} not found (used by annotation {i})")
         if iid not in sizes:
             given = image_rec.get("width"), image_rec.get("height")
-            if all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in given):
-                sizes[iid] = given
+            if _positive_number(given[0]) and _positive_number(given[1]):
+                sizes[iid] = (given[0], given[1])
             elif given == (None, None):
                 sizes[iid] = _oriented_size(image, image_where)
             else:

@@ -163,7 +163,10 @@ def train_box_head(train: Sequence[BoxSample], classes: Sequence[str], out: str 
     tie_break = None if val_set is None else (lambda m: -evaluate_boxes(m, val_set, config.objective).log_loss)
     result = train_head(rows, len(classes), config, val_set, log=log, backbone=bb if top else None,
                         tie_break=tie_break)
-    trained = TopAndHead(load_top(bb, result.top, "the trained top"), result.head) if top else result.head
+    if top and result.top is None:
+        raise RuntimeError("train_head returned no top weights although unfreeze='top' trained one")
+    trained = (TopAndHead(load_top(bb, result.top, "the trained top"), result.head) if top and result.top is not None
+               else result.head)
     evaluation = evaluate_boxes(trained, val_set, config.objective) if val_set is not None else None
     info = HeadInfo(backbone=bb.name, class_names=list(classes), k=config.k, layers=config.layers,
                     hidden=config.hidden, top=result.top,

@@ -22,6 +22,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from midlevel_fast.backbones.layout import BackboneLike
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.progress import progress_bar
 from midlevel_fast.scaleout.distributed import barrier, current, shard
@@ -73,7 +74,7 @@ def default_cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "midlevel_fast"
 
 
-def open_cache(base: str | Path, config: CacheConfig) -> FeatureCache:
+def open_cache(base: str | os.PathLike, config: CacheConfig) -> FeatureCache:
     """The cache for ``config`` under ``base``, in a subdirectory named after the config so that different
     settings never share a directory. Under an initialised ``torch.distributed`` group of several ranks it is
     opened as this rank's writer (see the module docstring)."""
@@ -83,7 +84,7 @@ def open_cache(base: str | Path, config: CacheConfig) -> FeatureCache:
                         rank=ctx.rank if ctx.distributed else None)
 
 
-def fill_cache(cache: FeatureCache, backbone: torch.nn.Module, items: Iterable[tuple[str, str | Path]],
+def fill_cache(cache: FeatureCache, backbone: BackboneLike, items: Iterable[tuple[str, str | Path]],
                progress: bool | None = None) -> FeatureCache:
     """Caches the patch features of ``items`` (``(image_id, path)``) as ``cache.config`` says.
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from midlevel_fast.backbones import get_backbone
-from midlevel_fast.head import HeadInfo, load_head, save_head, stored_dtype
+from midlevel_fast.head import AdaptationHead, HeadInfo, load_head, save_head, stored_dtype
 from midlevel_fast.scoring.presence import Calibration
 from midlevel_fast.training.cache import FeatureCache
 from midlevel_fast.training.calibration_fit import fit_calibration
@@ -206,7 +206,7 @@ def fallback_messages(calibration: Calibration, class_names: Sequence[str]) -> l
 
 
 def calibrate_head(head_path: str | os.PathLike, out: str | os.PathLike, data: FitData, method: str,
-                   head: torch.nn.Module | None = None, info: HeadInfo | None = None) -> Calibration:
+                   head: AdaptationHead | None = None, info: HeadInfo | None = None) -> Calibration:
     """Fits a ``method`` calibration on ``data`` and writes the head of ``head_path`` with it to ``out`` (weights
     in the dtype they had); ``head``/``info``: the head file's contents when already loaded."""
     if head is None or info is None:

@@ -27,7 +27,7 @@ from midlevel_fast.ops.aggregate import power_mean
 from midlevel_fast.training.patches import EvalSet
 
 Method = Literal["voc2010", "voc2007"]
-METHODS: tuple[str, ...] = ("voc2010", "voc2007")
+METHODS: tuple[Method, ...] = ("voc2010", "voc2007")
 
 
 def _true_positives(scores: np.ndarray, positives: np.ndarray) -> np.ndarray:

@@ -12,12 +12,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from midlevel_fast.backbones.layout import BackboneLike
 from midlevel_fast.training.evaluate import mean_average_precision
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.ops.crop_resize import crop_resize
 
 
-def whole_image_view_size(backbone: torch.nn.Module, height: int, width: int,
+def whole_image_view_size(backbone: BackboneLike, height: int, width: int,
                           short_side: int | None = None) -> tuple[int, int]:
     """``(h, w)`` of the whole-image view of a ``height × width`` image: ``short_side=None`` squashes it to
     ``input_size × input_size``; an int gives it that short side and the long side the nearest whole number
@@ -30,7 +31,7 @@ def whole_image_view_size(backbone: torch.nn.Module, height: int, width: int,
     return max(1, round(height * ratio)), max(1, round(width * ratio))
 
 
-def whole_image_view(backbone: torch.nn.Module, image: np.ndarray, short_side: int | None = None) -> torch.Tensor:
+def whole_image_view(backbone: BackboneLike, image: np.ndarray, short_side: int | None = None) -> torch.Tensor:
     """``(1, 3, h, w)`` float32 normalised view of the whole RGB uint8 HWC ``image``, resized (antialiased) to
     :func:`whole_image_view_size`."""
     h, w = image.shape[:2]
@@ -38,14 +39,14 @@ def whole_image_view(backbone: torch.nn.Module, image: np.ndarray, short_side: i
                        mean=backbone.mean, std=backbone.std)
 
 
-def whole_image_cells(backbone: torch.nn.Module, image: np.ndarray, short_side: int | None = None) -> torch.Tensor:
+def whole_image_cells(backbone: BackboneLike, image: np.ndarray, short_side: int | None = None) -> torch.Tensor:
     """``(1, D, h, w)`` float32: the trunk's output on :func:`whole_image_view` (no gradient)."""
     view = whole_image_view(backbone, image, short_side)
     with torch.inference_mode():
         return backbone.trunk(view.contiguous(memory_format=torch.channels_last))
 
 
-def whole_image_features(backbone: torch.nn.Module, paths: Sequence[str | Path], batch: int = 32,
+def whole_image_features(backbone: BackboneLike, paths: Sequence[str | Path], batch: int = 32,
                          short_side: int | None = None) -> torch.Tensor:
     """``(n, feature_dim)`` float32: the global average of :func:`whole_image_cells` of each image (for the
     squashed view, the backbone's own pooled vector); squashed views go through the network ``batch`` at a time,
@@ -74,7 +75,7 @@ def train_probe(train_x: torch.Tensor, train_pos: np.ndarray, val_x: torch.Tenso
     yt = torch.from_numpy(train_pos.astype(np.float32))
     layer = torch.nn.Linear(train_x.shape[1], yt.shape[1])
     opt = torch.optim.Adam(layer.parameters(), lr=1e-3, weight_decay=weight_decay)
-    best = (-1.0, None, None)
+    best_map, best_ap, best_state = -1.0, None, None
     for _ in range(epochs):
         loss = F.binary_cross_entropy_with_logits(layer(xt), yt)
         opt.zero_grad()
@@ -82,10 +83,13 @@ def train_probe(train_x: torch.Tensor, train_pos: np.ndarray, val_x: torch.Tenso
         opt.step()
         with torch.no_grad():
             ap, m = mean_average_precision(layer(xv).numpy(), val_pos, val_ignore, "voc2010")
-        if m > best[0]:
-            best = (m, ap, copy.deepcopy(layer.state_dict()))
-    layer.load_state_dict(best[2])
+        if m > best_map:
+            best_map, best_ap, best_state = m, ap, copy.deepcopy(layer.state_dict())
+    if best_state is None or best_ap is None:
+        raise ValueError(f"train_probe kept no epoch: epochs must be >= 1 (got {epochs}) and the validation mAP a "
+                         "number (it was NaN in every epoch)")
+    layer.load_state_dict(best_state)
     with torch.no_grad():
         layer.weight.div_(sd)
         layer.bias.sub_(layer.weight @ mu)
-    return layer, best[1], best[0]
+    return layer, best_ap, best_map

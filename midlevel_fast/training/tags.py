@@ -167,7 +167,7 @@ def list_tags(path: str | Path, classes: Sequence[str] | None = None) -> tuple[l
         image = (path.parent / name) if not Path(name).is_absolute() else Path(name)
         if not is_user_file(image):
             raise ValueError(f"{place}: image {image} not found")
-        if known is not None and (unknown := sorted(set(labels) - known)):
+        if known is not None and classes is not None and (unknown := sorted(set(labels) - known)):
             raise ValueError(f"{place}: unknown class {', '.join(map(repr, unknown))} (known: "
                              f"{', '.join(classes)})")
         images.append(TaggedImage(content_id(image), image, tuple(dict.fromkeys(labels))))

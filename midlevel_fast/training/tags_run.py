@@ -71,7 +71,7 @@ def train_tagged_head(train: Sequence[TaggedImage], classes: Sequence[str], out:
                            "best_epoch": result.best_epoch, "val_map": result.best_map,
                            "objective": config.objective})
     save_head(out, result.head, info, dtype=dtype)
-    val_ap = {} if val_set is None else {
+    val_ap: dict[str, np.ndarray] = {} if val_set is None else {
         method: evaluate_head(result.head, val_set, config.objective, config.k, method)[0]
         for method in TABLE_METHODS}
     return TaggedTraining(result, info, len(train), len(train_set.features), cache_seconds, val_ap)

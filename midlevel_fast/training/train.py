@@ -142,10 +142,10 @@ def train_head(train: PatchSet | EvalSet, num_classes: int, config: TrainConfig 
         raise ValueError(f"supervision {config.supervision!r} trains on "
                          f"{'an EvalSet (images and their labels)' if image_level else 'a PatchSet'}, got "
                          f"{type(train).__name__}")
-    if config.consistency > 0 and not pairs:
+    if config.consistency > 0 and (pairs is None or not pairs):
         raise ValueError("config.consistency > 0 needs dense/crop pairs "
                          "(midlevel_fast.training.consistency.consistency_pairs)")
-    if config.consistency > 0 and pairs.dense.shape[1] != train.features.shape[1]:
+    if config.consistency > 0 and pairs is not None and pairs.dense.shape[1] != train.features.shape[1]:
         raise ValueError(f"pairs have {pairs.dense.shape[1]} features per row, the training rows "
                          f"{train.features.shape[1]}")
     replica = replica_for(data_parallel)
@@ -155,22 +155,30 @@ def train_head(train: PatchSet | EvalSet, num_classes: int, config: TrainConfig 
     generator = torch.Generator().manual_seed(config.seed)
     if config.unfreeze == "top" and backbone is None:
         raise ValueError("unfreeze='top' needs the backbone whose top trains (train_head(..., backbone=...))")
-    in_dim = train.features.shape[1] if config.unfreeze == "none" else backbone.feature_dim
-    head = AdaptationHead(in_dim, num_classes + 1, config.layers, config.hidden, config.dropout)
-    trained: torch.nn.Module = head
+    # TrainConfig allows unfreeze "none" and "top" only, and "top" comes with a backbone (checked above)
+    top_and_head: TopAndHead | None = None
+    if config.unfreeze == "top" and backbone is not None:
+        in_dim = backbone.feature_dim
+        head = AdaptationHead(in_dim, num_classes + 1, config.layers, config.hidden, config.dropout)
+        top_and_head = TopAndHead(backbone, head)
+    else:
+        in_dim = train.features.shape[1]
+        head = AdaptationHead(in_dim, num_classes + 1, config.layers, config.hidden, config.dropout)
+    trained: torch.nn.Module = head if top_and_head is None else top_and_head
     groups = [{"params": list(head.parameters()), "lr": config.lr}]
-    if config.unfreeze == "top":
-        trained = TopAndHead(backbone, head)
-        groups.append({"params": trained.top_parameters(), "lr": config.lr * config.top_lr_scale})
+    if top_and_head is not None:
+        groups.append({"params": top_and_head.top_parameters(), "lr": config.lr * config.top_lr_scale})
     model = trained if replica is None else replica.wrap(trained)
     opt = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    if image_level:
+    step: Callable[[torch.nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    if isinstance(train, EvalSet):  # image_level (checked above)
         image_loss = image_step(train, config.objective, config.pooling, config.k, config.sharpness, config.bf16,
                                 replica)
 
-        def step(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def image_level_step(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             loss = image_loss(model, images)
             return loss, loss
+        step = image_level_step
         n, batch_size = len(train.positives), config.images_per_batch
     else:
         step = _patch_step(train, config, pairs, replica, generator)
@@ -222,8 +230,8 @@ def train_head(train: PatchSet | EvalSet, num_classes: int, config: TrainConfig 
     else:
         result.best_epoch = len(result.history) - 1
     trained.eval()
-    if config.unfreeze == "top":
-        result.top = top_state(trained.backbone)
+    if top_and_head is not None:
+        result.top = top_state(top_and_head.backbone)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -234,15 +242,17 @@ def _patch_step(train: PatchSet, config: TrainConfig, pairs: PairSet | None, rep
     """One batch of patch rows: ``step(model, rows) -> (classification loss, objective)``, the objective with the
     consistency term of pairs drawn from ``generator`` when ``config.consistency > 0``."""
     world = 1 if replica is None else replica.world_size
+    if config.consistency > 0 and pairs is None:
+        raise ValueError("config.consistency > 0 needs dense/crop pairs")
 
     def step(model: torch.nn.Module, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batches = [idx]
-        if config.consistency > 0:
+        if config.consistency > 0 and pairs is not None:  # pairs is set then (checked above)
             drawn = torch.randint(len(pairs), (len(idx),), generator=generator)
             batches += [drawn, drawn]  # the dense sides, then the crop sides
         mine = batches if replica is None else replica.rows(*batches)
         x, y = [train.features[mine[0]]], train.targets[mine[0]]
-        if config.consistency > 0:
+        if config.consistency > 0 and pairs is not None:
             x += [pairs.dense[pairs.index[mine[1], 0]], pairs.crops[pairs.index[mine[2], 1]]]
         # One forward over rows and both sides of the pairs, so that DDP sees one pass per step.
         inputs = torch.cat(x).float()

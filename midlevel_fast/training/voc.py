@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,14 +67,14 @@ class VocImage:
     objects: list[VocObject] = field(default_factory=list)
 
 
-def _check_root(root: str | Path) -> Path:
+def _check_root(root: str | os.PathLike) -> Path:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"VOC root {str(root)!r} is not a directory (expected e.g. VOCdevkit/VOC2012)")
     return root
 
 
-def read_split(root: str | Path, split: str) -> list[str]:
+def read_split(root: str | os.PathLike, split: str) -> list[str]:
     """Image ids listed in ``root/ImageSets/Main/{split}.txt``, in file order.
 
     Only the first token of each line is used, so per-class lists (``cat_train.txt``: ``id  ±1``) also work.
@@ -159,7 +160,7 @@ def _box(obj: ET.Element, width: int, height: int, xml_path: Path,
     return box
 
 
-def open_annotation(root: str | Path, image_id: str) -> tuple[Path, Path, ET.Element, int, int]:
+def open_annotation(root: str | os.PathLike, image_id: str) -> tuple[Path, Path, ET.Element, int, int]:
     """``(xml_path, jpeg, parsed root element, width, height)`` of ``image_id``'s annotation under the VOC ``root``.
     ``FileNotFoundError`` for a missing XML or image, ``ValueError`` naming the XML when it is malformed."""
     root = _check_root(root)
@@ -177,7 +178,7 @@ def open_annotation(root: str | Path, image_id: str) -> tuple[Path, Path, ET.Ele
 
 
 def read_annotation(
-    root: str | Path,
+    root: str | os.PathLike,
     image_id: str,
     classes: Sequence[str] = VOC_CLASSES,
     unknown: Literal["error", "skip"] = "error",
@@ -205,7 +206,7 @@ def read_annotation(
 
 
 def load_split(
-    root: str | Path,
+    root: str | os.PathLike,
     split: str,
     classes: Sequence[str] = VOC_CLASSES,
     unknown: Literal["error", "skip"] = "error",

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from midlevel_fast.backbones.layout import BackboneLike
 from midlevel_fast.backbones import Backbone, get_backbone, resolve_backbone
 from midlevel_fast.backbones.layout import WindowLayout
 from midlevel_fast.head import HeadInfo, load_head, save_head, stored_dtype
@@ -27,17 +28,17 @@ from midlevel_fast.scoring.box_regression import REGRESSION_FEATURES
 from midlevel_fast.training.box_regression_fit import DEFAULT_RIDGE, fit_box_regression, regression_rows
 from midlevel_fast.training.cache_build import default_cache_root, fill_cache, open_cache
 from midlevel_fast.training.consistency import PAIR_MODES, consistency_pairs
-from midlevel_fast.training.evaluate import METHODS, evaluate_head
+from midlevel_fast.training.evaluate import METHODS, Method, evaluate_head
 from midlevel_fast.training.patches import eval_set, merge_patch_sets, patch_set
 from midlevel_fast.training.train import TrainConfig, TrainResult, train_head
 from midlevel_fast.training.voc import VOC_CLASSES, VocImage, load_split
 
 Log = Callable[[str], None]
 # The AP tables report both methods, the older first.
-TABLE_METHODS: tuple[str, ...] = tuple(sorted(METHODS))
+TABLE_METHODS: tuple[Method, ...] = tuple(sorted(METHODS))
 
 
-def voc_cache(backbone: torch.nn.Module, mode: str, cache_base: str | os.PathLike | None = None,
+def voc_cache(backbone: BackboneLike, mode: str, cache_base: str | os.PathLike | None = None,
               scales: Sequence[float] = PAPER_SCALES, grid_step: float = PAPER_STEP,
               window_step: int | None = None) -> FeatureCache:
     """The cache of ``backbone``'s ``mode`` features on that grid under ``cache_base`` (opened, not filled)."""
@@ -46,7 +47,7 @@ def voc_cache(backbone: torch.nn.Module, mode: str, cache_base: str | os.PathLik
     return open_cache(default_cache_root() if cache_base is None else cache_base, config)
 
 
-def cached_split(voc_root: str | os.PathLike, split: str, backbone: torch.nn.Module,
+def cached_split(voc_root: str | os.PathLike, split: str, backbone: BackboneLike,
                  caches: Sequence[FeatureCache]) -> list[VocImage]:
     """Reads ``split`` once and fills each of ``caches`` with its images."""
     images = load_split(voc_root, split)
@@ -131,7 +132,7 @@ def train_voc_head(voc_root: str | os.PathLike, out: str | os.PathLike, splits: 
                            "objective": config.objective},
                     box_regression=regression)
     save_head(out, result.head, info, dtype=dtype)
-    val_ap = {} if val is None else {
+    val_ap: dict[str, np.ndarray] = {} if val is None else {
         method: evaluate_head(result.head, val, config.objective, config.k, method)[0] for method in TABLE_METHODS}
     return VocTraining(result, info, len(train_images), len(train.features), int(train.counts[-1]),
                        len(pairs) if pairs else 0, val_ap)
@@ -157,7 +158,7 @@ def evaluate_voc_head(model: PatchClassifier, voc_root: str | os.PathLike, split
     cache = voc_cache(model.backbone, mode, cache_base, model.info.scales, model.info.grid_step, window_step)
     images = cached_split(voc_root, split, model.backbone, [cache])
     data = eval_set(cache, images, model.class_names)
-    ap = {(k, method): evaluate_head(model.head, data, objective, k, method)[0]
+    ap: dict[tuple[float, str], np.ndarray] = {(k, method): evaluate_head(model.head, data, objective, k, method)[0]
           for k in (ks or [model.info.k]) for method in TABLE_METHODS}
     return VocEvaluation(len(images), len(data.features), ap)
 
@@ -175,8 +176,8 @@ def fit_voc_boxes(head_file: str | os.PathLike, voc_root: str | os.PathLike, spl
         raise ValueError(f"features must be one of {REGRESSION_FEATURES}, got {features!r}")
     head, info = load_head(head_file)
     info.require_frozen("fitting the box regression")
-    bb = get_backbone(info.backbone)
-    bb = WindowLayout(bb) if features == "layout" else bb
+    backbone = get_backbone(info.backbone)
+    bb: BackboneLike = WindowLayout(backbone) if features == "layout" else backbone
     cache = voc_cache(bb, "dense", cache_base, info.scales, info.grid_step, window_step)
     images = [im for split in splits for im in cached_split(voc_root, split, bb, [cache])]
     rows = regression_rows(cache, images, info.class_names)
