@@ -48,7 +48,8 @@ def score_image_before(image: np.ndarray, model, autocast: bool = True):
     """``score_image(image, model)`` in dense mode as it was before prepared weights: the same call, the trunk and
     window head run by the unfused module (:class:`_ModuleAsBefore`: the old default was bf16 autocast on CPUs with
     native bf16, float32 elsewhere), everything else unchanged."""
-    from midlevel_fast.scoring import dense, score
+    from midlevel_fast.features import dense
+    from midlevel_fast.scoring import score
 
     with mock.patch.object(dense, "prepared", lambda backbone, precision: _ModuleAsBefore(backbone, autocast)):
         return score.score_image(image, model, precision="fp32")

@@ -207,14 +207,14 @@ def gpu_model() -> tuple[torch.nn.Module, str]:
     """The default model on the GPU and what its weights are (seeded random ones when the weight package is
     absent: timings are the same). Built outside inference mode, which the sections run in: inference-tensor
     parameters have no version counter, which the prepared copies (:mod:`midlevel_fast.backbones.prepared`) read."""
-    from midlevel_fast.model import load_model
+    from midlevel_fast.model.classifier import load_model
 
     with torch.inference_mode(False):
         try:
             model, weights = load_model(), "ImageNet weights"
         except ModuleNotFoundError:
             from midlevel_fast.backbones import efficientnet_lite0
-            from midlevel_fast.model import imagenet_classifier
+            from midlevel_fast.model.classifier import imagenet_classifier
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)

@@ -19,8 +19,8 @@ import torch
 from midlevel_fast import load_model, score_image
 from midlevel_fast.backbones import alexnet
 from midlevel_fast.backbones.prepared import copy_dtype, prepared
-from midlevel_fast.model import imagenet_classifier
-from midlevel_fast.scoring.dense import default_window_step, dense_planes
+from midlevel_fast.model.classifier import imagenet_classifier
+from midlevel_fast.features.dense import default_window_step, dense_planes
 
 from .baselines import score_image_before
 from .limits import phase_flops

@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from midlevel_fast.backbones.efficientnet_lite import _SameConv2d
 from midlevel_fast.backbones.int8 import Int8Conv, QuantizedActivation
-from midlevel_fast.scoring.precision import describe_cpu
+from midlevel_fast.runtime.precision import describe_cpu
 
 # AlexNet's conv2 on a batch of 8 patches (64 x 55 x 55 -> 192 filters of 5 x 5), channels_last: the trunk shape
 # of the limit convolution.

@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from midlevel_fast.head import load_head
-from midlevel_fast.scoring.presence import CALIBRATION_METHODS, presence_probabilities
-from midlevel_fast.training.calibrate import FitData, cross_fit_folds, cross_fit_head_scores, held_out_scores
+from midlevel_fast.model.head import load_head
+from midlevel_fast.model.presence import CALIBRATION_METHODS, presence_probabilities
+from midlevel_fast.recipes.calibrate import FitData, cross_fit_folds, cross_fit_head_scores, held_out_scores
 from midlevel_fast.training.calibration_fit import fit_calibration
-from midlevel_fast.training.evaluate import mean_average_precision
-from midlevel_fast.training.reliability import (ReliabilityBins, brier_score, expected_calibration_error,
+from midlevel_fast.metrics.average_precision import mean_average_precision
+from midlevel_fast.metrics.reliability import (ReliabilityBins, brier_score, expected_calibration_error,
                                                 reliability_bins)
-from midlevel_fast.training.voc_run import train_voc_head
+from midlevel_fast.recipes.voc_run import train_voc_head
 from tests.helpers import experiment_voc_root
 
 

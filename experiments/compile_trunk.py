@@ -29,9 +29,9 @@ import torch
 from midlevel_fast.backbones import alexnet, efficientnet_lite0
 from midlevel_fast.backbones.prepared import DTYPES, prepared
 from midlevel_fast.io.image_io import load_image
-from midlevel_fast.scoring.dense import default_window_step, dense_planes
-from midlevel_fast.scoring.malloc import tune_malloc
-from midlevel_fast.training.voc import load_split
+from midlevel_fast.features.dense import default_window_step, dense_planes
+from midlevel_fast.runtime.malloc import tune_malloc
+from midlevel_fast.datasets.voc import load_split
 from tests.helpers import experiment_voc_root
 
 

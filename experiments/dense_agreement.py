@@ -20,9 +20,9 @@ import torch
 
 from midlevel_fast import load_image, load_model, power_mean, score_image
 from midlevel_fast.ops.crop_resize import crop_resize
-from midlevel_fast.scoring.dense import dense_windows
-from midlevel_fast.scoring.precision import resolve_precision
-from midlevel_fast.training.cache import FeatureCache
+from midlevel_fast.features.dense import dense_windows
+from midlevel_fast.runtime.precision import resolve_precision
+from midlevel_fast.cache.feature_cache import FeatureCache
 from tests.helpers import voc_root
 
 

@@ -1,4 +1,4 @@
-"""VOC detection AP@0.5 on val (devkit rules: :mod:`midlevel_fast.training.detection_ap`) in one table: the
+"""VOC detection AP@0.5 on val (devkit rules: :mod:`midlevel_fast.metrics.detection_ap`) in one table: the
 detections of ``ScoreResult.detections`` with and without the box regression, and boxes from the output maps.
 
     python -m experiments.detection [--voc ROOT] [--cache DIR] [--head FILE] [--layout] [--out results.json]
@@ -39,14 +39,15 @@ from scipy import ndimage
 from midlevel_fast import output_maps
 from midlevel_fast.backbones import get_backbone
 from midlevel_fast.backbones.layout import WindowLayout
-from midlevel_fast.head import load_head
+from midlevel_fast.model.head import load_head
 from midlevel_fast.io.files import atomic_write_bytes
 from midlevel_fast.scoring.detections import Detection, decode_boxes, detect, pairwise_iou
 from midlevel_fast.training.box_regression_fit import DEFAULT_RIDGE, fit_box_regression, regression_rows
-from midlevel_fast.training.detection_ap import GroundTruth, detection_ap
-from midlevel_fast.training.evaluate import format_ap_table, patch_probabilities
-from midlevel_fast.training.voc import VOC_CLASSES, VocImage, object_arrays
-from midlevel_fast.training.voc_run import cached_split, train_voc_head, voc_cache
+from midlevel_fast.metrics.detection_ap import GroundTruth, detection_ap
+from midlevel_fast.metrics.average_precision import format_ap_table
+from midlevel_fast.training.evaluate import patch_probabilities
+from midlevel_fast.datasets.voc import VOC_CLASSES, VocImage, object_arrays
+from midlevel_fast.recipes.voc_run import cached_split, train_voc_head, voc_cache
 from tests.helpers import experiment_voc_root
 
 RIDGES = (0.1, 0.3, 1.0, 3.0, 10.0)

@@ -1,5 +1,5 @@
 """Our VOC detection AP@0.5 against pycocotools' on real val detections: the raw-windows and output-map rows of
-:mod:`experiments.detection`, scored by :func:`midlevel_fast.training.detection_ap.detection_ap` and by COCOeval
+:mod:`experiments.detection`, scored by :func:`midlevel_fast.metrics.detection_ap.detection_ap` and by COCOeval
 configured as close to VOC as it goes (:func:`tests.test_library_oracles_metrics.coco_evaluation`: IoU 0.5 only,
 area all, maxDets beyond the detections, difficult objects as ``iscrowd``).
 
@@ -15,7 +15,7 @@ Columns, per class and their mean:
 
 * ``VOC2010+ (ours)``: the devkit's rules, area under the precision envelope;
 * ``COCO matching, VOC area``: COCO's own labelling of the detections (``evalImgs``: matched, unmatched,
-  ignored) with our area AP (:func:`midlevel_fast.training.evaluate.ranked_average_precision`), so that
+  ignored) with our area AP (:func:`midlevel_fast.metrics.average_precision.ranked_average_precision`), so that
   ``ours − this`` is the matching's share of the difference: COCO matches a detection to the best *unmatched*
   non-crowd box (a second detection of an object goes on to a neighbour; VOC: a duplicate, false positive),
   prefers non-crowd boxes to crowd ones (VOC: the max-IoU box even when difficult, which makes the detection
@@ -33,14 +33,15 @@ import torch
 
 from experiments.detection import ground_truth, map_components
 from midlevel_fast.backbones import get_backbone
-from midlevel_fast.head import load_head
-from midlevel_fast.model import shipped_head_path
+from midlevel_fast.model.head import load_head
+from midlevel_fast.model.classifier import shipped_head_path
 from midlevel_fast.scoring.detections import Detection, detect
-from midlevel_fast.training.cache_build import fill_cache
-from midlevel_fast.training.detection_ap import GroundTruth, detection_ap
-from midlevel_fast.training.evaluate import format_ap_table, patch_probabilities, ranked_average_precision
-from midlevel_fast.training.voc import VOC_CLASSES, load_split
-from midlevel_fast.training.voc_run import voc_cache
+from midlevel_fast.cache.build import fill_cache
+from midlevel_fast.metrics.detection_ap import GroundTruth, detection_ap
+from midlevel_fast.metrics.average_precision import format_ap_table, ranked_average_precision
+from midlevel_fast.training.evaluate import patch_probabilities
+from midlevel_fast.datasets.voc import VOC_CLASSES, load_split
+from midlevel_fast.recipes.voc_run import voc_cache
 from tests.helpers import experiment_voc_root
 from tests.oracle.coco import coco_ap, coco_evaluation, coco_ranked_hits
 

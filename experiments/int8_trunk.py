@@ -29,9 +29,9 @@ from midlevel_fast.backbones.prepared import copy_dtype, prepared
 from midlevel_fast.io.files import atomic_write_bytes
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.ops.aggregate import power_mean
-from midlevel_fast.scoring.dense import default_window_step, dense_planes
-from midlevel_fast.scoring.malloc import tune_malloc
-from midlevel_fast.training.voc import load_split
+from midlevel_fast.features.dense import default_window_step, dense_planes
+from midlevel_fast.runtime.malloc import tune_malloc
+from midlevel_fast.datasets.voc import load_split
 from tests.helpers import experiment_voc_root
 
 RANGES_FILE = Path(midlevel_fast.__file__).parent / "data" / "int8_ranges_efficientnet_lite0.json"

@@ -1,4 +1,4 @@
-"""The pointing game on VOC val (TorchRay's rules, 15 px: :mod:`midlevel_fast.training.pointing`) in one table:
+"""The pointing game on VOC val (TorchRay's rules, 15 px: :mod:`midlevel_fast.metrics.pointing`) in one table:
 our output maps against CAM on the same backbone and the simple baselines.
 
     python -m experiments.pointing_game [--voc ROOT] [--cache DIR] [--out results.json] [--check 3] [--wait 3600]
@@ -19,7 +19,7 @@ also scored end to end with ``score_image(precision="fp32")`` and the points com
 features, so near-ties may move). Other levers on the dense probabilities: the per-pixel power mean (k = 5); the
 per-pixel maximum (its point is the best window's centre, up to half a pixel: both are measured); probability-
 weighted window centres. Baselines: the image centre; the pixel covered by the most dense windows (the sum map's
-centre bias, no head); CAM (:mod:`midlevel_fast.training.cam`, the whole-image probe trained on train, best val
+centre bias, no head); CAM (:mod:`midlevel_fast.baselines.cam`, the whole-image probe trained on train, best val
 epoch) with the image squashed to 224×224 and with its short side at 448.
 """
 from __future__ import annotations
@@ -39,17 +39,18 @@ from midlevel_fast.backbones import get_backbone
 from midlevel_fast.io.files import atomic_write_bytes
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.ops.aggregate.schema import covered_range
-from midlevel_fast.scoring.grid import PAPER_SCALES, PAPER_STEP
+from midlevel_fast.features.grid import PAPER_SCALES, PAPER_STEP
 from midlevel_fast.scoring.points import map_points, window_points
-from midlevel_fast.training.cache import CacheConfig
-from midlevel_fast.training.cache_build import default_cache_root
-from midlevel_fast.training.cam import image_cams
-from midlevel_fast.training.evaluate import format_ap_table, mean_average_precision, patch_probabilities
-from midlevel_fast.training.pointing import PointingResult, played_classes, pointing_game
-from midlevel_fast.training.probe import train_probe, whole_image_cells, whole_image_features
+from midlevel_fast.cache.feature_cache import CacheConfig
+from midlevel_fast.cache.build import default_cache_root
+from midlevel_fast.baselines.cam import image_cams
+from midlevel_fast.metrics.average_precision import format_ap_table, mean_average_precision
+from midlevel_fast.training.evaluate import patch_probabilities
+from midlevel_fast.metrics.pointing import PointingResult, played_classes, pointing_game
+from midlevel_fast.baselines.probe import train_probe, whole_image_cells, whole_image_features
 from midlevel_fast.training.train import TrainConfig
-from midlevel_fast.training.voc import VOC_CLASSES, VocImage, image_labels, load_split
-from midlevel_fast.training.voc_run import TABLE_METHODS, train_voc_head, voc_cache
+from midlevel_fast.datasets.voc import VOC_CLASSES, VocImage, image_labels, load_split
+from midlevel_fast.recipes.voc_run import TABLE_METHODS, train_voc_head, voc_cache
 from tests.helpers import experiment_voc_root
 
 Points = list[dict[str, tuple[float, float]]]

@@ -20,13 +20,14 @@ import numpy as np
 
 from midlevel_fast.backbones import get_backbone
 from midlevel_fast.io.files import atomic_write_bytes
-from midlevel_fast.scoring.score import patch_features
-from midlevel_fast.training.cache_build import build_cache, default_cache_root
-from midlevel_fast.training.evaluate import evaluate_head, format_ap_table
+from midlevel_fast.features.patch_features import patch_features
+from midlevel_fast.cache.build import build_cache, default_cache_root
+from midlevel_fast.metrics.average_precision import format_ap_table
+from midlevel_fast.training.evaluate import evaluate_head
 from midlevel_fast.training.patches import eval_set, patch_set
 from midlevel_fast.training.train import TrainConfig, train_head
-from midlevel_fast.training.voc import VOC_CLASSES, load_split
-from midlevel_fast.training.voc_run import voc_cache
+from midlevel_fast.datasets.voc import VOC_CLASSES, load_split
+from midlevel_fast.recipes.voc_run import voc_cache
 from tests.helpers import experiment_voc_root
 
 

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from midlevel_fast.backbones import get_backbone
-from midlevel_fast.scoring.dense import dense_plan, dense_windows, window_boxes
+from midlevel_fast.features.dense import dense_plan, dense_windows, window_boxes
 from midlevel_fast.scoring.detections import pairwise_iou
-from midlevel_fast.scoring.grid import PAPER_SCALES
-from midlevel_fast.training.voc import load_split, object_arrays
+from midlevel_fast.features.grid import PAPER_SCALES
+from midlevel_fast.datasets.voc import load_split, object_arrays
 from tests.helpers import experiment_voc_root
 
 

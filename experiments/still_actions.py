@@ -8,7 +8,7 @@ square patch can give the class away; a method that wins only with the cue has n
 Rows (EfficientNet-Lite0, best val epoch as ``midlevel-fast train``):
 
 * ``whole-image probe``: the linear probe on the pooled features of the image squashed to 224×224
-  (:mod:`midlevel_fast.training.probe`);
+  (:mod:`midlevel_fast.baselines.probe`);
 * ``square patch, frozen``: ``train --task boxes`` (one square patch, mirror-padded, the paper's section 5);
 * ``square patch, --unfreeze top``: the same with Lite0's last stage and head conv trained at a tenth of the rate;
 * ``multi-patch (dense, k = 5)``: the object pipeline for contrast, image scores the power mean k = 5 of the dense
@@ -37,14 +37,15 @@ from PIL import Image
 from midlevel_fast.backbones import get_backbone
 from midlevel_fast.io.files import atomic_write_bytes
 from midlevel_fast.io.image_io import load_image
-from midlevel_fast.training.box_samples import BoxSample, imagefolder_samples, sample_arrays
-from midlevel_fast.training.box_task import BOX_BATCH_SIZE, evaluate_probabilities, train_box_head
-from midlevel_fast.training.cache_build import default_cache_root, fill_cache
-from midlevel_fast.training.evaluate import format_ap_table, image_scores, patch_probabilities
+from midlevel_fast.datasets.box_samples import BoxSample, imagefolder_samples, sample_arrays
+from midlevel_fast.recipes.box_task import BOX_BATCH_SIZE, evaluate_probabilities, train_box_head
+from midlevel_fast.cache.build import default_cache_root, fill_cache
+from midlevel_fast.metrics.average_precision import format_ap_table
+from midlevel_fast.training.evaluate import image_scores, patch_probabilities
 from midlevel_fast.training.patches import labelled_set
-from midlevel_fast.training.probe import train_probe, whole_image_features
+from midlevel_fast.baselines.probe import train_probe, whole_image_features
 from midlevel_fast.training.train import TrainConfig, train_head
-from midlevel_fast.training.voc_run import voc_cache
+from midlevel_fast.recipes.voc_run import voc_cache
 from tests.helpers import REPO
 
 # The cue-free variant: every photo resized to one square size before anything sees it.

@@ -24,15 +24,16 @@ import torch
 
 from experiments.dense_agreement import cached_agreement
 from midlevel_fast.backbones import get_backbone
-from midlevel_fast.training.cache import FeatureCache
-from midlevel_fast.training.cache_build import fill_cache
+from midlevel_fast.cache.feature_cache import FeatureCache
+from midlevel_fast.cache.build import fill_cache
 from midlevel_fast.training.consistency import consistency_pairs
-from midlevel_fast.training.evaluate import evaluate_head, format_ap_table
+from midlevel_fast.metrics.average_precision import format_ap_table
+from midlevel_fast.training.evaluate import evaluate_head
 from midlevel_fast.training.patches import eval_set, merge_patch_sets, patch_set
-from midlevel_fast.training.probe import train_probe, whole_image_features
+from midlevel_fast.baselines.probe import train_probe, whole_image_features
 from midlevel_fast.training.train import TrainConfig, train_head
-from midlevel_fast.training.voc import VOC_CLASSES, VocImage, image_labels, load_split
-from midlevel_fast.training.voc_run import voc_cache
+from midlevel_fast.datasets.voc import VOC_CLASSES, VocImage, image_labels, load_split
+from midlevel_fast.recipes.voc_run import voc_cache
 from tests.helpers import experiment_voc_root
 
 

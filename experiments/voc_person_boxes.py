@@ -12,9 +12,9 @@ import argparse
 import time
 from collections import Counter
 
-from midlevel_fast.model import default_model
+from midlevel_fast.model.classifier import default_model
 from midlevel_fast.scoring.boxes import score_boxes
-from midlevel_fast.training.voc import load_split
+from midlevel_fast.datasets.voc import load_split
 from tests.helpers import experiment_voc_root
 
 

@@ -10,7 +10,7 @@ Rows, every head trained on the dense windows of VOC train, best val epoch (as `
   sigmoids (the 2015 paper's), the windows of each image pooled per class by global max (the 2015 paper's),
   power mean (k = 5) or log-sum-exp (r = 10);
 * ``whole-image probe (CAM 448)``: the linear probe on the pooled trunk features of the image at short side 448,
-  and its class activation maps (:mod:`midlevel_fast.training.cam`).
+  and its class activation maps (:mod:`midlevel_fast.baselines.cam`).
 
 Classification: AP per class from each head's image score (the power mean k = 5 of the window probabilities, what
 ``score_image`` reports whatever the pooling used in training), VOC2007 11-point and VOC2010 area. Pointing: the
@@ -29,14 +29,15 @@ import numpy as np
 from experiments.pointing_game import cam_points, head_points
 from midlevel_fast.backbones import get_backbone
 from midlevel_fast.io.files import atomic_write_bytes
-from midlevel_fast.training.cache_build import default_cache_root
-from midlevel_fast.training.evaluate import evaluate_head, format_ap_table
+from midlevel_fast.cache.build import default_cache_root
+from midlevel_fast.metrics.average_precision import format_ap_table
+from midlevel_fast.training.evaluate import evaluate_head
 from midlevel_fast.training.patches import eval_set, labelled_set, patch_set
-from midlevel_fast.training.pointing import pointing_game
-from midlevel_fast.training.tags import tag_arrays, voc_tags
+from midlevel_fast.metrics.pointing import pointing_game
+from midlevel_fast.datasets.tags import tag_arrays, voc_tags
 from midlevel_fast.training.train import TrainConfig, train_head
-from midlevel_fast.training.voc import VOC_CLASSES, load_split
-from midlevel_fast.training.voc_run import TABLE_METHODS, voc_cache
+from midlevel_fast.datasets.voc import VOC_CLASSES, load_split
+from midlevel_fast.recipes.voc_run import TABLE_METHODS, voc_cache
 from tests.helpers import experiment_voc_root
 
 HEADS = {

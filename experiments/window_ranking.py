@@ -23,7 +23,7 @@ import torch
 
 from midlevel_fast import load_model, score_image
 from midlevel_fast.scoring.detections import pairwise_iou
-from midlevel_fast.training.voc import VOC_CLASSES, load_split, object_arrays
+from midlevel_fast.datasets.voc import VOC_CLASSES, load_split, object_arrays
 from tests.helpers import experiment_voc_root
 
 

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from midlevel_fast.model import PatchClassifier, load_model
+from midlevel_fast.model.classifier import PatchClassifier, load_model
 from midlevel_fast.scaleout import collection
 from midlevel_fast.scaleout.collection import list_images, score_collection
-from midlevel_fast.scaleout.distributed import DistContext, process_group, shard
-from midlevel_fast.training.cache import CacheConfig
-from midlevel_fast.training.cache_build import fill_cache, open_cache
+from midlevel_fast.runtime.distributed import DistContext, process_group, shard
+from midlevel_fast.cache.feature_cache import CacheConfig
+from midlevel_fast.cache.build import fill_cache, open_cache
 from midlevel_fast.training.consistency import PairSet
 from midlevel_fast.training.patches import EvalSet, PatchSet
 from midlevel_fast.training.train import TrainConfig, train_head

@@ -18,10 +18,10 @@ from PIL import Image
 
 from midlevel_fast import PADDING_MODES, crop_resize
 from midlevel_fast.backbones import AlexNet, Backbone, alexnet
-from midlevel_fast.scoring.grid import grid
-from midlevel_fast.training.cache import CacheConfig, FeatureCache
+from midlevel_fast.features.grid import grid
+from midlevel_fast.cache.feature_cache import CacheConfig, FeatureCache
 from midlevel_fast.training.labels import DROPPED, patch_labels
-from midlevel_fast.training.voc import VocImage, VocObject
+from midlevel_fast.datasets.voc import VocImage, VocObject
 from tests.oracle.crop_resize import crop_resize_reference
 
 # ImageNet statistics in [0, 1] units, restated so the oracle's defaults do not come from the package.

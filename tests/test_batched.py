@@ -1,4 +1,4 @@
-"""The batched patch path (:mod:`midlevel_fast.scoring.batched`): chunking changes nothing, and each vector is the
+"""The batched patch path (:mod:`midlevel_fast.features.batched`): chunking changes nothing, and each vector is the
 backbone's vector of its patch as the oracle crops it."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from midlevel_fast import grid, load_model
-from midlevel_fast.scoring.batched import batched_features, batched_patches
+from midlevel_fast.features.batched import batched_features, batched_patches
 
 from tests.helpers import random_image, reference
 

@@ -1,4 +1,4 @@
-"""Box regression (midlevel_fast/scoring/box_regression.py and training/box_regression_fit.py): the rows are the
+"""Box regression (midlevel_fast/model/box_regression.py and training/box_regression_fit.py): the rows are the
 paper's positives with their objects' boxes, the ridge fit recovers a linear map, and classes without enough rows
 keep their windows."""
 from __future__ import annotations
@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from midlevel_fast.scoring.box_regression import BoxRegression
+from midlevel_fast.model.box_regression import BoxRegression
 from midlevel_fast.scoring.detections import decode_boxes, encode_boxes
-from midlevel_fast.scoring.grid import grid
+from midlevel_fast.features.grid import grid
 from midlevel_fast.training.box_regression_fit import MIN_ROWS, fit_box_regression, regression_rows
-from midlevel_fast.training.cache import CacheConfig, FeatureCache
+from midlevel_fast.cache.feature_cache import CacheConfig, FeatureCache
 from midlevel_fast.training.labels import qualification
-from midlevel_fast.training.voc import VocImage, VocObject
+from midlevel_fast.datasets.voc import VocImage, VocObject
 
 CLASSES = ["cat", "dog"]
 DIM = 7

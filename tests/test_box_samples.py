@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from midlevel_fast.training.box_samples import (
+from midlevel_fast.datasets.box_samples import (
     BOX_FORMATS,
     box_digest,
     coco_samples,
@@ -21,7 +21,7 @@ from midlevel_fast.training.box_samples import (
     sample_arrays,
     voc_action_samples,
 )
-from midlevel_fast.training.tags import content_id
+from midlevel_fast.datasets.tags import content_id
 
 W, H = 40, 30  # every test image is 40x30 unless said otherwise
 

@@ -11,12 +11,12 @@ from PIL import Image
 
 from midlevel_fast.backbones import get_backbone
 from midlevel_fast.cli import main
-from midlevel_fast.head import load_head
-from midlevel_fast.model import load_model
+from midlevel_fast.model.head import load_head
+from midlevel_fast.model.classifier import load_model
 from midlevel_fast.scoring.boxes import score_boxes
 from midlevel_fast.scoring.score import score_image
-from midlevel_fast.training.box_samples import imagefolder_samples
-from midlevel_fast.training.box_task import evaluate_probabilities, train_box_head
+from midlevel_fast.datasets.box_samples import imagefolder_samples
+from midlevel_fast.recipes.box_task import evaluate_probabilities, train_box_head
 from midlevel_fast.training.train import TrainConfig
 from tests.helpers import random_alexnet
 
@@ -142,7 +142,7 @@ def test_score_boxes_cli_needs_boxes(folder, capsys):
 
 def test_alexnet_top_trains_fc6_only():
     """The paper's "U" row on AlexNet: one SGD step through TopAndHead moves FC6 and the head, nothing else."""
-    from midlevel_fast.head import AdaptationHead
+    from midlevel_fast.model.head import AdaptationHead
     from midlevel_fast.training.unfreeze import TopAndHead
 
     bb = random_alexnet()

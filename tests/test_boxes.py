@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from midlevel_fast.model import default_model
+from midlevel_fast.model.classifier import default_model
 from midlevel_fast.scoring.boxes import patch_crops, score_boxes, square_patches
 from tests.oracle.crop_resize import crop_resize_reference
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from midlevel_fast.training.cache import CacheConfig, FeatureCache
-from midlevel_fast.training.cache_build import build_cache, fill_cache, open_cache
+from midlevel_fast.cache.feature_cache import CacheConfig, FeatureCache
+from midlevel_fast.cache.build import build_cache, fill_cache, open_cache
 from tests.distributed_worker import CACHE_CONFIG, tiny_model, write_images
 from tests.helpers import REPO, run_worker, toy_extract, write_toy_images
 from tests.helpers import TOY_CACHE_CONFIG as CONFIG
@@ -25,8 +25,8 @@ STUCK_BUILD = textwrap.dedent("""
     import pathlib, sys, time
     sys.path.insert(0, {repo!r})
     from midlevel_fast.io.files import atomic_write, atomic_write_bytes
-    from midlevel_fast.training import cache as store
-    from midlevel_fast.training.cache_build import build_cache
+    from midlevel_fast.cache import feature_cache as store
+    from midlevel_fast.cache.build import build_cache
     from tests.helpers import TOY_CACHE_CONFIG, toy_extract
 
     def stuck(path, data):

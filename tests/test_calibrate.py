@@ -1,4 +1,4 @@
-"""Fitting a head's calibration on scores it did not see (:mod:`midlevel_fast.training.calibrate`): the cross-fit's
+"""Fitting a head's calibration on scores it did not see (:mod:`midlevel_fast.recipes.calibrate`): the cross-fit's
 folds, its out-of-fold scores on a synthetic cache, the training metadata it needs, the cache checks, and the head
 file it writes."""
 from __future__ import annotations
@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from midlevel_fast import AdaptationHead, HeadInfo, load_head, save_head
-from midlevel_fast.training.cache import FeatureCache
-from midlevel_fast.training.calibrate import (FitData, cached_images, calibrate_head, cross_fit_folds,
+from midlevel_fast.cache.feature_cache import FeatureCache
+from midlevel_fast.recipes.calibrate import (FitData, cached_images, calibrate_head, cross_fit_folds,
                                               cross_fit_scores, fallback_messages, held_out_scores, scores_of,
                                               training_metadata)
 from midlevel_fast.training.patches import patch_set

@@ -8,7 +8,7 @@ import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from midlevel_fast.scoring.presence import SCORE_FLOOR, isotonic_presence, presence_probabilities
+from midlevel_fast.model.presence import SCORE_FLOOR, isotonic_presence, presence_probabilities
 from midlevel_fast.training.calibration_fit import fit_calibration, fit_isotonic, fit_platt, pool_adjacent_violators
 from tests.oracle.calibration import isotonic_brute_force, platt_gradient_descent, platt_loss
 

@@ -1,5 +1,5 @@
-"""Class activation maps (midlevel_fast/training/cam.py) and the whole-image views they share with the probe
-(midlevel_fast/training/probe.py): the 1×1-conv probe against the probe on pooled features (linearity), the
+"""Class activation maps (midlevel_fast/baselines/cam.py) and the whole-image views they share with the probe
+(midlevel_fast/baselines/probe.py): the 1×1-conv probe against the probe on pooled features (linearity), the
 upsampling geometry, shapes, and the views' sizes."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from PIL import Image
 
 from midlevel_fast.backbones import efficientnet_lite0
 from midlevel_fast.scoring.points import map_points
-from midlevel_fast.training.cam import cam_cells, check_cam_backbone, class_activation_maps, upsample_cells
-from midlevel_fast.training.probe import whole_image_cells, whole_image_features, whole_image_view_size
+from midlevel_fast.baselines.cam import cam_cells, check_cam_backbone, class_activation_maps, upsample_cells
+from midlevel_fast.baselines.probe import whole_image_cells, whole_image_features, whole_image_view_size
 from tests.helpers import random_alexnet, skimage_photo
 
 

@@ -13,11 +13,11 @@ from PIL import Image
 from midlevel_fast.cli import build_parser, main
 from midlevel_fast.cli import score as cli_score
 from midlevel_fast.cli.score import format_result, result_record, shown_classes
-from midlevel_fast.head import load_head
-from midlevel_fast.io.overlay import map_file_name
+from midlevel_fast.model.head import load_head
+from midlevel_fast.viz.overlay import map_file_name
 from midlevel_fast.scaleout.results import read_rows
 from midlevel_fast.scoring.detections import Detection
-from midlevel_fast.scoring.presence import Calibration
+from midlevel_fast.model.presence import Calibration
 from midlevel_fast.scoring.score import score_image
 from tests.distributed_worker import tiny_model, write_images
 from tests.helpers import make_voc, obj
@@ -33,7 +33,7 @@ def test_score_demo_photo_with_maps(tmp_path, capsys):
     assert len([line for line in out.splitlines() if line.endswith("boxes") or line.endswith("box")]) == 2
     pngs = sorted(p.name for p in tmp_path.iterdir())
     assert len(pngs) == 2 and all(p.endswith(".png") for p in pngs)
-    # The one naming scheme of map files (midlevel_fast.io.overlay.map_file_name): image stem, rank, class.
+    # The one naming scheme of map files (midlevel_fast.viz.overlay.map_file_name): image stem, rank, class.
     assert [p[:15] for p in pngs] == ["demo_chelsea_1_", "demo_chelsea_2_"]
     assert all(f"map -> {tmp_path / p}" in out for p in pngs)
     with Image.open(tmp_path / pngs[0]) as im:

@@ -6,7 +6,7 @@ import pytest
 
 from midlevel_fast import AdaptationHead, HeadInfo, load_head, save_head
 from midlevel_fast.cli import main
-from midlevel_fast.training.voc import VOC_CLASSES
+from midlevel_fast.datasets.voc import VOC_CLASSES
 from tests.helpers import make_voc, obj
 
 

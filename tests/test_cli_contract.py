@@ -13,9 +13,9 @@ import torch
 from midlevel_fast.cli import build_parser, main
 from midlevel_fast.cli import score as cli_score
 from midlevel_fast.cli.common import configured_logging
-from midlevel_fast.head import load_head
-from midlevel_fast.training.cache import FeatureCache
-from midlevel_fast.training.cache_build import build_cache
+from midlevel_fast.model.head import load_head
+from midlevel_fast.cache.feature_cache import FeatureCache
+from midlevel_fast.cache.build import build_cache
 from tests.distributed_worker import tiny_model, write_images
 from tests.helpers import TOY_CACHE_CONFIG, make_voc, obj, random_alexnet, toy_extract
 

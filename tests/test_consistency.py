@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from midlevel_fast.training.cache import CacheConfig, FeatureCache
+from midlevel_fast.cache.feature_cache import CacheConfig, FeatureCache
 from midlevel_fast.training import consistency
 from midlevel_fast.training.consistency import PairSet, consistency_loss, consistency_pairs, match_windows
 from midlevel_fast.training.patches import PatchSet

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from midlevel_fast import load_head, score_image
-from midlevel_fast.model import default_model, shipped_head_path
-from midlevel_fast.training.voc import VOC_CLASSES
+from midlevel_fast.model.classifier import default_model, shipped_head_path
+from midlevel_fast.datasets.voc import VOC_CLASSES
 
 pytestmark = pytest.mark.skipif(shipped_head_path() is None, reason="this build ships no VOC head")
 

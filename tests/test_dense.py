@@ -1,4 +1,4 @@
-"""The dense sliding window (:mod:`midlevel_fast.scoring.dense`): its geometry worked by hand, its windows against
+"""The dense sliding window (:mod:`midlevel_fast.features.dense`): its geometry worked by hand, its windows against
 the grid and against the crops they stand for, on EfficientNet-Lite0 and random-weight AlexNet."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from PIL import Image
 
 from midlevel_fast import grid, load_model
 from midlevel_fast.ops.crop_resize import crop_resize
-from midlevel_fast.scoring.dense import (MAX_DENSE_PIXELS, default_window_step, dense_length, dense_planes,
+from midlevel_fast.features.dense import (MAX_DENSE_PIXELS, default_window_step, dense_length, dense_planes,
                                         dense_windows, window_boxes)
 
 from tests.helpers import random_alexnet, skimage_photo

@@ -1,4 +1,4 @@
-"""VOC detection AP (midlevel_fast/training/detection_ap.py): a hand-worked example, the devkit's rules for
+"""VOC detection AP (midlevel_fast/metrics/detection_ap.py): a hand-worked example, the devkit's rules for
 difficult and duplicate boxes, and random cases against the line-by-line transcription of VOCevaldet.m."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from midlevel_fast.scoring.detections import Detection
-from midlevel_fast.training.detection_ap import GroundTruth, detection_ap
+from midlevel_fast.metrics.detection_ap import GroundTruth, detection_ap
 from tests.oracle.detections import voc_det_ap_reference
 
 CAT = (10.0, 10.0, 50.0, 50.0)

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from midlevel_fast.scoring.box_regression import BoxRegression
+from midlevel_fast.model.box_regression import BoxRegression
 from midlevel_fast.scoring.detections import (Detection, batched_nms, decode_boxes, detect, encode_boxes, nms,
                                               pairwise_iou)
 from tests.oracle.detections import iou_exact, nms_reference
@@ -136,7 +136,7 @@ def test_detect_rejects_mismatched_inputs():
 
 def test_score_image_detections_are_detect_on_its_windows():
     from midlevel_fast import load_model, score_image
-    from midlevel_fast.scoring.score import patch_features
+    from midlevel_fast.features.patch_features import patch_features
     from tests.helpers import skimage_photo
     model = load_model()
     if model.info.box_regression is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from midlevel_fast.scaleout.distributed import init_distributed, shard
+from midlevel_fast.runtime.distributed import init_distributed, shard
 
 
 @pytest.mark.parametrize("n", [0, 1, 5, 16, 17])

@@ -11,8 +11,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from midlevel_fast.training.evaluate import (average_precision, evaluate_head, format_ap_table, image_scores,
-                                             mean_average_precision, patch_probabilities)
+from midlevel_fast.metrics.average_precision import average_precision, format_ap_table, mean_average_precision
+from midlevel_fast.training.evaluate import evaluate_head, image_scores, patch_probabilities
 from midlevel_fast.training.patches import EvalSet
 from tests.oracle.aggregate import power_mean_reference
 

@@ -17,14 +17,14 @@ import torch
 from PIL import Image
 
 from midlevel_fast.cli import main
-from midlevel_fast.model import load_model
+from midlevel_fast.model.classifier import load_model
 from midlevel_fast.scaleout.collection import score_collection
 from midlevel_fast.scaleout.results import read_rows
-from midlevel_fast.scoring import batched
-from midlevel_fast.scoring.batched import PROGRESS_MIN_PATCHES, batched_features, show_progress
-from midlevel_fast.scoring.dense import MAX_DENSE_PIXELS, dense_plane_sizes, dense_windows
-from midlevel_fast.scoring.grid import PAPER_SCALES
-from midlevel_fast.scoring.limits import check_image_size, min_image_side, min_patch_side
+from midlevel_fast.features import batched
+from midlevel_fast.features.batched import PROGRESS_MIN_PATCHES, batched_features, show_progress
+from midlevel_fast.features.dense import MAX_DENSE_PIXELS, dense_plane_sizes, dense_windows
+from midlevel_fast.features.grid import PAPER_SCALES
+from midlevel_fast.features.limits import check_image_size, min_image_side, min_patch_side
 from midlevel_fast.scoring.score import score_image
 
 
@@ -188,7 +188,7 @@ def test_cli_score_dir_summary_distinguishes_the_failures(tmp_path, capsys):
 CHILD = """
 import os, sys, time
 from pathlib import Path
-from midlevel_fast.model import load_model
+from midlevel_fast.model.classifier import load_model
 from midlevel_fast.scaleout import collection
 
 images, out, ready, how = sys.argv[1:5]

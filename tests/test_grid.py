@@ -1,4 +1,4 @@
-"""The paper's grid (:mod:`midlevel_fast.scoring.grid`): counts worked by hand on the VOC size, and the rule as
+"""The paper's grid (:mod:`midlevel_fast.features.grid`): counts worked by hand on the VOC size, and the rule as
 properties: inside the image edge to edge, steps at most ``step·s``, and no more patches than that needs."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The adaptation head (:mod:`midlevel_fast.head`): dense and per-patch use agree, head files round-trip and
+"""The adaptation head (:mod:`midlevel_fast.model.head`): dense and per-patch use agree, head files round-trip and
 refuse what they cannot read, probabilities by hand."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from midlevel_fast import AdaptationHead, HeadInfo, load_head, save_head
-from midlevel_fast.head import class_probabilities
+from midlevel_fast.model.head import class_probabilities
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3])
@@ -73,7 +73,7 @@ def test_class_probabilities_by_hand():
 
 
 def test_box_regression_round_trips_through_the_head_file(tmp_path):
-    from midlevel_fast.scoring.box_regression import BoxRegression
+    from midlevel_fast.model.box_regression import BoxRegression
     torch.manual_seed(0)
     head = AdaptationHead(6, 3, layers=1).eval()
     reg = BoxRegression(torch.randn(2, 4, 6), torch.randn(2, 4), {"ridge": 0.01, "rows": [30, 40]})

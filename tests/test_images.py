@@ -19,13 +19,13 @@ from torch import nn
 import midlevel_fast
 from midlevel_fast import load_model, score_image, score_images
 from midlevel_fast.backbones.base import Backbone
-from midlevel_fast.head import HeadInfo
-from midlevel_fast.model import PatchClassifier
+from midlevel_fast.model.head import HeadInfo
+from midlevel_fast.model.classifier import PatchClassifier
 from midlevel_fast.ops.crop_resize import IMAGENET_MEAN, IMAGENET_STD
 from midlevel_fast.scoring import images as images_module
-from midlevel_fast.scoring.dense import DensePlan, dense_plane_sizes
+from midlevel_fast.features.dense import DensePlan, dense_plane_sizes
 from midlevel_fast.scoring.images import _same_size_batches
-from midlevel_fast.scoring.score import ScoreResult
+from midlevel_fast.scoring.result import ScoreResult
 from tests.helpers import random_image, skimage_photo
 
 # Batched against per-image results, per trunk precision: the largest |difference| of the window probabilities

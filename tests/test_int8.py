@@ -17,8 +17,8 @@ from midlevel_fast.backbones.int8 import (Int8Conv, QuantizedActivation, calibra
                                           shipped_ranges)
 from midlevel_fast.backbones.prepared import prepared
 from midlevel_fast.io.image_io import load_image
-from midlevel_fast.scoring.dense import default_window_step, dense_planes
-from midlevel_fast.scoring.precision import resolve_precision
+from midlevel_fast.features.dense import default_window_step, dense_planes
+from midlevel_fast.runtime.precision import resolve_precision
 from tests.helpers import random_alexnet, rel_l2, skimage_photo
 from tests.oracle.int8_conv import dequantize_reference, int8_conv_reference, quantize_reference
 

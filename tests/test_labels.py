@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from midlevel_fast import grid
 from midlevel_fast.training.labels import DROPPED, box_iou, patch_labels, resample_background
-from midlevel_fast.training.voc import VOC_CLASSES, load_split, object_arrays
+from midlevel_fast.datasets.voc import VOC_CLASSES, load_split, object_arrays
 from tests.oracle.labels import patch_labels_reference
 
 C = 3

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from midlevel_fast import load_model, score_image
 from midlevel_fast.backbones import get_backbone
 from midlevel_fast.backbones.layout import WindowLayout
-from midlevel_fast.model import PatchClassifier
-from midlevel_fast.scoring.box_regression import BoxRegression
-from midlevel_fast.scoring.dense import dense_windows
+from midlevel_fast.model.classifier import PatchClassifier
+from midlevel_fast.model.box_regression import BoxRegression
+from midlevel_fast.features.dense import dense_windows
 from midlevel_fast.scoring.detections import detect
 from tests.helpers import random_alexnet
 

@@ -56,9 +56,9 @@ from torchmetrics.classification import BinaryCalibrationError
 from midlevel_fast.scoring.detections import Detection
 from midlevel_fast.training.box_regression_fit import MIN_ROWS, RegressionRows, fit_box_regression
 from midlevel_fast.training.calibration_fit import fit_isotonic, fit_platt
-from midlevel_fast.training.detection_ap import GroundTruth, detection_ap
-from midlevel_fast.training.evaluate import average_precision
-from midlevel_fast.training.reliability import brier_score, expected_calibration_error
+from midlevel_fast.metrics.detection_ap import GroundTruth, detection_ap
+from midlevel_fast.metrics.average_precision import average_precision
+from midlevel_fast.metrics.reliability import brier_score, expected_calibration_error
 from tests.oracle.coco import coco_ap, coco_evaluation, coco_ranked_hits
 
 BOUNDED = settings(max_examples=60, deadline=None)

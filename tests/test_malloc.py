@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from midlevel_fast.scoring.malloc import MMAP_MAX
+from midlevel_fast.runtime.malloc import MMAP_MAX
 
 LIBC, LIBC_VERSION = platform.libc_ver()
 # mallinfo2 (size_t fields) appeared in glibc 2.33.
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not HAS_MALLINFO2, reason="reads the allocator's
 
 PROBE = """
 import ctypes, json
-from midlevel_fast.scoring.malloc import tune_malloc
+from midlevel_fast.runtime.malloc import tune_malloc
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",

@@ -1,4 +1,4 @@
-"""The patch classifier and how models are found (:mod:`midlevel_fast.model`): head files, the backbone's own
+"""The patch classifier and how models are found (:mod:`midlevel_fast.model.classifier`): head files, the backbone's own
 ImageNet classifier, the default."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from midlevel_fast import AdaptationHead, HeadInfo, PatchClassifier, load_model, save_head
-from midlevel_fast.model import default_model, imagenet_classifier
+from midlevel_fast.model.classifier import default_model, imagenet_classifier
 
 from tests.helpers import random_alexnet
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from midlevel_fast.io.overlay import (BOX_COLOUR, caption, chosen_maps, colorize, colour_bar, map_file_name,
+from midlevel_fast.viz.overlay import (BOX_COLOUR, caption, chosen_maps, colorize, colour_bar, map_file_name,
                                       map_stem, map_stems, overlay, write_maps)
 from midlevel_fast.scoring.detections import Detection
-from midlevel_fast.scoring.score import ScoreResult
+from midlevel_fast.scoring.result import ScoreResult
 
 
 def made_result(presence=None, detections=(), h=60, w=80, points=None) -> ScoreResult:

@@ -1,4 +1,4 @@
-"""The pointing game (midlevel_fast/training/pointing.py): hand-worked hits and misses, TorchRay's integer rule, the
+"""The pointing game (midlevel_fast/metrics/pointing.py): hand-worked hits and misses, TorchRay's integer rule, the
 difficult-only skipping, and the hit test and the whole game against the pixel-loop oracle
 (tests/oracle/pointing.py)."""
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from midlevel_fast.training.pointing import TOLERANCE, is_hit, played_classes, pointing_game
-from midlevel_fast.training.voc import VocImage, VocObject
+from midlevel_fast.metrics.pointing import TOLERANCE, is_hit, played_classes, pointing_game
+from midlevel_fast.datasets.voc import VocImage, VocObject
 from tests.oracle.pointing import is_hit_reference, pointing_game_reference
 
 BOX = (10.0, 10.0, 20.0, 20.0)  # VOC xmin = ymin = 11, xmax = ymax = 20: pixel centres 10.5 .. 19.5

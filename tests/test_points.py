@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from midlevel_fast import load_model, output_maps, score_image
-from midlevel_fast.model import PatchClassifier
+from midlevel_fast.model.classifier import PatchClassifier
 from midlevel_fast.ops.aggregate import window_sums
 from midlevel_fast.scoring.points import map_points, window_points
 from tests.helpers import skimage_photo

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from midlevel_fast.scoring import precision as P
+from midlevel_fast.runtime import precision as P
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
 AMX_XEON = frozenset({"amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2"} &

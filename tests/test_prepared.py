@@ -16,7 +16,7 @@ from midlevel_fast.backbones import efficientnet_lite0
 from midlevel_fast.backbones.efficientnet_lite import _MBConv, _SameConv2d
 from midlevel_fast.backbones.layout import WindowLayout
 from midlevel_fast.backbones.prepared import copy_dtype, prepared
-from midlevel_fast.scoring.dense import dense_windows
+from midlevel_fast.features.dense import dense_windows
 from tests.helpers import random_alexnet, rel_l2
 
 # (backbone, precision) -> max relative L2 error of the window features against the module's float32.

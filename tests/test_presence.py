@@ -1,4 +1,4 @@
-"""Presence probabilities (:mod:`midlevel_fast.scoring.presence`): Platt and isotonic by hand, the floor, the
+"""Presence probabilities (:mod:`midlevel_fast.model.presence`): Platt and isotonic by hand, the floor, the
 calibration's checks, its round trip through the head file, and ``ScoreResult.presence``/``present()``."""
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from midlevel_fast import AdaptationHead, HeadInfo, load_head, save_head
-from midlevel_fast.model import load_model
-from midlevel_fast.scoring.presence import Calibration, presence_for, presence_probabilities
-from midlevel_fast.scoring.score import ScoreResult, score_image
+from midlevel_fast.model.classifier import load_model
+from midlevel_fast.model.presence import Calibration, presence_for, presence_probabilities
+from midlevel_fast.scoring.result import ScoreResult
+from midlevel_fast.scoring.score import score_image
 from midlevel_fast.training.calibration_fit import fit_calibration
 from tests.helpers import random_image
 

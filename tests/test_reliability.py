@@ -1,4 +1,4 @@
-"""Calibration metrics (:mod:`midlevel_fast.training.reliability`): expected calibration error and Brier score against
+"""Calibration metrics (:mod:`midlevel_fast.metrics.reliability`): expected calibration error and Brier score against
 loops over the pairs and by hand, per class and pooled, ignored pairs, reliability bins."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from midlevel_fast.training.reliability import brier_score, expected_calibration_error, reliability_bins
+from midlevel_fast.metrics.reliability import brier_score, expected_calibration_error, reliability_bins
 from tests.oracle.calibration import brier_loop, ece_loop
 
 # Exact bin edges, 1 and 0 among the probabilities: where a binning slip would show.

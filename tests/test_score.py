@@ -10,9 +10,10 @@ import torch
 from PIL import Image
 
 from midlevel_fast import grid, load_model, score_image
-from midlevel_fast.model import PatchClassifier
-from midlevel_fast.scoring.precision import resolve_precision
-from midlevel_fast.scoring.score import MODES, ScoreResult
+from midlevel_fast.model.classifier import PatchClassifier
+from midlevel_fast.runtime.precision import resolve_precision
+from midlevel_fast.scoring.result import ScoreResult
+from midlevel_fast.scoring.score import MODES
 from tests.oracle.aggregate import output_maps_reference, power_mean_reference
 
 from tests.helpers import skimage_photo

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from midlevel_fast.training.tags import imagefolder_tags, list_tags, tag_arrays, voc_tags
-from midlevel_fast.training.voc import VOC_CLASSES
+from midlevel_fast.datasets.tags import imagefolder_tags, list_tags, tag_arrays, voc_tags
+from midlevel_fast.datasets.voc import VOC_CLASSES
 from tests.helpers import make_voc, obj
 
 

@@ -6,11 +6,11 @@ import pytest
 from PIL import Image
 
 from midlevel_fast.cli import main
-from midlevel_fast.head import load_head
-from midlevel_fast.model import load_model
+from midlevel_fast.model.head import load_head
+from midlevel_fast.model.classifier import load_model
 from midlevel_fast.scoring.score import score_image
-from midlevel_fast.training.tags import imagefolder_tags
-from midlevel_fast.training.tags_run import train_tagged_head
+from midlevel_fast.datasets.tags import imagefolder_tags
+from midlevel_fast.recipes.tags_run import train_tagged_head
 from midlevel_fast.training.train import TrainConfig
 from tests.helpers import make_voc, obj
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from midlevel_fast.training.voc import (
+from midlevel_fast.datasets.voc import (
     VOC_CLASSES,
     VocImage,
     VocObject,
@@ -24,7 +24,7 @@ from tests.helpers import H, W, make_voc, obj
 
 def read(root: Path, **kw) -> VocImage:
     """``read_annotation`` of ``img``, failing if it logs a repair (these annotations need none)."""
-    with unittest.TestCase().assertNoLogs("midlevel_fast.training.voc", logging.WARNING):
+    with unittest.TestCase().assertNoLogs("midlevel_fast.datasets.voc", logging.WARNING):
         return read_annotation(root, "img", **kw)
 
 
@@ -103,7 +103,7 @@ def test_unknown_class(tmp_path, caplog):
     root = make_voc(tmp_path, obj("cat") + obj("unicorn", box=(2, 2, 5, 5)))
     with pytest.raises(ValueError, match=r"img\.xml: unknown class 'unicorn'"):
         read(root)
-    with caplog.at_level(logging.WARNING, "midlevel_fast.training.voc"):
+    with caplog.at_level(logging.WARNING, "midlevel_fast.datasets.voc"):
         img = read_annotation(root, "img", unknown="skip")
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("WARNING", f"{root / 'Annotations' / 'img.xml'}: skipping object of unknown class 'unicorn'")]
@@ -127,7 +127,7 @@ def test_inverted_box(tmp_path, box):
 def test_box_partly_outside_is_clamped_with_a_warning(tmp_path, caplog):
     root = make_voc(tmp_path, obj(box=(0, -4, W + 3, 10)))  # xmin = 0 is one pixel left of the image
     clamped = r"img\.xml: box .* leaves the 40x30 image; clamped to \(0\.0, 0\.0, 40\.0, 10\.0\)"
-    with caplog.at_level(logging.WARNING, "midlevel_fast.training.voc"):
+    with caplog.at_level(logging.WARNING, "midlevel_fast.datasets.voc"):
         img = read_annotation(root, "img")
     assert len(caplog.records) == 1 and re.search(clamped, caplog.records[0].getMessage())
     assert img.objects[0].box == (0.0, 0.0, 40.0, 10.0)
@@ -195,7 +195,7 @@ def test_real_split_sizes(voc: Path):
 
 
 def test_real_train_annotations(voc: Path, caplog):
-    with caplog.at_level(logging.WARNING, "midlevel_fast.training.voc"):
+    with caplog.at_level(logging.WARNING, "midlevel_fast.datasets.voc"):
         images = load_split(voc, "train")
     assert not caplog.records  # the official boxes need no repair
     assert [img.image_id for img in images] == read_split(voc, "train")

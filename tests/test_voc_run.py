@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from midlevel_fast.head import load_head
-from midlevel_fast.model import load_model
+from midlevel_fast.model.head import load_head
+from midlevel_fast.model.classifier import load_model
 from midlevel_fast.training.patches import patch_set
 from midlevel_fast.training.train import TrainConfig
-from midlevel_fast.training.voc import VOC_CLASSES, load_split
-from midlevel_fast.training.voc_run import TABLE_METHODS, cache_voc_splits, evaluate_voc_head, train_voc_head
+from midlevel_fast.datasets.voc import VOC_CLASSES, load_split
+from midlevel_fast.recipes.voc_run import TABLE_METHODS, cache_voc_splits, evaluate_voc_head, train_voc_head
 from tests.helpers import make_voc, obj
 
 CAT = VOC_CLASSES.index("cat")
@@ -82,7 +82,7 @@ def test_evaluate_voc_head_per_exponent_and_method(voc, tmp_path):
 
 def test_train_fits_the_box_regression_and_fit_boxes_refits_it(voc, tmp_path, capsys):
     from midlevel_fast.cli import main
-    from midlevel_fast.head import stored_dtype
+    from midlevel_fast.model.head import stored_dtype
     root, cache_base = voc
     head_file = tmp_path / "h.safetensors"
     train_voc_head(root, head_file, config=TrainConfig(max_epochs=1), cache_base=cache_base, log=None)

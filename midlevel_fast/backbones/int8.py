@@ -178,7 +178,7 @@ def weights_digest(backbone: nn.Module) -> str:
 def calibrate_int8(backbone: Backbone, inputs: Iterable[Tensor]) -> Int8Ranges:
     """The output range of every convolution of ``backbone`` (a float32 EfficientNet-Lite0) over ``inputs``
     (normalised ``(B, 3, H, W)`` float32 tensors, e.g. the dense planes of a few images of the user's domain:
-    :func:`midlevel_fast.scoring.dense.dense_planes`), in the form :func:`install_int8` takes. Store it on the
+    :func:`midlevel_fast.features.dense.dense_planes`), in the form :func:`install_int8` takes. Store it on the
     backbone as ``backbone.int8_ranges`` for ``precision="int8"`` to use it."""
     convs = _convolutions(backbone)
     seen: dict[str, tuple[float, float]] = {}

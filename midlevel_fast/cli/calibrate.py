@@ -1,5 +1,5 @@
 """The ``calibrate`` command: fits a head's presence calibration on scores it did not see and writes the head with
-it (:mod:`midlevel_fast.training.calibrate`): on a held-out split (``--split val``) or by cross-fitting the head's
+it (:mod:`midlevel_fast.recipes.calibrate`): on a held-out split (``--split val``) or by cross-fitting the head's
 own training splits (``--cross-fit --folds 5``)."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import argparse
 import logging
 
 from midlevel_fast.cli.common import refuse_weights_required
-from midlevel_fast.head import load_head
-from midlevel_fast.scoring.presence import CALIBRATION_METHODS
-from midlevel_fast.training.calibrate import calibrate_head, cross_fit_head_scores, fallback_messages, held_out_scores
+from midlevel_fast.model.head import load_head
+from midlevel_fast.model.presence import CALIBRATION_METHODS
+from midlevel_fast.recipes.calibrate import calibrate_head, cross_fit_head_scores, fallback_messages, held_out_scores
 
 # Platt scaling, although isotonic regression calibrates a little better on held-out VOC val
 # (experiments/calibration.py, cross-fit on train: ECE 0.96 vs 1.24 %, Brier 1.87 vs 1.95 %): isotonic puts 74 % of

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from midlevel_fast.head import load_head
-from midlevel_fast.model import PatchClassifier, load_model, shipped_head_path
+from midlevel_fast.model.head import load_head
+from midlevel_fast.model.classifier import PatchClassifier, load_model, shipped_head_path
 
 # The exit statuses, the same for every command.
 EXIT_OK = 0
@@ -24,7 +24,7 @@ EXIT_EPILOG = (f"exit status: {EXIT_OK} success; {EXIT_FAILED} some inputs could
                "dependency)")
 
 # The package's logger: the CLI sets its level; the library's progress bars follow it
-# (midlevel_fast.progress.progress_bar).
+# (midlevel_fast.runtime.progress.progress_bar).
 PACKAGE_LOGGER = "midlevel_fast"
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -91,8 +91,8 @@ def backbone_options(backbone: str, weights: str | os.PathLike | None) -> dict[s
 
 
 def model_backbone(head: str | os.PathLike | None, backbone: str | None) -> str:
-    """The backbone :func:`midlevel_fast.model.load_model` builds for ``head`` and ``backbone``: ``backbone``, else
-    the head file's (the shipped head's for none), else :data:`DEFAULT_BACKBONE`."""
+    """The backbone :func:`midlevel_fast.model.classifier.load_model` builds for ``head`` and ``backbone``:
+    ``backbone``, else the head file's (the shipped head's for none), else :data:`DEFAULT_BACKBONE`."""
     if backbone is not None:
         return backbone
     path = shipped_head_path() if head is None else None if str(head) == "imagenet" else Path(head)
@@ -112,6 +112,6 @@ def refuse_weights_required(head: str | os.PathLike, command: str) -> None:
 
 def load_cli_model(head: str | os.PathLike | None, backbone: str | None,
                    weights: str | os.PathLike | None) -> PatchClassifier:
-    """:func:`midlevel_fast.model.load_model` with the backbone weights of ``--weights``, refused up front where
-    they are needed and missing."""
+    """:func:`midlevel_fast.model.classifier.load_model` with the backbone weights of ``--weights``, refused up
+    front where they are needed and missing."""
     return load_model(head, backbone=backbone, **backbone_options(model_backbone(head, backbone), weights))

@@ -2,7 +2,7 @@
 and the wrapper that runs a command inside the process group, applied where each command's parser is built.
 
 Under ``torchrun`` a wrapped command joins the process group first; then
-:func:`midlevel_fast.training.cache_build.open_cache` and :func:`midlevel_fast.training.cache_build.fill_cache`
+:func:`midlevel_fast.cache.build.open_cache` and :func:`midlevel_fast.cache.build.fill_cache`
 shard the cache build, :func:`midlevel_fast.training.train.train_head` trains with DDP and
 :func:`midlevel_fast.scaleout.collection.score_collection` shards the images. Every rank writes the same head file
 (same bytes, atomically) and only rank 0's standard output is shown. Without ``torchrun`` the commands run as a
@@ -17,7 +17,7 @@ import sys
 from datetime import timedelta
 from typing import Callable
 
-from midlevel_fast.scaleout.distributed import process_group
+from midlevel_fast.runtime.distributed import process_group
 
 Command = Callable[[argparse.Namespace], int]
 

@@ -18,11 +18,12 @@ from PIL import Image
 from midlevel_fast.cli.common import EXIT_FAILED, EXIT_OK, UsageError, add_weights_option, load_cli_model
 from midlevel_fast.cli.distributed import add_distributed_options, distributed
 from midlevel_fast.io.image_io import load_image
-from midlevel_fast.io.overlay import PRESENT, chosen_maps, map_stems, write_maps
+from midlevel_fast.viz.overlay import PRESENT, chosen_maps, map_stems, write_maps
 from midlevel_fast.scaleout.collection import score_collection
 from midlevel_fast.scaleout.results import output_paths, read_rows
-from midlevel_fast.scoring.precision import PRECISIONS
-from midlevel_fast.scoring.score import MODES, ScoreResult, score_image
+from midlevel_fast.runtime.precision import PRECISIONS
+from midlevel_fast.scoring.result import ScoreResult
+from midlevel_fast.scoring.score import MODES, score_image
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def _probability(text: str) -> float:
 
 def shown_classes(res: ScoreResult, show_all: bool = False, top: int = DEFAULT_SHOWN) -> list[int]:
     """The classes ``score`` prints, best score first: every class with ``show_all``; else the present ones
-    (presence >= :data:`midlevel_fast.io.overlay.PRESENT`); else (none present, or no calibration) the ``top``
+    (presence >= :data:`midlevel_fast.viz.overlay.PRESENT`); else (none present, or no calibration) the ``top``
     best by score."""
     order = torch.sort(res.scores, descending=True, stable=True).indices.tolist()
     if show_all:
@@ -121,7 +122,7 @@ def result_record(name: str, res: ScoreResult) -> dict:
 
 def _map_names(names: Sequence[str]) -> dict[str, str]:
     """The map stems of ``score``'s inputs: after the file name (the demo photo's name), or after the path as
-    given where two inputs share a file name (:func:`midlevel_fast.io.overlay.map_stems` keeps them apart)."""
+    given where two inputs share a file name (:func:`midlevel_fast.viz.overlay.map_stems` keeps them apart)."""
     files = [n if n.startswith("demo:") else Path(n).name for n in names]
     count = Counter(files)
     keyed = {n: f if count[f] == 1 else n for n, f in zip(names, files)}

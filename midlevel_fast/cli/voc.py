@@ -1,5 +1,5 @@
 """The commands on a VOC-style data set: ``cache`` (frozen patch features), ``train`` (an adaptation head) and
-``eval`` (a head's AP); the procedure is :mod:`midlevel_fast.training.voc_run`'s, ``cache`` and ``train`` shard
+``eval`` (a head's AP); the procedure is :mod:`midlevel_fast.recipes.voc_run`'s, ``cache`` and ``train`` shard
 under ``torchrun``."""
 from __future__ import annotations
 
@@ -14,21 +14,21 @@ from midlevel_fast.backbones import Backbone, get_backbone
 from midlevel_fast.cli.common import (EXIT_OK, UsageError, add_weights_option, backbone_options, load_cli_model,
                                      refuse_weights_required)
 from midlevel_fast.cli.distributed import add_distributed_options, distributed
-from midlevel_fast.head import OBJECTIVES
-from midlevel_fast.training.box_samples import BOX_FORMATS, read_samples
-from midlevel_fast.training.box_task import BOX_BATCH_SIZE, train_box_head
-from midlevel_fast.training.cache import CACHE_MODES
+from midlevel_fast.model.head import OBJECTIVES
+from midlevel_fast.datasets.box_samples import BOX_FORMATS, read_samples
+from midlevel_fast.recipes.box_task import BOX_BATCH_SIZE, train_box_head
+from midlevel_fast.cache.feature_cache import CACHE_MODES
 from midlevel_fast.training.consistency import PAIR_MODES
-from midlevel_fast.training.evaluate import format_ap_table
+from midlevel_fast.metrics.average_precision import format_ap_table
 from midlevel_fast.training.pooling import POOLINGS
-from midlevel_fast.training.tags import TAG_FORMATS, TaggedImage, imagefolder_tags, list_tags, voc_tags
-from midlevel_fast.training.tags_run import train_tagged_head
+from midlevel_fast.datasets.tags import TAG_FORMATS, TaggedImage, imagefolder_tags, list_tags, voc_tags
+from midlevel_fast.recipes.tags_run import train_tagged_head
 from midlevel_fast.training.train import SUPERVISIONS, TrainConfig
 from midlevel_fast.training.unfreeze import UNFREEZE
-from midlevel_fast.training.voc import VOC_CLASSES
-from midlevel_fast.scoring.box_regression import REGRESSION_FEATURES
+from midlevel_fast.datasets.voc import VOC_CLASSES
+from midlevel_fast.model.box_regression import REGRESSION_FEATURES
 from midlevel_fast.training.box_regression_fit import DEFAULT_RIDGE
-from midlevel_fast.training.voc_run import (VocEvaluation, cache_voc_splits, evaluate_voc_head, fit_voc_boxes,
+from midlevel_fast.recipes.voc_run import (VocEvaluation, cache_voc_splits, evaluate_voc_head, fit_voc_boxes,
                                             train_voc_head)
 
 

@@ -11,10 +11,10 @@ two top classes share a name, as ImageNet's two "crane"); ``detections`` ``[{"cl
 ...]`` best first (all classes, score >= ``detection_threshold``). Plus ``"scores": [float, ...]`` (every class,
 in the order of ``class_names`` in the meta file: names cannot be keys there) with ``full_scores``, and ``"maps": [file,
 ...]`` (relative to ``maps_dir``) with ``maps_dir``: the maps of the present classes among ``top`` (presence >= 0.5), of
-the best class without calibration (:func:`midlevel_fast.io.overlay.chosen_maps`), named ``<stem>_<rank>_<class>.png``
-with the stem of ``path`` (:func:`midlevel_fast.io.overlay.map_stem`: ``a/b/img.jpg`` -> ``a__b__img``; images whose
+the best class without calibration (:func:`midlevel_fast.viz.overlay.chosen_maps`), named ``<stem>_<rank>_<class>.png``
+with the stem of ``path`` (:func:`midlevel_fast.viz.overlay.map_stem`: ``a/b/img.jpg`` -> ``a__b__img``; images whose
 paths differ only by suffix, ``a.jpg`` and ``a.png``, keep their suffix in it:
-:func:`midlevel_fast.io.overlay.map_stems` of the whole list). ``path`` is relative
+:func:`midlevel_fast.viz.overlay.map_stems` of the whole list). ``path`` is relative
 to the directory when a directory is scored (POSIX separators), else the path as given; it is the key for resuming
 and merging. A run whose settings differ from the meta file's refuses to add to an existing output.
 
@@ -33,7 +33,7 @@ elongated for the dense mode), with the message. Failed images are retried by th
 transient read error heals; a row in ``out`` means the image was scored.
 
 Resume and sharding: every rank lists the inputs (sorted; all ranks must see the same list, which is checked),
-takes its share with :func:`midlevel_fast.scaleout.distributed.shard`, and skips the images that already have a row in
+takes its share with :func:`midlevel_fast.runtime.distributed.shard`, and skips the images that already have a row in
 ``out`` or in any part, whatever world size wrote it. After a barrier rank 0 merges ``out`` and all parts into
 ``out``. Ranks need a shared filesystem for ``out``'s directory.
 """
@@ -57,15 +57,16 @@ import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from midlevel_fast.io.image_io import load_image
-from midlevel_fast.io.overlay import chosen_maps, map_stem, map_stems, write_maps
-from midlevel_fast.model import PatchClassifier, default_model
-from midlevel_fast.progress import progress_bar
-from midlevel_fast.scaleout.distributed import DistContext, all_gather_objects, barrier, current, shard
+from midlevel_fast.viz.overlay import chosen_maps, map_stem, map_stems, write_maps
+from midlevel_fast.model.classifier import PatchClassifier, default_model
+from midlevel_fast.runtime.progress import progress_bar
+from midlevel_fast.runtime.distributed import DistContext, all_gather_objects, barrier, current, shard
 from midlevel_fast.scaleout.results import (PartWriter, check_meta, merge_outputs, output_format, output_paths,
                                             pyarrow_modules, scored_paths)
 from midlevel_fast.scoring.detections import DETECTION_THRESHOLD
 from midlevel_fast.scoring.images import GPU_BATCH_IMAGES, score_images
-from midlevel_fast.scoring.score import MODES, ScoreResult, score_image
+from midlevel_fast.scoring.result import ScoreResult
+from midlevel_fast.scoring.score import MODES, score_image
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ def score_collection(
 ) -> CollectionResult:
     """Scores every image of ``inputs`` (a directory or a list of paths) into ``out`` (see the module docstring).
 
-    ``model``: a :class:`midlevel_fast.model.PatchClassifier` (default: the default model). ``mode``, ``k``,
+    ``model``: a :class:`midlevel_fast.model.classifier.PatchClassifier` (default: the default model). ``mode``, ``k``,
     ``batch_size`` (patches or windows per forward), ``window_step``, ``precision`` and ``detection_threshold`` (the
     least score of a row's detections) are :func:`midlevel_fast.scoring.score.score_image`'s. ``batch_images``:
     images scored together (module docstring; ``None``: :data:`midlevel_fast.scoring.images.GPU_BATCH_IMAGES` in
@@ -219,9 +220,9 @@ def score_collection(
     chunk with a refused image is scored again image by image.
     ``top``: classes per row (and maps per image with ``maps_dir``). ``num_workers``: DataLoader processes
     decoding ahead of the model (0: decode in this process). ``progress``: a tqdm bar over the images (``None``:
-    where this module's logger is enabled for INFO, :func:`midlevel_fast.progress.progress_bar`). ``ctx``: the rank
-    of this process (default: from the initialised ``torch.distributed`` group, else a single process); every rank must
-    call this with the same arguments.
+    where this module's logger is enabled for INFO, :func:`midlevel_fast.runtime.progress.progress_bar`). ``ctx``:
+    the rank of this process (default: from the initialised ``torch.distributed`` group, else a single process);
+    every rank must call this with the same arguments.
     """
     out = Path(out)
     if output_format(out) == "parquet":
@@ -325,7 +326,7 @@ def score_collection(
 def _row(key: str, res: ScoreResult, settings: dict, top: int, full_scores: bool, maps: Path | None,
          image: np.ndarray, stem: str | None = None) -> dict:
     """The output row of one scored image, writing its map overlays first (a row implies its maps exist); the
-    map files are named after ``stem`` (default ``map_stem(key)``; :func:`midlevel_fast.io.overlay.map_stems` of
+    map files are named after ``stem`` (default ``map_stem(key)``; :func:`midlevel_fast.viz.overlay.map_stems` of
     all keys keeps images that differ only by suffix apart)."""
     # The top classes by index, best first (names cannot find scores: two ImageNet classes are "crane").
     idx = torch.topk(res.scores, min(top, len(res.class_names))).indices.tolist()

@@ -1,2 +1,3 @@
-"""Scoring an image: the paper's patch grid, the three ways to get patch features (dense sliding window,
-batched crops, the naive per-patch loop) and :func:`~midlevel_fast.scoring.score.score_image` over them."""
+"""Scoring images with a model: :func:`~midlevel_fast.scoring.score.score_image` and its batched form
+(``images``), given boxes (``boxes``), the naive per-patch loop every fast path is checked against (``naive``),
+detections (``detections``), points (``points``) and the result they return (``result``)."""

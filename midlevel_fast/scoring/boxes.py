@@ -17,9 +17,9 @@ import torch
 
 from midlevel_fast.backbones.layout import BackboneLike
 from midlevel_fast.io.image_io import load_image
-from midlevel_fast.model import PatchClassifier, default_model
+from midlevel_fast.model.classifier import PatchClassifier, default_model
 from midlevel_fast.ops.crop_resize import as_boxes, crop_resize
-from midlevel_fast.scoring.presence import presence_for
+from midlevel_fast.model.presence import presence_for
 
 # Boxes per crop_resize + forward: bounds the patches' memory (0.6 MB each in float32) for long box lists.
 BOX_BATCH = 256
@@ -49,7 +49,7 @@ def patch_crops(image: Any, patches: torch.Tensor, backbone: BackboneLike,
     """``(N, 3, input_size, input_size)`` channels-last float32 inputs of ``backbone`` for the ``patches`` of
     :func:`square_patches` on ``image`` (uint8 HWC): cropped, resized with antialiasing and normalised in one
     ``crop_resize``, filled outside the image by ``padding_mode``. The crops of :func:`score_boxes` and of the
-    training cache (:mod:`midlevel_fast.training.box_task`) alike."""
+    training cache (:mod:`midlevel_fast.recipes.box_task`) alike."""
     crops = crop_resize(image, patches, size=backbone.input_size, mean=backbone.mean, std=backbone.std,
                         padding_mode=padding_mode)
     return crops.contiguous(memory_format=torch.channels_last)
@@ -86,8 +86,8 @@ def score_boxes(image: Any, boxes: Any, model: PatchClassifier | None = None, *,
 
     ``image``: a path, PIL image, numpy HWC or torch CHW array (:func:`midlevel_fast.io.image_io.load_image`).
     ``boxes``: ``(N, 4)`` ``(x0, y0, x1, y1)``; a box may leave the image (its patch is padded) but must overlap
-    it. ``model``: default :func:`midlevel_fast.model.default_model`. ``padding_mode``: how the patch is filled
-    outside the image (``"reflect"`` mirrors, as the paper does; see :func:`midlevel_fast.crop_resize`).
+    it. ``model``: default :func:`midlevel_fast.model.classifier.default_model`. ``padding_mode``: how the patch is
+    filled outside the image (``"reflect"`` mirrors, as the paper does; see :func:`midlevel_fast.crop_resize`).
     The patches are cropped with the fused antialiased ``crop_resize`` and classified in float32, up to
     :data:`BOX_BATCH` boxes per call."""
     model = default_model() if model is None else model

@@ -20,7 +20,7 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-from midlevel_fast.scoring.box_regression import BoxRegression
+from midlevel_fast.model.box_regression import BoxRegression
 
 # exp(dw) is clamped here (as detectron's bbox_xform_clip, log(1000/16)) so that a wild regression cannot overflow.
 MAX_LOG_SCALE = math.log(1000.0 / 16)
@@ -164,7 +164,7 @@ def detect(
 
     ``windows (M, 4)`` window boxes, ``probs (M, C)`` their class probabilities, ``image_size`` ``(height,
     width)``; ``features (M, F)`` the windows' mid-level vectors and ``regression`` the head's box regression
-    (:class:`midlevel_fast.scoring.box_regression.BoxRegression`), or ``None`` to keep the windows as boxes.
+    (:class:`midlevel_fast.model.box_regression.BoxRegression`), or ``None`` to keep the windows as boxes.
     """
     if probs.ndim != 2 or probs.shape != (len(windows), len(class_names)):
         raise ValueError(f"probs must be (M, C) = ({len(windows)}, {len(class_names)}), got {tuple(probs.shape)}")

@@ -4,7 +4,7 @@
 different sizes, each a batch of one. Here the images come in chunks of ``batch_images``; every plane of a chunk is
 grouped with the planes of the same ``(rows, cols)`` (the same scale of images of the same size, and whatever
 other scale or image happens to round to that size), and each group runs through the trunk and the window head in
-one call (:func:`midlevel_fast.scoring.dense.plane_features`, the function ``dense_windows`` runs on one plane).
+one call (:func:`midlevel_fast.features.dense.plane_features`, the function ``dense_windows`` runs on one plane).
 The rest of each image's result is :func:`midlevel_fast.scoring.score.features_result`, as in ``score_image``, so
 the results are ``score_image``'s image by image: the trunk is applied to each plane of a batch independently, and
 only the rounding of the batched convolutions may differ (float32: ~1e-6; bf16: see ``tests/test_images.py``).
@@ -32,15 +32,16 @@ from PIL import Image
 from midlevel_fast.backbones.layout import BackboneLike
 from midlevel_fast.backbones.prepared import prepared
 from midlevel_fast.io.image_io import load_image
-from midlevel_fast.model import PatchClassifier
-from midlevel_fast.scoring.dense import (MAX_DENSE_PIXELS, DensePlan, DenseWindows, dense_plan, dense_source,
+from midlevel_fast.model.classifier import PatchClassifier
+from midlevel_fast.features.dense import (MAX_DENSE_PIXELS, DensePlan, DenseWindows, dense_plan, dense_source,
                                          join_windows, plane_features, plane_windows, resize_plane,
                                          window_step_cells)
 from midlevel_fast.scoring.detections import DETECTION_THRESHOLD
-from midlevel_fast.scoring.limits import check_image_size
-from midlevel_fast.scoring.malloc import tune_malloc
-from midlevel_fast.scoring.precision import resolve_precision
-from midlevel_fast.scoring.score import ScoreResult, checked_call, features_result, score_decoded
+from midlevel_fast.features.limits import check_image_size
+from midlevel_fast.runtime.malloc import tune_malloc
+from midlevel_fast.runtime.precision import resolve_precision
+from midlevel_fast.scoring.result import ScoreResult
+from midlevel_fast.scoring.score import checked_call, features_result, score_decoded
 
 # Pixels of one trunk call: a group of same-size planes is split into batches of at most this many pixels (at
 # least one plane), so that a batch never needs more activation memory than the largest plane one image may have.
@@ -137,7 +138,7 @@ def score_images(
     detection_threshold: float = DETECTION_THRESHOLD,
     workers: int | None = None,
 ) -> list[ScoreResult]:
-    """Scores every image of ``images`` with ``model``: one :class:`~midlevel_fast.scoring.score.ScoreResult` per
+    """Scores every image of ``images`` with ``model``: one :class:`~midlevel_fast.scoring.result.ScoreResult` per
     image, in order, equal to :func:`~midlevel_fast.scoring.score.score_image`'s with the same arguments (to the
     rounding of batched convolutions: module docstring).
 
@@ -225,7 +226,7 @@ def _dense_chunk(backbone: BackboneLike, decoded: Sequence[_Decoded], precision:
                  pool: ThreadPoolExecutor | None) -> list[DenseWindows]:
     """The dense windows of every image of a chunk, with one trunk + window head call per batch of same-size
     planes (:func:`_same_size_batches`); per image the same windows, in the same order, as
-    :func:`midlevel_fast.scoring.dense.dense_windows`."""
+    :func:`midlevel_fast.features.dense.dense_windows`."""
     net = prepared(backbone, precision)
     plans = [d.dense() for d in decoded]
     sources = [dense_source(d.image, device) for d in decoded]

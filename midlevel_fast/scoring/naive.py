@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from midlevel_fast.model import PatchClassifier
+from midlevel_fast.model.classifier import PatchClassifier
 from midlevel_fast.ops.crop_resize import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -51,7 +51,7 @@ def patch_probabilities_naive(model: PatchClassifier, image: np.ndarray, boxes: 
     """The per-patch loop: for every box, a PIL crop + resize (float channels, see
     :func:`crop_resize_pil`), normalisation, and one forward pass at batch 1.
 
-    ``model`` is a :class:`midlevel_fast.model.PatchClassifier`; ``image`` RGB uint8 HWC. Returns ``(M, C)``.
+    ``model`` is a :class:`midlevel_fast.model.classifier.PatchClassifier`; ``image`` RGB uint8 HWC. Returns ``(M, C)``.
     """
     bb = model.backbone
     device = next(model.parameters()).device

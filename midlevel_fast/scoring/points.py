@@ -7,7 +7,7 @@ Two rules, measured by the pointing game on VOC val (``python -m experiments.poi
 
 * :func:`map_points`: the maximum of a map, e.g. the paper's output map (per pixel, the *mean* probability of the
   windows covering it);
-* :func:`window_points`, what :attr:`midlevel_fast.scoring.score.ScoreResult.points` uses: the maximum of the
+* :func:`window_points`, what :attr:`midlevel_fast.scoring.result.ScoreResult.points` uses: the maximum of the
   window-*sum* map (:func:`midlevel_fast.ops.aggregate.window_sums`: per pixel, the *sum* of the probabilities of
   the windows covering it, the expected number of windows showing the class there). The mean forgets how many windows
   agree: a pixel near the border covered by three windows that all see the class outranks the middle of the object

@@ -7,109 +7,30 @@ only the reported classes are returned. ``score(C) = 1/M Σ_i y(C|P_i)^k``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from midlevel_fast.backbones.layout import BackboneLike
 from midlevel_fast.io.image_io import load_image
-from midlevel_fast.model import PatchClassifier, default_model
+from midlevel_fast.model.classifier import PatchClassifier, default_model
 from midlevel_fast.ops.aggregate import output_maps, power_mean
 from midlevel_fast.ops.backends import backends
-from midlevel_fast.scoring.batched import batched_patches
-from midlevel_fast.scoring.dense import dense_windows
+from midlevel_fast.features.patch_features import patch_features
 from midlevel_fast.scoring.detections import DETECTION_THRESHOLD, Detection, detect
-from midlevel_fast.scoring.grid import grid
-from midlevel_fast.scoring.limits import check_image_size
-from midlevel_fast.scoring.malloc import tune_malloc
+from midlevel_fast.features.grid import grid
+from midlevel_fast.features.limits import check_image_size
+from midlevel_fast.runtime.malloc import tune_malloc
 from midlevel_fast.scoring.naive import patch_probabilities_naive
 from midlevel_fast.scoring.points import window_points
-from midlevel_fast.scoring.precision import PRECISIONS, resolve_precision
-from midlevel_fast.scoring.presence import presence_for
+from midlevel_fast.scoring.result import ScoreResult
+from midlevel_fast.runtime.precision import PRECISIONS, resolve_precision
+from midlevel_fast.model.presence import presence_for
 
 # The one list of scoring modes (the CLI and score_collection take their choices from it).
 MODES: tuple[str, ...] = ("dense", "batched", "naive")
 # Feature vectors per head call when turning features into probabilities: bounds the logits' memory only.
 HEAD_BATCH = 1024
-
-
-@dataclass
-class ScoreResult:
-    """Scores of one image.
-
-    Attributes:
-        class_names: the reported classes (background excluded).
-        scores: ``(C,)`` float32 power-mean scores.
-        boxes: ``(M, 4)`` float32 patch boxes in image coordinates.
-        probs: ``(M, C)`` float32 patch probabilities of the reported classes.
-        scale_index: ``(M,)`` int64 index of each patch's scale.
-        image_size: ``(height, width)`` of the image.
-        mode, k: how the scores were computed.
-        maps: ``(len(map_classes), H, W)`` float32 output maps when asked for, else ``None``.
-        map_classes: the classes of ``maps``, in order.
-        points: ``{class: (x, y)}`` in image pixels for the classes of ``maps``, empty without maps: where the
-            windows showing the class pile up (:func:`midlevel_fast.scoring.points.window_points`: the maximum of
-            the per-pixel *sum* of the covering windows' probabilities, which points better than the maximum of
-            ``maps``, their mean; ties broken by the centroid of the largest maximal region).
-        seconds: wall time of the call.
-        presence: ``(C,)`` float32 probability that each class is present (:mod:`midlevel_fast.scoring.presence`),
-            ``None`` when the head has no calibration for this ``k``.
-        detections: the objects found (:class:`midlevel_fast.scoring.detections.Detection`: label, score, box),
-            best first (:func:`midlevel_fast.scoring.detections.detect`); empty in mode ``"naive"``.
-    """
-
-    class_names: list[str]
-    scores: torch.Tensor
-    boxes: torch.Tensor
-    probs: torch.Tensor
-    scale_index: torch.Tensor
-    image_size: tuple[int, int]
-    mode: str
-    k: float
-    maps: torch.Tensor | None = None
-    map_classes: list[str] = field(default_factory=list)
-    points: dict[str, tuple[float, float]] = field(default_factory=dict)
-    seconds: float = 0.0
-    presence: torch.Tensor | None = None
-    detections: list[Detection] = field(default_factory=list)
-
-    def top(self, n: int = 5) -> list[tuple[str, float]]:
-        """The ``n`` best classes as ``(name, score)``, best first."""
-        values, idx = torch.topk(self.scores, min(n, len(self.class_names)))
-        return [(self.class_names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
-
-    def present(self, threshold: float = 0.5) -> list[tuple[str, float]]:
-        """The classes whose presence is at least ``threshold``, as ``(name, probability)``, most probable first
-        (ties in class order). Raises ``ValueError`` when there are no presence probabilities."""
-        if self.presence is None:
-            raise ValueError("no presence probabilities: the head has no calibration for k = "
-                             f"{self.k:g}; calibrate it with `midlevel-fast calibrate --voc ROOT --head HEAD --split "
-                             "val --out HEAD_OUT` (or --cross-fit) and score with the new head file")
-        if not 0 <= threshold <= 1:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
-        values, idx = torch.sort(self.presence, descending=True, stable=True)
-        return [(self.class_names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist()) if v >= threshold]
-
-
-def patch_features(backbone: BackboneLike, image: np.ndarray, mode: str, scales: Sequence[float],
-                   grid_step: float, window_step: int | None = None, batch: int | None = None,
-                   precision: str = "fp32",
-                   progress: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(features (M, F), boxes (M, 4), scale_index (M,))`` of ``image`` (RGB uint8 HWC) in ``mode`` ``"dense"``
-    (sliding window, see :mod:`midlevel_fast.scoring.dense`; ``window_step``) or ``"batched"`` (the paper grid,
-    cropped and resized, ``batch`` patches per forward: :mod:`midlevel_fast.scoring.batched`); ``precision``
-    (``"fp32"``, ``"bf16"`` or ``"int8"``, already resolved) picks the backbone's prepared copy
-    (:mod:`midlevel_fast.backbones.prepared`); ``progress`` shows a bar over a long image's batched chunks
-    (``None``: only for many patches on a terminal, :func:`midlevel_fast.scoring.batched.show_progress`). The
-    entry point of the feature cache as well as of :func:`score_image`."""
-    tune_malloc()
-    if mode == "dense":
-        return dense_windows(backbone, image, scales, grid_step, window_step, precision)
-    if mode != "batched":
-        raise ValueError(f"patch features are computed in mode 'dense' or 'batched', not {mode!r}")
-    return batched_patches(backbone, image, scales, grid_step, batch, precision, progress)
 
 
 def _probabilities(model: PatchClassifier, feats: torch.Tensor) -> torch.Tensor:
@@ -216,16 +137,16 @@ def score_image(
     detection_threshold: float = DETECTION_THRESHOLD,
     progress: bool | None = None,
 ) -> ScoreResult:
-    """Scores ``image`` with ``model`` (default: :func:`midlevel_fast.model.default_model`).
+    """Scores ``image`` with ``model`` (default: :func:`midlevel_fast.model.classifier.default_model`).
 
     ``image``: a path, PIL image, numpy HWC or torch CHW array (see :func:`midlevel_fast.io.image_io.load_image`).
     ``mode``: ``"dense"`` (trunk once per scale, sliding window head), ``"batched"`` (fused crop_resize of the
     grid patches in chunks of ``batch_size``, batched forward) or ``"naive"`` (the per-patch PIL loop, one
     forward per patch). ``k``: the power-mean exponent (``None``: the model's, 5 as in the paper).
     ``return_maps``: ``True`` for the maps of every class, an int ``n`` for the ``n`` best classes only.
-    ``window_step``: the dense window step in trunk cells (see :mod:`midlevel_fast.scoring.dense`).
+    ``window_step``: the dense window step in trunk cells (see :mod:`midlevel_fast.features.dense`).
     ``precision``: ``"fp32"``, ``"bf16"``, ``"int8"`` (EfficientNet-Lite0 on the CPU:
-    :mod:`midlevel_fast.backbones.int8`) or ``"auto"`` (:func:`midlevel_fast.scoring.precision.resolve_precision`:
+    :mod:`midlevel_fast.backbones.int8`) or ``"auto"`` (:func:`midlevel_fast.runtime.precision.resolve_precision`:
     bf16 for the dense and batched modes on CPUs with native bfloat16, else fp32); the naive loop is always fp32.
     ``detection_threshold``: the class probability a window needs to become a detection candidate
     (:func:`midlevel_fast.scoring.detections.detect`; the head's box regression, when it has one, moves it).

@@ -1,4 +1,4 @@
-"""Fitting the box regression (:mod:`midlevel_fast.scoring.box_regression`) on the positive patches of a feature
+"""Fitting the box regression (:mod:`midlevel_fast.model.box_regression`) on the positive patches of a feature
 cache, as R-CNN fits its regressors on the proposals near each object.
 
 Rows (:func:`regression_rows`): every cached patch that is a positive of the paper's labelling
@@ -21,11 +21,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from midlevel_fast.scoring.box_regression import BoxRegression
+from midlevel_fast.model.box_regression import BoxRegression
 from midlevel_fast.scoring.detections import encode_boxes
-from midlevel_fast.training.cache import FeatureCache
+from midlevel_fast.cache.feature_cache import FeatureCache
 from midlevel_fast.training.labels import qualification
-from midlevel_fast.training.voc import VocImage, object_arrays
+from midlevel_fast.datasets.voc import VocImage, object_arrays
 
 DEFAULT_RIDGE = 1.0
 MIN_ROWS = 20
@@ -72,7 +72,7 @@ def regression_rows(cache: FeatureCache, images: Sequence[VocImage], classes: Se
 def fit_box_regression(rows: RegressionRows, num_classes: int, ridge: float = DEFAULT_RIDGE,
                        features: str = "mid-level") -> BoxRegression:
     """Per-class ridge regression of ``rows.targets`` on ``rows.features`` (module docstring); ``features`` says
-    what the rows' features are (:data:`midlevel_fast.scoring.box_regression.REGRESSION_FEATURES`)."""
+    what the rows' features are (:data:`midlevel_fast.model.box_regression.REGRESSION_FEATURES`)."""
     if not ridge > 0:
         raise ValueError(f"ridge must be > 0, got {ridge}")
     dim = rows.features.shape[1]

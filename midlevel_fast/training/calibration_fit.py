@@ -1,4 +1,4 @@
-"""Fitting the presence calibration (:mod:`midlevel_fast.scoring.presence`) on (score, label) pairs, per class.
+"""Fitting the presence calibration (:mod:`midlevel_fast.model.presence`) on (score, label) pairs, per class.
 
 * Platt scaling (Platt 1999, with the Newton method of Lin, Lin & Weng 2007): ``p = sigmoid(a·x + b)`` on
   ``x = log score``, by maximum likelihood against Platt's smoothed targets ``t+ = (N+ + 1)/(N+ + 2)`` for the
@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from midlevel_fast.scoring.presence import CALIBRATION_METHODS, Calibration, log_score
+from midlevel_fast.model.presence import CALIBRATION_METHODS, Calibration, log_score
 
 # Newton's stopping rule: gradient norm below this (per pair), or this many steps.
 NEWTON_TOLERANCE = 1e-10
@@ -100,7 +100,7 @@ def _prior_knots(x: np.ndarray, prior: float) -> np.ndarray:
 def fit_calibration(scores: torch.Tensor | np.ndarray, positives: torch.Tensor | np.ndarray,
                     ignore: torch.Tensor | np.ndarray | None, method: str, k: float, class_names: Sequence[str],
                     description: dict[str, Any] | None = None) -> Calibration:
-    """A :class:`~midlevel_fast.scoring.presence.Calibration` of ``method`` fitted per class on power-mean
+    """A :class:`~midlevel_fast.model.presence.Calibration` of ``method`` fitted per class on power-mean
     ``scores (N, C)`` with labels ``positives (N, C)`` (``ignore (N, C)``: pairs left out, default none), for
     scores of exponent ``k``. ``description`` is stored with it, completed with ``method``, ``images`` and
     ``fallback`` (the names, from ``class_names``, of the classes fitted by the prior rule)."""

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from midlevel_fast.training.cache import FeatureCache
+from midlevel_fast.cache.feature_cache import FeatureCache
 from midlevel_fast.training.labels import box_iou
 
 # The cache modes a pair is drawn from: dense windows, and the grid crops they are matched with.

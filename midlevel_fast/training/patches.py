@@ -18,9 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from midlevel_fast.training.cache import FeatureCache
+from midlevel_fast.cache.feature_cache import FeatureCache
 from midlevel_fast.training.labels import DROPPED, patch_labels, qualification, resample_background
-from midlevel_fast.training.voc import VocImage, image_labels, object_arrays
+from midlevel_fast.datasets.voc import VocImage, image_labels, object_arrays
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Training the adaptation head on cached mid-level vectors (Oquab et al., section 3.2): the loop.
 
-The frozen network has already run (see :mod:`midlevel_fast.training.cache`); here only FCa/FCb learn:
+The frozen network has already run (see :mod:`midlevel_fast.cache.feature_cache`); here only FCa/FCb learn:
 
 * rows: the labelled, background-resampled patches of :func:`midlevel_fast.training.patches.patch_set`;
 * objective: :func:`midlevel_fast.training.loss.batch_loss`, cross-entropy over C + 1 outputs (``"softmax"``, the
@@ -19,7 +19,7 @@ The frozen network has already run (see :mod:`midlevel_fast.training.cache`); he
 
 Everything is seeded: the same inputs and config give bit-identical weights. Under an initialised
 ``torch.distributed`` group of several ranks the head trains with DistributedDataParallel and matches the
-single-process result to float32 rounding (see :mod:`midlevel_fast.scaleout.train_ddp`).
+single-process result to float32 rounding (see :mod:`midlevel_fast.runtime.train_ddp`).
 """
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ import torch
 
 from midlevel_fast.backbones.base import Backbone
 from midlevel_fast.backbones.top import top_state
-from midlevel_fast.head import OBJECTIVES, AdaptationHead
-from midlevel_fast.scaleout.train_ddp import Replica, replica_for
+from midlevel_fast.model.head import OBJECTIVES, AdaptationHead
+from midlevel_fast.runtime.train_ddp import Replica, replica_for
 from midlevel_fast.training.consistency import PairSet, consistency_loss
 from midlevel_fast.training.evaluate import evaluate_head
 from midlevel_fast.training.loss import batch_loss

@@ -22,8 +22,8 @@ from typing import Callable
 
 import torch
 
-from midlevel_fast.head import class_probabilities
-from midlevel_fast.scaleout.train_ddp import Replica
+from midlevel_fast.model.head import class_probabilities
+from midlevel_fast.runtime.train_ddp import Replica
 from midlevel_fast.training.patches import EvalSet
 from midlevel_fast.training.pooling import pool_windows
 
@@ -61,7 +61,7 @@ def image_loss(log_pooled: torch.Tensor, positives: torch.Tensor, ignore: torch.
 def image_step(data: EvalSet, objective: str, pooling: str, k: float, r: float, bf16: bool,
                replica: Replica | None) -> Step:
     """The loss of one batch of image indices into ``data``: ``step(model, images) -> loss`` (a replica computes
-    its share of the images, :meth:`midlevel_fast.scaleout.train_ddp.Replica.groups`)."""
+    its share of the images, :meth:`midlevel_fast.runtime.train_ddp.Replica.groups`)."""
     num_classes = data.positives.shape[1]
     sizes = torch.bincount(data.image_index, minlength=len(data.positives))
     if not bool((sizes > 0).all()):

@@ -1,5 +1,5 @@
 """pycocotools configured as close to PASCAL VOC's detection rules as it goes: a second oracle for
-:func:`midlevel_fast.training.detection_ap.detection_ap`, shared by the tests
+:func:`midlevel_fast.metrics.detection_ap.detection_ap`, shared by the tests
 (``tests/test_library_oracles_metrics.py``, which states where the two definitions differ) and
 ``experiments/detection_oracles.py`` (the real val detections). Test-only: pycocotools is a ``[test]`` dependency.
 Like every oracle it imports nothing of the package: a detection is anything with ``box``, ``label`` and ``score``

@@ -1,4 +1,4 @@
-"""Oracles of :mod:`midlevel_fast.scoring.detections` and :mod:`midlevel_fast.training.detection_ap`: greedy NMS
+"""Oracles of :mod:`midlevel_fast.scoring.detections` and :mod:`midlevel_fast.metrics.detection_ap`: greedy NMS
 as the textbook loop over a sorted list with exact rational IoU, and the devkit's ``VOCevaldet.m`` transcribed line
 by line (ignored detections kept in the ranking with neither a true nor a false positive, ``VOCap.m``'s loops).
 Shares no code with the package."""

@@ -1,4 +1,4 @@
-"""Oracles of :mod:`midlevel_fast.training.pointing` and :mod:`midlevel_fast.scoring.points`: TorchRay's pointing
+"""Oracles of :mod:`midlevel_fast.metrics.pointing` and :mod:`midlevel_fast.scoring.points`: TorchRay's pointing
 game written out pixel by pixel (the class mask painted box by box, the acceptance disc around the point tested at
 every pixel), then the per-class counts; a map's point by flood fill; window sums box by box. Shares no code with
 the package."""

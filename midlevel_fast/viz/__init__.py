@@ -1,0 +1,2 @@
+"""Pictures: heat-map overlays of output maps with their detections and points, and their file names
+(``overlay``)."""
