@@ -26,7 +26,7 @@ from midlevel_fast.features.grid import PAPER_SCALES, PAPER_STEP
 from midlevel_fast.model.box_regression import BoxRegression
 from midlevel_fast.model.presence import Calibration
 
-HEAD_FORMAT = "midlevel_fast.model.head/1"
+HEAD_FORMAT = "midlevel_fast.head/1"
 OBJECTIVES: tuple[str, ...] = ("softmax", "multilabel")
 # The calibration's tensors sit beside the weights under this prefix (float64 and bool, whatever the weights' dtype).
 CALIBRATION_PREFIX = "calibration."
