@@ -6,20 +6,21 @@ Public API only; see docs/api.md for conventions.
 # CHANGELOG.md's newest entry names it (tests/test_packaging.py).
 __version__ = "0.3.0"
 
-from midlevel_fast.model.head import AdaptationHead, HeadInfo, load_head, save_head
+from midlevel_fast.features.dense import DenseWindows, dense_windows
+from midlevel_fast.features.grid import PAPER_SCALES, PAPER_STEP, Grid, grid
 from midlevel_fast.io.image_io import load_image
+from midlevel_fast.model.box_regression import BoxRegression
 from midlevel_fast.model.classifier import PatchClassifier, load_model
+from midlevel_fast.model.head import AdaptationHead, HeadInfo, load_head, save_head
+from midlevel_fast.model.presence import Calibration
 from midlevel_fast.ops.aggregate import output_maps, power_mean
 from midlevel_fast.ops.backends import BackendStatus, backends
 from midlevel_fast.ops.crop_resize import IMAGENET_MEAN, IMAGENET_STD, PADDING_MODES, crop_resize
 from midlevel_fast.scaleout.collection import CollectionResult, score_collection
 from midlevel_fast.scoring.boxes import BoxScores, score_boxes
-from midlevel_fast.model.box_regression import BoxRegression
-from midlevel_fast.features.dense import DenseWindows, dense_windows
 from midlevel_fast.scoring.detections import Detection
-from midlevel_fast.features.grid import PAPER_SCALES, PAPER_STEP, Grid, grid
 from midlevel_fast.scoring.images import score_images
-from midlevel_fast.model.presence import Calibration
+from midlevel_fast.scoring.options import ScoreOptions
 from midlevel_fast.scoring.result import ScoreResult
 from midlevel_fast.scoring.score import score_image
 
@@ -40,6 +41,7 @@ __all__ = [
     "Grid",
     "HeadInfo",
     "PatchClassifier",
+    "ScoreOptions",
     "ScoreResult",
     "backends",
     "crop_resize",

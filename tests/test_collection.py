@@ -102,8 +102,10 @@ def test_torn_lines_and_duplicates_never_survive_the_merge(tmp_path, model, capl
 def test_bad_arguments_are_refused_before_scoring(tmp_path, model):
     with pytest.raises(ValueError, match="suffix"):
         score_collection(tmp_path, tmp_path / "scores.csv", model)
-    with pytest.raises(ValueError, match="mode 'fast'"):
+    with pytest.raises(ValueError, match="mode must be one of .*got 'fast'"):
         score_collection(tmp_path, tmp_path / "scores.jsonl", model, mode="fast")
+    with pytest.raises(ValueError, match="top >= 1"):
+        score_collection(tmp_path, tmp_path / "scores.jsonl", model, top=0)
     with pytest.raises(NotADirectoryError, match="not a directory"):
         score_collection(tmp_path / "nope", tmp_path / "scores.jsonl", model)
 

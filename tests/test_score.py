@@ -13,7 +13,7 @@ from midlevel_fast import grid, load_model, score_image
 from midlevel_fast.model.classifier import PatchClassifier
 from midlevel_fast.runtime.precision import resolve_precision
 from midlevel_fast.scoring.result import ScoreResult
-from midlevel_fast.scoring.score import MODES
+from midlevel_fast.scoring.options import MODES
 from tests.oracle.aggregate import output_maps_reference, power_mean_reference
 
 from tests.helpers import skimage_photo
@@ -53,6 +53,9 @@ def test_result_fields_and_top_class(lite0, photo):
     assert res.maps.shape == (3, h, w) and len(res.map_classes) == 3
     assert res.map_classes[0] == res.top(1)[0][0]
     assert any(cat in res.top(3)[0][0] for cat in ("tabby", "tiger cat", "Egyptian cat"))
+    # Complete when returned: nothing is filled in later, and nothing can be.
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.seconds = 0.0
 
 
 def test_scores_and_maps_equal_the_oracle_on_the_patches(lite0_two_scales, photo):

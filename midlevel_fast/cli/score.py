@@ -9,6 +9,7 @@ import math
 import sys
 from collections import Counter
 from pathlib import Path
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -23,7 +24,8 @@ from midlevel_fast.scaleout.collection import score_collection
 from midlevel_fast.scaleout.results import output_paths, read_rows
 from midlevel_fast.runtime.precision import PRECISIONS
 from midlevel_fast.scoring.result import ScoreResult
-from midlevel_fast.scoring.score import MODES, score_image
+from midlevel_fast.scoring.options import MODES, ScoreOptions
+from midlevel_fast.scoring.score import score_image
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,16 @@ def _emit(line: str) -> None:
     print(line, flush=True)
 
 
+def _checked_options(args: argparse.Namespace) -> ScoreOptions:
+    """The scoring options of ``score`` and ``score-dir``, checked before the model loads (a usage error names the
+    option)."""
+    try:
+        return ScoreOptions(mode=args.mode, k=args.k, window_step=args.window_step, precision=args.precision,
+                            detection_threshold=args.box_score, batch_size=args.batch_size)
+    except ValueError as e:
+        raise UsageError(f"{e}") from e
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     """``score``: exit status EXIT_OK, EXIT_FAILED when some image could not be scored (each is reported on standard
     error, and with ``--json`` as a line of its own; the others are scored), EXIT_USAGE on a usage error."""
@@ -152,6 +164,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise UsageError("--maps-for needs --maps DIR")
     if not args.images and not args.demo:
         raise UsageError("give at least one IMAGE or --demo NAME")
+    options = _checked_options(args)
     inputs: list[tuple[str, object]] = [(p, p) for p in args.images]
     inputs += [(f"demo:{d}", _demo_image(d)) for d in args.demo or []]
     model = load_cli_model(args.head, args.backbone, args.weights)
@@ -166,9 +179,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     failed = scored = 0
     for name, source in inputs:
         try:
-            res = score_image(source, model, mode=args.mode, k=args.k, return_maps=max(n_maps, 1),
-                              batch_size=args.batch_size, window_step=args.window_step,
-                              precision=args.precision, detection_threshold=args.box_score)
+            res = score_image(source, model, **replace(options, return_maps=max(n_maps, 1)).as_kwargs())
             files = (write_maps(load_image(source), res, args.maps, stems[name], chosen_maps(res, args.maps_for))
                      if args.maps else None)
         except IMAGE_ERRORS as e:
@@ -199,11 +210,12 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_score_dir(args: argparse.Namespace) -> int:
     """``score-dir``: exit status EXIT_OK when every image of the output was scored, EXIT_FAILED when some could
     not be (unreadable or refused: listed with the reason in the errors file, not fatal)."""
+    options = _checked_options(args)
     model = load_cli_model(args.head, args.backbone, args.weights)
-    res = score_collection(args.dir, args.out, model, mode=args.mode, k=args.k, top=args.top,
-                           full_scores=args.full_scores, maps_dir=args.maps, batch_size=args.batch_size,
-                           window_step=args.window_step, precision=args.precision,
-                           detection_threshold=args.box_score,
+    res = score_collection(args.dir, args.out, model, mode=options.mode, k=options.k, top=args.top,
+                           full_scores=args.full_scores, maps_dir=args.maps, batch_size=options.batch_size,
+                           window_step=options.window_step, precision=options.precision,
+                           detection_threshold=options.detection_threshold,
                            num_workers=args.workers, progress=False if args.no_progress else None,
                            batch_images=args.batch_images)
     log.info(f"scored {res.scored} images ({res.images_per_second:.2f} images/s), {res.resumed} already done, "

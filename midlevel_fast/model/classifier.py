@@ -93,9 +93,16 @@ def load_model(head: str | os.PathLike | None = None, backbone: str | None = Non
     return PatchClassifier(trunk, adaptation, info).eval()
 
 
+def default_model(device: str | torch.device = "cpu") -> PatchClassifier:
+    """The default model (:func:`load_model` without arguments) on ``device``, built once per process and device
+    and shared: callers must not modify or move it (a call that wants another device gets that device's copy)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return _default_model(str(device))
+
+
 @cache
-def default_model() -> PatchClassifier:
-    """The default model (:func:`load_model` without arguments), built once per process and shared: callers must
-    not modify it."""
-    return load_model().eval()
+def _default_model(device: str) -> PatchClassifier:
+    return load_model().to(device).eval()
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
+Precision = Literal["auto", "fp32", "bf16", "int8"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 # The /proc/cpuinfo flags that say what the CPU's matrix and vector units compute natively.
 MATRIX_FLAGS: tuple[str, ...] = ("amx_bf16", "amx_fp16", "amx_int8", "avx512_bf16", "avx512_fp16", "avx512_vnni",
                                  "avx_vnni", "avx512f", "avx2")

@@ -59,14 +59,15 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.viz.overlay import chosen_maps, map_stem, map_stems, write_maps
 from midlevel_fast.model.classifier import PatchClassifier, default_model
+from midlevel_fast.runtime.precision import Precision
 from midlevel_fast.runtime.progress import progress_bar
 from midlevel_fast.runtime.distributed import DistContext, all_gather_objects, barrier, current, shard
 from midlevel_fast.scaleout.results import (PartWriter, check_meta, merge_outputs, output_format, output_paths,
                                             pyarrow_modules, scored_paths)
-from midlevel_fast.scoring.detections import DETECTION_THRESHOLD
 from midlevel_fast.scoring.images import GPU_BATCH_IMAGES, score_images
 from midlevel_fast.scoring.result import ScoreResult
-from midlevel_fast.scoring.score import MODES, score_image
+from midlevel_fast.scoring.options import DEFAULTS, Mode, ScoreOptions
+from midlevel_fast.scoring.score import score_image
 
 log = logging.getLogger(__name__)
 
@@ -196,15 +197,15 @@ def score_collection(
     out: str | os.PathLike,
     model: PatchClassifier | None = None,
     *,
-    mode: str = "dense",
-    k: float | None = None,
+    mode: Mode = DEFAULTS.mode,
+    k: float | None = DEFAULTS.k,
     top: int = 5,
     full_scores: bool = False,
     maps_dir: str | os.PathLike | None = None,
-    batch_size: int | None = None,
-    window_step: int | None = None,
-    precision: str = "auto",
-    detection_threshold: float = DETECTION_THRESHOLD,
+    batch_size: int | None = DEFAULTS.batch_size,
+    window_step: int | None = DEFAULTS.window_step,
+    precision: Precision = DEFAULTS.precision,
+    detection_threshold: float = DEFAULTS.detection_threshold,
     num_workers: int = 2,
     progress: bool | None = None,
     ctx: DistContext | None = None,
@@ -227,13 +228,13 @@ def score_collection(
     out = Path(out)
     if output_format(out) == "parquet":
         pyarrow_modules()
-    # Checked here, as score_image's ValueErrors otherwise count as a failure of every image.
-    if mode not in MODES or top < 1 or (k is not None and not k > 0) or (batch_size is not None and batch_size < 1) or (
-            batch_images is not None and batch_images < 1):
-        raise ValueError(f"need mode in {MODES}, top >= 1, k > 0, batch_size >= 1 and batch_images >= 1; got mode "
-                         f"{mode!r}, top {top}, k {k}, batch_size {batch_size}, batch_images {batch_images}")
     ctx = current() if ctx is None else ctx
-    model = (default_model() if model is None else model).to(ctx.device).eval()
+    # Checked here, as score_image's ValueErrors otherwise count as a failure of every image.
+    options = ScoreOptions(mode=mode, k=k, return_maps=top, window_step=window_step, precision=precision,
+                           detection_threshold=detection_threshold, device=ctx.device, batch_size=batch_size)
+    if top < 1 or (batch_images is not None and batch_images < 1):
+        raise ValueError(f"need top >= 1 and batch_images >= 1; got top {top}, batch_images {batch_images}")
+    model = default_model(ctx.device) if model is None else model.to(ctx.device).eval()
     settings = {"mode": mode, "k": float(model.info.k if k is None else k), "backbone": model.info.backbone,
                 "detection_threshold": float(detection_threshold)}
     parts, _, _ = output_paths(out)
@@ -263,9 +264,7 @@ def score_collection(
 
     def score_one(image: np.ndarray) -> ScoreResult | str:
         try:
-            return score_image(image, model, mode=mode, k=k, return_maps=top, device=ctx.device,
-                               window_step=window_step, precision=precision,
-                               detection_threshold=detection_threshold, batch_size=batch_size)
+            return score_image(image, model, **options.as_kwargs())
         except ValueError as e:  # too small, too elongated for the mode: the image, not the run
             return f"refused: {e}"
 
@@ -274,7 +273,7 @@ def score_collection(
             try:
                 return score_images([image for _, image in chunk], model, batch_images=len(chunk), workers=0,
                                     mode=mode, k=k, return_maps=top, device=ctx.device, window_step=window_step,
-                                    precision=precision, detection_threshold=detection_threshold)
+                                    precision=precision, detection_threshold=options.detection_threshold)
             except ValueError:
                 # One of them is refused. score_images checks every image of a chunk before its trunk runs, so
                 # nothing was computed yet: find which, image by image.

@@ -22,7 +22,7 @@ import os
 import time
 from functools import partial
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
@@ -36,18 +36,18 @@ from midlevel_fast.model.classifier import PatchClassifier
 from midlevel_fast.features.dense import (MAX_DENSE_PIXELS, DensePlan, DenseWindows, dense_plan, dense_source,
                                          join_windows, plane_features, plane_windows, resize_plane,
                                          window_step_cells)
-from midlevel_fast.scoring.detections import DETECTION_THRESHOLD
 from midlevel_fast.features.limits import check_image_size
 from midlevel_fast.runtime.malloc import tune_malloc
-from midlevel_fast.runtime.precision import resolve_precision
+from midlevel_fast.runtime.precision import Precision, resolve_precision
+from midlevel_fast.scoring.options import DEFAULTS, Mode, ScoreOptions
 from midlevel_fast.scoring.result import ScoreResult
 from midlevel_fast.scoring.score import checked_call, features_result, score_decoded
 
 # Pixels of one trunk call: a group of same-size planes is split into batches of at most this many pixels (at
 # least one plane), so that a batch never needs more activation memory than the largest plane one image may have.
 MAX_BATCH_PIXELS = MAX_DENSE_PIXELS
-# Images per chunk for batch_images=None. On a GPU, many planes per launch (issue 16; the GPU figures are for a lent
-# GPU to measure: benchmarks/bench_gpu.py). On the CPU one: on 2 AMD EPYC cores (shared with other work,
+# Images per chunk for batch_images=None. On a GPU, many planes per launch (the GPU figures are for a lent GPU to
+# measure: benchmarks/bench_gpu.py). On the CPU one: on 2 AMD EPYC cores (shared with other work,
 # OMP_WAIT_POLICY=PASSIVE, 4 VOC 500x375 images, medians of 3-4 rounds) stacking the planes of several images was
 # slower, fp32 7.96 s at 1 image per chunk, 9.20 s at 2, 12.98 s at 4; bf16 3.80 s at 1, 4.26 s at 4 (score_image
 # one by one: 8.54 s, 3.71 s): larger batches push Lite0's activations out of the caches (as for its CPU
@@ -128,14 +128,14 @@ def score_images(
     images: Sequence[Any],
     model: PatchClassifier | None = None,
     *,
-    mode: str = "dense",
-    k: float | None = None,
-    return_maps: bool | int = False,
+    mode: Mode = DEFAULTS.mode,
+    k: float | None = DEFAULTS.k,
+    return_maps: bool | int = DEFAULTS.return_maps,
     batch_images: int | None = None,
-    device: str | torch.device | None = None,
-    window_step: int | None = None,
-    precision: str = "auto",
-    detection_threshold: float = DETECTION_THRESHOLD,
+    device: str | torch.device | None = DEFAULTS.device,
+    window_step: int | None = DEFAULTS.window_step,
+    precision: Precision = DEFAULTS.precision,
+    detection_threshold: float = DEFAULTS.detection_threshold,
     workers: int | None = None,
 ) -> list[ScoreResult]:
     """Scores every image of ``images`` with ``model``: one :class:`~midlevel_fast.scoring.result.ScoreResult` per
@@ -148,9 +148,9 @@ def score_images(
     :data:`CPU_BATCH_IMAGES` on the CPU, where batching across images was measured slower); ``"batched"`` and
     ``"naive"`` score image by image through ``score_image``'s path, only the decoding running ahead on the
     workers: their grid patches are already batched within one image (512 patches of 224², more than a GPU
-    batch). ``k``, ``return_maps``, ``device``,
-    ``window_step``, ``precision`` and ``detection_threshold``: as in ``score_image``. ``workers``: decoding
-    threads (``None``: :data:`DEFAULT_WORKERS`; ``0``: decode in the calling thread).
+    batch). ``workers``: decoding threads (``None``: :data:`DEFAULT_WORKERS`; ``0``: decode in the calling
+    thread). The other keyword arguments are the fields of :class:`midlevel_fast.scoring.options.ScoreOptions`
+    (described and checked there), as for ``score_image``.
 
     ``seconds`` of each result is its share of its chunk's wall time (the chunk's time over its images).
     Raises ``ValueError`` for an empty ``images``, a single image passed instead of a sequence (``TypeError``),
@@ -169,8 +169,10 @@ def score_images(
     n_workers = DEFAULT_WORKERS if workers is None else int(workers)
     if n_workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers!r}")
+    options = ScoreOptions(mode=mode, k=k, return_maps=return_maps, device=device, window_step=window_step,
+                           precision=precision, detection_threshold=detection_threshold)
     tune_malloc()
-    model, kk, dev = checked_call(model, mode, k, device, precision)
+    model, kk, dev = checked_call(model, options)
     if batch_images is None:
         batch_images = GPU_BATCH_IMAGES if dev.type == "cuda" else CPU_BATCH_IMAGES
     backbone = model.regression_backbone()
@@ -205,17 +207,12 @@ def score_images(
             if mode == "dense":
                 with torch.inference_mode():
                     windows = _dense_chunk(backbone, decoded, run, dev, pool)
-                scored = [features_result(model, *win, (d.dense().height, d.dense().width), mode, kk, dev,
-                                          return_maps=return_maps, detection_threshold=detection_threshold)
+                scored = [features_result(model, *win, (d.dense().height, d.dense().width), options, kk, dev)
                           for d, win in zip(decoded, windows)]
             else:
-                scored = [score_decoded(model, d.array(), images[d.index], mode, kk, dev, return_maps=return_maps,
-                                        precision=precision, detection_threshold=detection_threshold)
-                          for d in decoded]
+                scored = [score_decoded(model, d.array(), images[d.index], options, kk, dev, t0) for d in decoded]
             share = (time.perf_counter() - t0) / len(scored)
-            for r in scored:
-                r.seconds = share
-            results += scored
+            results += [replace(r, seconds=share) for r in scored]
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -11,9 +11,9 @@ import torch
 from midlevel_fast.scoring.detections import Detection
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScoreResult:
-    """Scores of one image.
+    """Scores of one image, complete when a scoring function returns it (frozen).
 
     Attributes:
         class_names: the reported classes (background excluded).
