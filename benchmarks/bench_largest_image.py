@@ -25,7 +25,7 @@ CHILD = """
 import json, resource, sys
 import midlevel_fast
 res = midlevel_fast.score_image(sys.argv[1], mode=sys.argv[2])
-print(json.dumps({"windows": len(res.boxes), "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+print(json.dumps({"windows": len(res.windows), "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
 
 

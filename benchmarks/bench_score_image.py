@@ -52,7 +52,7 @@ def test_score_image(benchmark, models, voc_image, backbone, variant):
     with PeakRSS() as mem:
         res = benchmark.pedantic(score_image, args=(img, model), kwargs=dict(mode=mode, precision=precision),
                                  rounds=ROUNDS[mode], warmup_rounds=0 if mode == "naive" else 1)
-    benchmark.extra_info.update(patches=len(res.boxes), peak_rss_MB=round(mem.peak_mb), image=name,
+    benchmark.extra_info.update(patches=len(res.windows), peak_rss_MB=round(mem.peak_mb), image=name,
                                 baseline=mode == "naive")
 
 

@@ -40,7 +40,7 @@ def main() -> None:
     for img in images:
         res = score_image(img.path, model)
         boxes, cls, difficult = object_arrays(img)
-        windows = res.boxes.double()
+        windows = res.windows.double()
         iou = pairwise_iou(boxes[~difficult], windows)
         x0 = torch.maximum(boxes[~difficult, None, 0], windows[None, :, 0])
         y0 = torch.maximum(boxes[~difficult, None, 1], windows[None, :, 1])

@@ -102,7 +102,7 @@ def assert_same_result(got: ScoreResult, want: ScoreResult, precision: str = "fp
     """``got`` (score_images) is ``want`` (score_image) within :data:`TOLERANCES`; geometry exactly."""
     tol = TOLERANCES[precision]
     assert got.image_size == want.image_size and got.mode == want.mode and got.k == want.k
-    assert torch.equal(got.boxes, want.boxes) and torch.equal(got.scale_index, want.scale_index)
+    assert torch.equal(got.windows, want.windows) and torch.equal(got.scale_index, want.scale_index)
     assert got.class_names == want.class_names
     assert (got.probs - want.probs).abs().max().item() <= tol["probs"]
     rel = (got.scores - want.scores).abs() / want.scores.abs().clamp_min(1e-30)

@@ -136,7 +136,7 @@ def test_int8_scores_keep_the_top_class(voc, voc_val_ids):
     for image_id in voc_val_ids[:VOC_VAL_IMAGES]:
         path = voc / "JPEGImages" / f"{image_id}.jpg"
         fp32, int8 = (score_image(path, model, precision=p) for p in ("fp32", "int8"))
-        assert torch.equal(fp32.boxes, int8.boxes)
+        assert torch.equal(fp32.windows, int8.windows)
         assert fp32.top(1)[0][0] == int8.top(1)[0][0], image_id
         assert (fp32.probs - int8.probs).abs().mean().item() < 2e-2, image_id
 

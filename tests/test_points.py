@@ -134,7 +134,7 @@ def test_score_result_points_for_the_mapped_classes_only(lite0_one_scale):
     assert list(res.points) == res.map_classes and len(res.points) == 2
     h, w = photo.shape[:2]
     idx = [res.class_names.index(c) for c in res.map_classes]
-    want = window_points(res.boxes, res.probs[:, idx], h, w)
+    want = window_points(res.windows, res.probs[:, idx], h, w)
     for c, p in zip(res.map_classes, want.tolist()):
         assert res.points[c] == tuple(p)
         assert 0 <= p[0] <= w and 0 <= p[1] <= h

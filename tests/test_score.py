@@ -38,7 +38,7 @@ def photo():
 def test_batched_equals_naive_on_the_same_boxes(lite0_two_scales, photo):
     naive = score_image(photo, lite0_two_scales, mode="naive")
     batched = score_image(photo, lite0_two_scales, mode="batched", batch_size=7, precision="fp32")
-    assert torch.equal(naive.boxes, batched.boxes)
+    assert torch.equal(naive.windows, batched.windows)
     assert (naive.probs - batched.probs).abs().max().item() <= 1e-3
     assert (naive.scores - batched.scores).abs().max().item() <= 1e-3
 
@@ -47,7 +47,7 @@ def test_result_fields_and_top_class(lite0, photo):
     res = score_image(photo, lite0, return_maps=3)
     h, w = photo.shape[:2]
     assert res.image_size == (h, w) and res.mode == "dense" and res.k == 5 and res.seconds > 0
-    m = len(res.boxes)
+    m = len(res.windows)
     assert res.probs.shape == (m, 1000) and res.scale_index.shape == (m,) and res.scores.shape == (1000,)
     torch.testing.assert_close(res.scores, power_mean_reference(res.probs, 5).float(), atol=1e-7, rtol=1e-5)
     assert res.maps.shape == (3, h, w) and len(res.map_classes) == 3
@@ -64,11 +64,11 @@ def test_scores_and_maps_equal_the_oracle_on_the_patches(lite0_two_scales, photo
     h, w = photo.shape[:2]
     res = score_image(photo, lite0_two_scales, mode="batched", k=2.5, return_maps=2)
     g = grid(w, h, [1.0, 2.0])
-    assert torch.equal(res.boxes, g.boxes) and torch.equal(res.scale_index, g.scale_index) and res.k == 2.5
+    assert torch.equal(res.windows, g.boxes) and torch.equal(res.scale_index, g.scale_index) and res.k == 2.5
     torch.testing.assert_close(res.scores, power_mean_reference(res.probs, 2.5).float(), atol=1e-7, rtol=1e-5)
     best = torch.argsort(power_mean_reference(res.probs, 2.5), descending=True)[:2]
     assert res.map_classes == [lite0_two_scales.class_names[i] for i in best.tolist()]
-    torch.testing.assert_close(res.maps, output_maps_reference(res.boxes, res.probs[:, best], h, w), atol=1e-5,
+    torch.testing.assert_close(res.maps, output_maps_reference(res.windows, res.probs[:, best], h, w), atol=1e-5,
                                rtol=0)
 
 
@@ -111,7 +111,7 @@ def test_precision_choices(lite0, photo):
         score_image(photo, lite0, precision="fp8")
     fp32 = score_image(photo, lite0, precision="fp32")
     bf16 = score_image(photo, lite0, precision="bf16")
-    assert torch.equal(fp32.boxes, bf16.boxes)
+    assert torch.equal(fp32.windows, bf16.windows)
     assert fp32.top(1)[0][0] == bf16.top(1)[0][0]
     assert (fp32.probs - bf16.probs).abs().mean().item() < 5e-3
 
@@ -122,7 +122,7 @@ def test_cuda_scores_and_maps_match_the_cpu(lite0_two_scales, photo, mode):
     model = copy.deepcopy(lite0_two_scales)
     cpu = score_image(photo, model, mode=mode, return_maps=3, precision="fp32", device="cpu")
     gpu = score_image(photo, model, mode=mode, return_maps=3, precision="fp32", device="cuda")
-    assert torch.equal(cpu.boxes, gpu.boxes) and cpu.map_classes == gpu.map_classes
+    assert torch.equal(cpu.windows, gpu.windows) and cpu.map_classes == gpu.map_classes
     assert gpu.maps.device.type == "cpu" and gpu.maps.shape == cpu.maps.shape
     # cuDNN may run the convolutions in TF32: agreement to a few 1e-3, not to float32 rounding.
     torch.testing.assert_close(gpu.probs, cpu.probs, atol=5e-3, rtol=0)

@@ -91,7 +91,7 @@ def format_result(name: str, res: ScoreResult, classes: Sequence[int]) -> list[s
     """The lines ``score`` prints for one image: the headline, then per class of ``classes`` its presence
     (``97.3 %``, ``n/a`` without calibration), score (scientific notation), name, point (the pixel it is in,
     ``-`` when it was not computed) and number of detection boxes."""
-    lines = [f"{name}  ({res.mode}, {len(res.boxes)} patches, {res.seconds:.2f} s)"]
+    lines = [f"{name}  ({res.mode}, {len(res.windows)} patches, {res.seconds:.2f} s)"]
     if res.presence is not None and not any(float(res.presence[c]) >= PRESENT for c in classes):
         lines.append(f"  no class present (P >= {100 * PRESENT:g} %); the best by score:")
     boxes = Counter(d.label for d in res.detections)
@@ -117,7 +117,7 @@ def result_record(name: str, res: ScoreResult) -> dict:
         classes.append({"class": cls, "score": float(res.scores[c]),
                         "presence": None if res.presence is None else float(res.presence[c]),
                         "point": _point(res, cls)})
-    return {"image": name, "mode": res.mode, "seconds": round(res.seconds, 3), "patches": len(res.boxes),
+    return {"image": name, "mode": res.mode, "seconds": round(res.seconds, 3), "patches": len(res.windows),
             "classes": classes, "detections": [{"class": d.label, "score": float(d.score),
                                                 "box": [round(float(v), 2) for v in d.box]} for d in res.detections]}
 

@@ -330,7 +330,7 @@ def _row(key: str, res: ScoreResult, settings: dict, top: int, full_scores: bool
     # The top classes by index, best first (names cannot find scores: two ImageNet classes are "crane").
     idx = torch.topk(res.scores, min(top, len(res.class_names))).indices.tolist()
     row: dict[str, Any] = {"path": key, "width": res.image_size[1], "height": res.image_size[0], **settings,
-                           "patches": len(res.boxes),
+                           "patches": len(res.windows),
                            "top": [{"class": res.class_names[i], "score": float(res.scores[i])} for i in idx],
                            "presence": None if res.presence is None else [float(res.presence[i]) for i in idx],
                            "points": {c: [round(float(v), 2) for v in p] for c, p in res.points.items()},

@@ -1,6 +1,7 @@
 """The result of scoring one image: :class:`ScoreResult`.
 
-Convention: boxes are ``(x0, y0, x1, y1)`` in continuous pixel coordinates of the (EXIF-oriented) image.
+Convention: boxes (``windows``, detection boxes) are ``(x0, y0, x1, y1)`` in continuous pixel coordinates of the
+(EXIF-oriented) image.
 """
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ class ScoreResult:
     Attributes:
         class_names: the reported classes (background excluded).
         scores: ``(C,)`` float32 power-mean scores.
-        boxes: ``(M, 4)`` float32 patch boxes in image coordinates.
-        probs: ``(M, C)`` float32 patch probabilities of the reported classes.
-        scale_index: ``(M,)`` int64 index of each patch's scale.
+        windows: ``(M, 4)`` float32 boxes of the ``M`` windows (dense mode) or patches (batched, naive) whose
+            probabilities ``scores`` averages, in image coordinates: what was looked at, not what was found (that
+            is ``detections``).
+        probs: ``(M, C)`` float32 class probabilities of each window, for the reported classes.
+        scale_index: ``(M,)`` int64 index of each window's scale.
         image_size: ``(height, width)`` of the image.
         mode, k: how the scores were computed.
         maps: ``(len(map_classes), H, W)`` float32 output maps when asked for, else ``None``.
@@ -38,7 +41,7 @@ class ScoreResult:
 
     class_names: list[str]
     scores: torch.Tensor
-    boxes: torch.Tensor
+    windows: torch.Tensor
     probs: torch.Tensor
     scale_index: torch.Tensor
     image_size: tuple[int, int]
