@@ -12,7 +12,7 @@ from PIL import Image
 
 from midlevel_fast.cli import build_parser, main
 from midlevel_fast.cli import score as cli_score
-from midlevel_fast.cli.score import format_result, result_record, shown_classes
+from midlevel_fast.cli.score import format_result, shown_classes
 from midlevel_fast.model.head import load_head
 from midlevel_fast.viz.overlay import map_file_name
 from midlevel_fast.scaleout.results import read_rows
@@ -70,20 +70,6 @@ def test_score_lines_with_calibration():
     assert lines[2].startswith("   30.0 %  2.5e-02")
 
 
-def test_score_record_has_every_class_and_the_detections():
-    det = Detection("cat", 0.875, (1.0, 2.25, 30.0, 40.0))
-    record = result_record("img.jpg", made_result(presence=[0.97, 0.6, 0.1], detections=[det]))
-    assert set(record) == {"image", "mode", "seconds", "patches", "classes", "detections"}
-    assert (record["image"], record["mode"], record["seconds"], record["patches"]) == ("img.jpg", "dense", 0.25, 1)
-    assert [c["class"] for c in record["classes"]] == ["dog", "cat", "bus"]
-    assert record["classes"][1] == {"class": "cat", "score": pytest.approx(3.9e-3), "presence": pytest.approx(0.97),
-                                    "point": [60.5, 15.5]}
-    assert record["detections"] == [{"class": "cat", "score": 0.875, "box": [1.0, 2.25, 30.0, 40.0]}]
-    bare = result_record("img.jpg", made_result(points={}))
-    assert all(c["presence"] is None and c["point"] is None for c in bare["classes"])
-    json.dumps(record)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     return tiny_model()
@@ -105,8 +91,9 @@ def test_cli_score_json_and_all(tmp_path, capsys, monkeypatch, tiny):
     image = str(write_images(tmp_path / "images", 1)[0])
     assert main(["score", image, "--json", "--maps", str(tmp_path / "maps")]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # JSON Lines
-    assert len(records) == 1 and set(records[0]) == {"image", "mode", "seconds", "patches", "classes", "detections",
-                                                     "maps"}
+    # The record of ScoreResult.to_dict (tests/test_result.py) under the image's name, with the map files.
+    assert len(records) == 1 and list(records[0]) == ["image", "width", "height", "mode", "k", "patches", "classes",
+                                                      "detections", "seconds", "maps"]
     classes = records[0]["classes"]
     assert len(classes) == 1000 and all(set(c) == {"class", "score", "presence", "point"} for c in classes)
     assert [c["score"] for c in classes] == sorted((c["score"] for c in classes), reverse=True)
@@ -205,15 +192,19 @@ def test_cli_score_dir(tmp_path, capsys):
     rows = read_rows(out)
     # No calibration: the map of the best class only, named <stem>_<rank>_<class>.png as `score` names it.
     assert [r["path"] for r in rows] == ["im00.png"] and len(rows[0]["maps"]) == 1
-    assert rows[0]["maps"] == [map_file_name("im00", 1, rows[0]["top"][0]["class"])]
+    assert rows[0]["maps"] == [map_file_name("im00", 1, rows[0]["classes"][0]["class"])]
     assert all((tmp_path / "maps" / name).is_file() for name in rows[0]["maps"])
-    assert rows[0]["presence"] is None and set(rows[0]["points"]) == {t["class"] for t in rows[0]["top"]}
+    # The settings of the meta file, then the keys of `score --json` (the image's name is `path`).
+    assert list(rows[0]) == ["path", "mode", "k", "backbone", "detection_threshold", "width", "height", "patches",
+                             "classes", "detections", "seconds", "maps"]
+    assert len(rows[0]["classes"]) == 2
+    assert all(c["presence"] is None and c["point"] is not None for c in rows[0]["classes"])
     assert rows[0]["detections"] == []
     assert "1 unreadable" in capsys.readouterr().err
     chunked = tmp_path / "chunked.jsonl"
     assert main(["score-dir", str(tmp_path / "images"), "--out", str(chunked), "--head", "imagenet", "--top", "2",
                  "--workers", "0", "--no-progress", "--batch-images", "2"]) == 1
-    assert [r["top"][0]["class"] for r in read_rows(chunked)] == [rows[0]["top"][0]["class"]]
+    assert [r["classes"][0]["class"] for r in read_rows(chunked)] == [rows[0]["classes"][0]["class"]]
     with pytest.raises(SystemExit):
         main(["score-dir", str(tmp_path / "images"), "--out", str(chunked), "--batch-images", "0"])
     assert "--batch-images: must be >= 1, got 0" in capsys.readouterr().err

@@ -15,8 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from midlevel_fast.scaleout.collection import _row, score_collection
+from midlevel_fast.scaleout.collection import score_collection
 from midlevel_fast.scaleout.results import read_part, read_rows
+from midlevel_fast.scaleout.rows import collection_row
 from midlevel_fast.scoring.detections import Detection
 from tests.distributed_worker import tiny_model, write_images
 from tests.helpers import worker_command
@@ -61,7 +62,7 @@ def test_corrupt_image_in_the_middle_is_logged_skipped_and_retried(tmp_path, mod
     assert any("skipped im04.png" in r.getMessage() and "cannot decode" in r.getMessage() for r in caplog.records)
     rows = read_rows(out)
     assert paths(rows) == [f"im{i:02d}.png" for i in range(9) if i != 4]
-    assert all(len(r["top"]) == 3 and r["width"] == 56 and r["height"] == 40 + int(r["path"][2:4]) for r in rows)
+    assert all(len(r["classes"]) == 3 and r["width"] == 56 and r["height"] == 40 + int(r["path"][2:4]) for r in rows)
     errors = read_rows(tmp_path / "scores.errors.jsonl")
     assert paths(errors) == ["im04.png"] and "im04.png" in errors[0]["error"]
     assert not (tmp_path / "scores.jsonl.parts").exists()
@@ -121,7 +122,7 @@ def test_parquet_needs_pyarrow(tmp_path, model):
     assert (res.rows, paths(rows)) == (2, ["im00.png", "im02.png"])
     names = json.loads((tmp_path / "scores.meta.json").read_text())["class_names"]
     assert len(rows[0]["scores"]) == len(names) == 1000
-    assert rows[0]["scores"][names.index(rows[0]["top"][0]["class"])] == rows[0]["top"][0]["score"]
+    assert rows[0]["scores"][names.index(rows[0]["classes"][0]["class"])] == rows[0]["classes"][0]["score"]
     again = score_collection(tmp_path / "images", tmp_path / "scores.parquet", model, progress=False)
     assert (again.scored, again.resumed) == (0, 2)
 
@@ -142,8 +143,8 @@ def test_sharded_over_two_ranks_every_image_once(tmp_path, model):
     single = score_collection(images, tmp_path / "single.jsonl", model, top=3, num_workers=0, progress=False)
     assert single.rows == 8
     for a, b in zip(rows, read_rows(tmp_path / "single.jsonl")):
-        assert [t["class"] for t in a["top"]] == [t["class"] for t in b["top"]]
-        assert [t["score"] for t in a["top"]] == pytest.approx([t["score"] for t in b["top"]], rel=1e-5)
+        assert [t["class"] for t in a["classes"]] == [t["class"] for t in b["classes"]]
+        assert [t["score"] for t in a["classes"]] == pytest.approx([t["score"] for t in b["classes"]], rel=1e-5)
 
 
 def test_resume_after_a_killed_rank(tmp_path):
@@ -175,11 +176,12 @@ def test_rows_have_presence_points_and_detections(tmp_path, model):
     score_collection(tmp_path / "images", out, model, top=3, num_workers=0, progress=False)
     for row in read_rows(out):
         assert set(row) == {"path", "width", "height", "mode", "k", "backbone", "detection_threshold", "patches",
-                            "top", "presence", "points", "detections", "seconds"}
-        assert row["presence"] is None  # the ImageNet head has no calibration
-        # A point for every class of top (maps are made for them even without maps_dir), in the image.
-        assert set(row["points"]) == {t["class"] for t in row["top"]} and len(row["points"]) == 3
-        assert all(0 <= x <= row["width"] and 0 <= y <= row["height"] for x, y in row["points"].values())
+                            "classes", "detections", "seconds"}
+        assert len(row["classes"]) == 3
+        assert all(set(c) == {"class", "score", "presence", "point"} for c in row["classes"])
+        assert all(c["presence"] is None for c in row["classes"])  # the ImageNet head has no calibration
+        # A point for every class of the row (maps are made for them even without maps_dir), in the image.
+        assert all(0 <= c["point"][0] <= row["width"] and 0 <= c["point"][1] <= row["height"] for c in row["classes"])
         # The ImageNet head has no box regression: its detections are windows, inside the image, best first.
         scores = [d["score"] for d in row["detections"]]
         assert scores == sorted(scores, reverse=True) and all(s >= row["detection_threshold"] for s in scores)
@@ -187,21 +189,43 @@ def test_rows_have_presence_points_and_detections(tmp_path, model):
                    for d in row["detections"])
 
 
+def test_rows_of_an_older_output_resume_in_the_current_schema(tmp_path, model):
+    """An output whose rows have ``top`` with ``presence`` and ``points`` beside it (the schema before ``classes``)
+    resumes with the same settings: its rows are kept, not scored again, and merged in the current schema."""
+    write_images(tmp_path / "images", 3)
+    out = tmp_path / "scores.jsonl"
+    score_collection(tmp_path / "images", out, model, top=2, num_workers=0, progress=False)
+    new = read_rows(out)
+
+    def older(row: dict) -> dict:
+        rest = {k: v for k, v in row.items() if k != "classes"}
+        return {**rest, "top": [{"class": c["class"], "score": c["score"]} for c in row["classes"]],
+                "presence": None, "points": {c["class"]: c["point"] for c in row["classes"]}}
+
+    out.write_text("".join(json.dumps(older(r)) + "\n" for r in new[:2]))
+    res = score_collection(tmp_path / "images", out, model, top=2, num_workers=0, progress=False)
+    assert (res.scored, res.resumed, res.rows) == (1, 2, 3)
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in read_rows(out)] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in new]
+
+
 def test_row_of_a_calibrated_result_maps_the_present_classes(tmp_path):
     det = [Detection("cat", 0.875, (1.0, 2.25, 30.0, 40.0))]
     res = made_result(presence=[0.97, 0.2, 0.6], detections=det)
     image = np.full((60, 80, 3), 128, np.uint8)
-    row = _row("sub/img.jpg", res, {"mode": "dense"}, 2, False, tmp_path, image)
-    assert [t["class"] for t in row["top"]] == ["dog", "cat"]
-    assert row["presence"] == pytest.approx([0.2, 0.97])  # in the order of top
-    assert row["points"] == {"dog": [20.5, 30.5], "cat": [60.5, 15.5], "bus": [40.5, 40.5]}
+    row = collection_row("sub/img.jpg", res, {"mode": "dense"}, 2, False, tmp_path, image)
+    assert row["classes"] == [{"class": "dog", "score": pytest.approx(2.5e-2), "presence": pytest.approx(0.2),
+                               "point": [20.5, 30.5]},
+                              {"class": "cat", "score": pytest.approx(3.9e-3), "presence": pytest.approx(0.97),
+                               "point": [60.5, 15.5]}]
     assert row["detections"] == [{"class": "cat", "score": 0.875, "box": [1.0, 2.25, 30.0, 40.0]}]
     # The present classes among the maps, ranked by score: cat (2nd by score), bus (3rd); not dog.
     assert row["maps"] == ["sub__img_1_cat.png", "sub__img_2_bus.png"]
     assert all((tmp_path / name).is_file() for name in row["maps"])
-    assert _row("a.png", res, {}, 2, False, tmp_path, image, stem="a.png")["maps"][0] == "a.png_1_cat.png"
-    plain = _row("img.jpg", made_result(), {}, 2, True, tmp_path, image)
-    assert plain["presence"] is None and plain["maps"] == ["img_1_dog.png"] and len(plain["scores"]) == 3
+    assert collection_row("a.png", res, {}, 2, False, tmp_path, image, stem="a.png")["maps"][0] == "a.png_1_cat.png"
+    plain = collection_row("img.jpg", made_result(), {}, 2, True, tmp_path, image)
+    assert all(c["presence"] is None for c in plain["classes"]) and plain["maps"] == ["img_1_dog.png"]
+    assert len(plain["scores"]) == 3
 
 
 def test_images_differing_only_by_suffix_get_their_own_maps(tmp_path, model):
@@ -231,9 +255,10 @@ def test_images_scored_in_chunks_give_the_same_rows(tmp_path, model, caplog):
     want, got = read_rows(tmp_path / "one.jsonl"), read_rows(tmp_path / "chunked.jsonl")
     assert paths(got) == paths(want)
     for g, w in zip(got, want):
-        assert [t["class"] for t in g["top"]] == [t["class"] for t in w["top"]]
-        np.testing.assert_allclose([t["score"] for t in g["top"]], [t["score"] for t in w["top"]], rtol=1e-4)
-        assert g["points"] == w["points"] and len(g["detections"]) == len(w["detections"])
+        assert [t["class"] for t in g["classes"]] == [t["class"] for t in w["classes"]]
+        np.testing.assert_allclose([t["score"] for t in g["classes"]], [t["score"] for t in w["classes"]], rtol=1e-4)
+        assert [t["point"] for t in g["classes"]] == [t["point"] for t in w["classes"]]
+        assert len(g["detections"]) == len(w["detections"])
     assert paths(read_rows(tmp_path / "chunked.errors.jsonl")) == ["im02.png", "im03b.png"]
     with pytest.raises(ValueError, match="batch_images >= 1"):
         score_collection(tmp_path / "images", tmp_path / "bad.jsonl", model, batch_images=0, progress=False)

@@ -82,11 +82,6 @@ def shown_classes(res: ScoreResult, show_all: bool = False, top: int = DEFAULT_S
     return order[:top]
 
 
-def _point(res: ScoreResult, name: str) -> list[float] | None:
-    p = res.points.get(name)
-    return None if p is None else [round(float(v), 2) for v in p]
-
-
 def format_result(name: str, res: ScoreResult, classes: Sequence[int]) -> list[str]:
     """The lines ``score`` prints for one image: the headline, then per class of ``classes`` its presence
     (``97.3 %``, ``n/a`` without calibration), score (scientific notation), name, point (the pixel it is in,
@@ -105,21 +100,6 @@ def format_result(name: str, res: ScoreResult, classes: Sequence[int]) -> list[s
         lines.append(f"  {presence:>7}  {float(res.scores[c]):.1e}  {cls:<{width}}  at {at}  "
                      f"{n} box{'' if n == 1 else 'es'}")
     return lines
-
-
-def result_record(name: str, res: ScoreResult) -> dict:
-    """The JSON of one image: ``image``, ``mode``, ``seconds``, ``patches``, ``classes`` (every class, best score
-    first: ``class``, ``score``, ``presence`` or null, ``point`` ``[x, y]`` or null) and ``detections``
-    (``[{"class", "score", "box": [x0, y0, x1, y1]}]``, best first)."""
-    classes = []
-    for c in shown_classes(res, show_all=True):
-        cls = res.class_names[c]
-        classes.append({"class": cls, "score": float(res.scores[c]),
-                        "presence": None if res.presence is None else float(res.presence[c]),
-                        "point": _point(res, cls)})
-    return {"image": name, "mode": res.mode, "seconds": round(res.seconds, 3), "patches": len(res.windows),
-            "classes": classes, "detections": [{"class": d.label, "score": float(d.score),
-                                                "box": [round(float(v), 2) for v in d.box]} for d in res.detections]}
 
 
 def _map_names(names: Sequence[str]) -> dict[str, str]:
@@ -191,7 +171,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             continue
         scored += 1
         if args.json:
-            record = result_record(name, res)
+            record = {"image": name, **res.to_dict()}
             if files is not None:
                 record["maps"] = files
             _emit(json.dumps(record))
@@ -283,10 +263,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--maps-for", type=_positive, metavar="N", default=None,
                    help="with --maps: write the maps of the N best classes by score, present or not")
     s.add_argument("--json", action="store_true",
-                   help="print JSON Lines instead, one object per image as soon as it is scored: image, mode, "
-                        "seconds, patches, classes (every class: class, score, presence or null, point or null), "
-                        "detections (class, score, box) and with --maps the map files; an image that could not be "
-                        "scored gets {\"image\", \"error\"} (and its error on standard error)")
+                   help="print JSON Lines instead, one object per image as soon as it is scored: image, width, "
+                        "height, mode, k, patches, classes (every class, best first: class, score, presence or "
+                        "null, point or null), detections (class, score, box), seconds, and with --maps the map "
+                        "files (score-dir's rows have the same keys); an image that could not be scored gets "
+                        "{\"image\", \"error\"} (and its error on standard error)")
     s.set_defaults(func=cmd_score)
 
     d = subparsers.add_parser("score-dir", help="score every image of a directory into JSON Lines or Parquet "

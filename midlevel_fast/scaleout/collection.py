@@ -3,18 +3,8 @@
 Output files (``out``, its ``.meta.json``, ``.errors.jsonl`` and per-rank parts) and their crash safety are
 described in :mod:`midlevel_fast.scaleout.results`.
 
-Row: ``{"path", "width", "height", "mode", "k", "backbone", "detection_threshold", "patches",
-"top": [{"class", "score"}, ...], "presence", "points", "detections", "seconds"}``: ``top`` the ``top`` best classes by
-score, best first; ``presence`` their presence probabilities, in the order of ``top`` (``null`` when the head has no
-calibration for this ``k``); ``points`` ``{class: [x, y]}`` for the classes of ``top`` (image pixels; one entry where
-two top classes share a name, as ImageNet's two "crane"); ``detections`` ``[{"class", "score", "box": [x0, y0, x1, y1]},
-...]`` best first (all classes, score >= ``detection_threshold``). Plus ``"scores": [float, ...]`` (every class,
-in the order of ``class_names`` in the meta file: names cannot be keys there) with ``full_scores``, and ``"maps": [file,
-...]`` (relative to ``maps_dir``) with ``maps_dir``: the maps of the present classes among ``top`` (presence >= 0.5), of
-the best class without calibration (:func:`midlevel_fast.viz.overlay.chosen_maps`), named ``<stem>_<rank>_<class>.png``
-with the stem of ``path`` (:func:`midlevel_fast.viz.overlay.map_stem`: ``a/b/img.jpg`` -> ``a__b__img``; images whose
-paths differ only by suffix, ``a.jpg`` and ``a.png``, keep their suffix in it:
-:func:`midlevel_fast.viz.overlay.map_stems` of the whole list). ``path`` is relative
+Row (:mod:`midlevel_fast.scaleout.rows`): ``{"path", "mode", "k", "backbone", "detection_threshold",
+**ScoreResult.to_dict(top)}``, plus ``scores`` with ``full_scores`` and ``maps`` with ``maps_dir``. ``path`` is relative
 to the directory when a directory is scored (POSIX separators), else the path as given; it is the key for resuming
 and merging. A run whose settings differ from the meta file's refuses to add to an existing output.
 
@@ -57,11 +47,12 @@ import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from midlevel_fast.io.image_io import load_image
-from midlevel_fast.viz.overlay import chosen_maps, map_stem, map_stems, write_maps
+from midlevel_fast.viz.overlay import map_stems
 from midlevel_fast.model.classifier import PatchClassifier, default_model
 from midlevel_fast.runtime.precision import Precision
 from midlevel_fast.runtime.progress import progress_bar
 from midlevel_fast.runtime.distributed import DistContext, all_gather_objects, barrier, current, shard
+from midlevel_fast.scaleout.rows import collection_row
 from midlevel_fast.scaleout.results import (PartWriter, check_meta, merge_outputs, output_format, output_paths,
                                             pyarrow_modules, scored_paths)
 from midlevel_fast.scoring.images import GPU_BATCH_IMAGES, score_images
@@ -290,7 +281,7 @@ def score_collection(
         if isinstance(outcome, str):
             skip(key, outcome)
             return
-        writer.write(_row(key, outcome, settings, top, full_scores, maps, image, stems.get(key)))
+        writer.write(collection_row(key, outcome, settings, top, full_scores, maps, image, stems.get(key)))
         result.scored += 1
         bar.update()
 
@@ -321,24 +312,3 @@ def score_collection(
         result.rows, result.errors = merge_outputs(out)
     return result
 
-
-def _row(key: str, res: ScoreResult, settings: dict, top: int, full_scores: bool, maps: Path | None,
-         image: np.ndarray, stem: str | None = None) -> dict:
-    """The output row of one scored image, writing its map overlays first (a row implies its maps exist); the
-    map files are named after ``stem`` (default ``map_stem(key)``; :func:`midlevel_fast.viz.overlay.map_stems` of
-    all keys keeps images that differ only by suffix apart)."""
-    # The top classes by index, best first (names cannot find scores: two ImageNet classes are "crane").
-    idx = torch.topk(res.scores, min(top, len(res.class_names))).indices.tolist()
-    row: dict[str, Any] = {"path": key, "width": res.image_size[1], "height": res.image_size[0], **settings,
-                           "patches": len(res.windows),
-                           "top": [{"class": res.class_names[i], "score": float(res.scores[i])} for i in idx],
-                           "presence": None if res.presence is None else [float(res.presence[i]) for i in idx],
-                           "points": {c: [round(float(v), 2) for v in p] for c, p in res.points.items()},
-                           "detections": [{"class": d.label, "score": float(d.score),
-                                           "box": [round(float(v), 2) for v in d.box]} for d in res.detections]}
-    if full_scores:
-        row["scores"] = res.scores.tolist()
-    if maps is not None:
-        row["maps"] = write_maps(image, res, maps, map_stem(key) if stem is None else stem, chosen_maps(res))
-    row["seconds"] = round(res.seconds, 4)
-    return row

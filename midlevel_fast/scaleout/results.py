@@ -3,7 +3,8 @@
 Files, for ``out = scores.jsonl`` (or ``scores.parquet``)::
 
     scores.jsonl                    the result: one row per scored image, sorted by path
-    scores.meta.json                how the rows were scored: {"mode", "k", "backbone", "class_names"}
+    scores.meta.json                how the rows were scored: {"mode", "k", "backbone", "detection_threshold",
+                                    "class_names"}
     scores.errors.jsonl             images that could not be read or scored, {"path", "error"}; absent when none
     scores.jsonl.parts/rank<r>.jsonl    append-only JSON Lines logs of a run in progress, one per rank
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from midlevel_fast.io.files import atomic_write, atomic_write_bytes
+from midlevel_fast.scaleout.rows import current_row
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +145,9 @@ def output_paths(out: Path) -> tuple[Path, Path, Path]:
 
 
 def merge_outputs(out: str | os.PathLike) -> tuple[int, int]:
-    """Merges the rows already in ``out`` and every part into ``out`` (one row per path, sorted), rewrites the
-    errors file (paths with no successful row), removes the parts; returns ``(rows, errors)``. Needs no rank
-    writing at the same time."""
+    """Merges the rows already in ``out`` and every part into ``out`` (one row per path, sorted, in the current
+    schema: :func:`midlevel_fast.scaleout.rows.current_row`), rewrites the errors file (paths with no successful
+    row), removes the parts; returns ``(rows, errors)``. Needs no rank writing at the same time."""
     out = Path(out)
     parts, errors_path, _ = output_paths(out)
     good: dict[str, dict] = {}
@@ -159,7 +161,7 @@ def merge_outputs(out: str | os.PathLike) -> tuple[int, int]:
             else:
                 good.setdefault(row["path"], row)
     errors = [failed[p] for p in sorted(failed) if p not in good]
-    write_rows(out, [good[p] for p in sorted(good)])
+    write_rows(out, [current_row(good[p]) for p in sorted(good)])
     if errors:
         write_rows(errors_path, errors)
     else:

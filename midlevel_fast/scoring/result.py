@@ -6,6 +6,7 @@ Convention: boxes (``windows``, detection boxes) are ``(x0, y0, x1, y1)`` in con
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -58,6 +59,52 @@ class ScoreResult:
         """The ``n`` best classes as ``(name, score)``, best first."""
         values, idx = torch.topk(self.scores, min(n, len(self.class_names)))
         return [(self.class_names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
+
+    def to_dict(self, top: int | None = None) -> dict[str, Any]:
+        """One JSON-ready record of the result (plain Python types): what ``midlevel-fast score --json`` prints
+        per image and ``score-dir`` writes per row, each adding keys of its own (the image or path, the map
+        files, the settings).
+
+        ``{"width", "height", "mode", "k", "patches", "classes", "detections", "seconds"}``: the image size in
+        pixels; how it was scored; ``patches`` the number of windows averaged (``len(windows)``); ``classes``
+        the ``top`` best classes by score (every class for ``None``), best first (equal scores in class order),
+        each ``{"class", "score", "presence", "point"}`` with ``presence`` ``None`` without calibration and
+        ``point`` ``[x, y]`` in image pixels, ``None`` for a class without a map; ``detections`` ``[{"class",
+        "score", "box": [x0, y0, x1, y1]}, ...]`` (image pixels) best first; ``seconds`` the wall time. Points and
+        boxes are rounded to 0.01 pixel, ``seconds`` to 0.1 ms; scores and presences are the float32 values.
+
+        Why this shape: one object per class holds everything known about it (read in one place, not matched
+        across parallel lists), classes that share a name (ImageNet's two "crane") stay two entries, and the keys
+        are the same whatever the head (a Parquet table gets fixed columns, not one per class name). The windows
+        and their probabilities (thousands of rows) stay out: they are for the Python API.
+        """
+        n = len(self.class_names) if top is None else top
+        order = torch.sort(self.scores, descending=True, stable=True).indices[:n].tolist()
+        points = {c: [round(float(v), 2) for v in p] for c, p in self.points.items()}
+        classes = [{"class": self.class_names[i], "score": float(self.scores[i]),
+                    "presence": None if self.presence is None else float(self.presence[i]),
+                    "point": points.get(self.class_names[i])} for i in order]
+        return {"width": self.image_size[1], "height": self.image_size[0], "mode": self.mode, "k": float(self.k),
+                "patches": len(self.windows), "classes": classes,
+                "detections": [{"class": d.label, "score": float(d.score), "box": [round(float(v), 2) for v in d.box]}
+                               for d in self.detections],
+                "seconds": round(self.seconds, 4)}
+
+    def detection_tensors(self) -> dict[str, torch.Tensor]:
+        """``detections`` as the dict of tensors that torchvision's detection models return per image and
+        ``torchmetrics.detection.MeanAveragePrecision.update`` takes as each of its ``preds``: ``{"boxes": (N, 4)
+        float32 (x0, y0, x1, y1) image pixels, "labels": (N,) int64 indices into class_names, "scores": (N,)
+        float32}``, best first as ``detections``. (Not "targets": both libraries call the ground truth so.)
+
+        A detection names its class, so a name that two classes share (ImageNet's two "crane") gives the index of
+        the first.
+        """
+        index: dict[str, int] = {}
+        for i, name in enumerate(self.class_names):
+            index.setdefault(name, i)
+        return {"boxes": torch.tensor([d.box for d in self.detections], dtype=torch.float32).reshape(-1, 4),
+                "labels": torch.tensor([index[d.label] for d in self.detections], dtype=torch.int64),
+                "scores": torch.tensor([d.score for d in self.detections], dtype=torch.float32)}
 
     def present(self, threshold: float = 0.5) -> list[tuple[str, float]]:
         """The classes whose presence is at least ``threshold``, as ``(name, probability)``, most probable first
