@@ -23,7 +23,8 @@ from PIL import Image
 
 from midlevel_fast.model.classifier import PatchClassifier, load_model
 from midlevel_fast.scaleout import collection
-from midlevel_fast.scaleout.collection import list_images, score_collection
+from midlevel_fast.scaleout.collection import score_collection
+from midlevel_fast.scaleout.inputs import list_images
 from midlevel_fast.runtime.distributed import DistContext, process_group, shard
 from midlevel_fast.cache.feature_cache import CacheConfig
 from midlevel_fast.cache.build import fill_cache, open_cache

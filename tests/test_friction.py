@@ -189,7 +189,7 @@ CHILD = """
 import os, sys, time
 from pathlib import Path
 from midlevel_fast.model.classifier import load_model
-from midlevel_fast.scaleout import collection
+from midlevel_fast.scaleout import collection, inputs
 
 images, out, ready, how = sys.argv[1:5]
 def stall(*args, **kwargs):  # the first image reached the model: the workers are up and decoding ahead
@@ -197,9 +197,9 @@ def stall(*args, **kwargs):  # the first image reached the model: the workers ar
     time.sleep(600)
 collection.score_image = stall
 if how == "poll":  # as where prctl is not available: the liveness thread alone
-    collection._parent_death_signal = lambda: False
+    inputs._parent_death_signal = lambda: False
 elif how == "none":  # no guard at all, to see the failure it prevents (one worker stays, asleep, for ever)
-    collection._die_with_parent = lambda *args: None
+    inputs._die_with_parent = lambda *args: None
 collection.score_collection(images, out, load_model("imagenet"), num_workers=2, progress=False)
 """
 

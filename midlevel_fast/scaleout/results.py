@@ -99,7 +99,7 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 class PartWriter:
     """Append-only JSON Lines log of one rank, the only writer of ``path``; see the module docstring for why each
-    step is there."""
+    step is there. A context manager: leaving it closes the file (flushed and synced)."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,6 +136,12 @@ class PartWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
+
+    def __enter__(self) -> PartWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def output_paths(out: Path) -> tuple[Path, Path, Path]:
