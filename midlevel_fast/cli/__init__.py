@@ -1,9 +1,9 @@
 """``midlevel-fast``: command-line entry point.
 
-One module per command group (:mod:`~midlevel_fast.cli.score`: ``score``, ``score-dir``;
-:mod:`~midlevel_fast.cli.boxes`: ``score-boxes``; :mod:`~midlevel_fast.cli.voc`: ``cache``, ``train``, ``eval``),
-each parsing its arguments and calling library functions; :mod:`~midlevel_fast.cli.distributed` adds ``torchrun``
-support to the commands that shard.
+One module per command group (:mod:`~midlevel_fast.cli.score`: ``score``; :mod:`~midlevel_fast.cli.score_dir`:
+``score-dir``; :mod:`~midlevel_fast.cli.boxes`: ``score-boxes``; :mod:`~midlevel_fast.cli.voc`: ``cache``,
+``train``, ``eval``), each parsing its arguments and calling library functions; :mod:`~midlevel_fast.cli.distributed`
+adds ``torchrun`` support to the commands that shard.
 
 Exit statuses (:mod:`~midlevel_fast.cli.common`, also in ``--help``): 0 on success; 1 when some inputs could not be
 processed (``score``: images, each reported, the others scored); 2 on a usage error or an error the command reports
@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 
 from midlevel_fast import __version__
-from midlevel_fast.cli import boxes, calibrate, score, voc
+from midlevel_fast.cli import boxes, calibrate, score, score_dir, voc
 from midlevel_fast.cli.common import EXIT_EPILOG, EXIT_USAGE, add_logging_options, configured_logging
 
 # What a command reports as "error: ..." rather than as a traceback: the user's files, values and extras.
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     score.register(sub)
+    score_dir.register(sub)
     boxes.register(sub)
     voc.register(sub)
     calibrate.register(sub)

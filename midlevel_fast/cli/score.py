@@ -1,5 +1,5 @@
-"""The scoring commands: ``score`` (images or demo photos, printed as a table or JSON) and ``score-dir`` (a
-directory into JSON Lines or Parquet, resumable, sharded under ``torchrun``)."""
+"""The ``score`` command (images or demo photos, printed as a table or JSON Lines) and the options it shares with
+``score-dir`` (:mod:`midlevel_fast.cli.score_dir`): the model, how it scores, the maps."""
 from __future__ import annotations
 
 import argparse
@@ -17,11 +17,8 @@ import torch
 from PIL import Image
 
 from midlevel_fast.cli.common import EXIT_FAILED, EXIT_OK, UsageError, add_weights_option, load_cli_model
-from midlevel_fast.cli.distributed import add_distributed_options, distributed
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.viz.overlay import PRESENT, chosen_maps, map_stems, write_maps
-from midlevel_fast.scaleout.collection import score_collection
-from midlevel_fast.scaleout.results import output_paths, read_rows
 from midlevel_fast.runtime.precision import PRECISIONS
 from midlevel_fast.scoring.result import ScoreResult
 from midlevel_fast.scoring.options import MODES, ScoreOptions
@@ -127,7 +124,7 @@ def _emit(line: str) -> None:
     print(line, flush=True)
 
 
-def _checked_options(args: argparse.Namespace) -> ScoreOptions:
+def checked_options(args: argparse.Namespace) -> ScoreOptions:
     """The scoring options of ``score`` and ``score-dir``, checked before the model loads (a usage error names the
     option)."""
     try:
@@ -144,7 +141,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise UsageError("--maps-for needs --maps DIR")
     if not args.images and not args.demo:
         raise UsageError("give at least one IMAGE or --demo NAME")
-    options = _checked_options(args)
+    options = checked_options(args)
     inputs: list[tuple[str, object]] = [(p, p) for p in args.images]
     inputs += [(f"demo:{d}", _demo_image(d)) for d in args.demo or []]
     model = load_cli_model(args.head, args.backbone, args.weights)
@@ -187,43 +184,15 @@ def cmd_score(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def cmd_score_dir(args: argparse.Namespace) -> int:
-    """``score-dir``: exit status EXIT_OK when every image of the output was scored, EXIT_FAILED when some could
-    not be (unreadable or refused: listed with the reason in the errors file, not fatal)."""
-    options = _checked_options(args)
-    model = load_cli_model(args.head, args.backbone, args.weights)
-    res = score_collection(args.dir, args.out, model, mode=options.mode, k=options.k, top=args.top,
-                           full_scores=args.full_scores, maps_dir=args.maps, batch_size=options.batch_size,
-                           window_step=options.window_step, precision=options.precision,
-                           detection_threshold=options.detection_threshold,
-                           num_workers=args.workers, progress=False if args.no_progress else None,
-                           batch_images=args.batch_images)
-    log.info(f"scored {res.scored} images ({res.images_per_second:.2f} images/s), {res.resumed} already done, "
-             f"{res.failed} failed")
-    if res.rows is None:
-        return EXIT_OK
-    if not res.errors:
-        log.info(f"{res.rows} rows in {res.out}")
-        return EXIT_OK
-    errors_path = output_paths(res.out)[1]
-    reasons = [str(r.get("error", "")) for r in read_rows(errors_path)]
-    # "unreadable: ..." (decoding failed) or "refused: ..." (scoring refused it): see score_collection.
-    counts = {kind: sum(r.startswith(kind + ":") for r in reasons) for kind in ("unreadable", "refused")}
-    kinds = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
-    listed = f"{kinds}; " if kinds else ""
-    log.warning(f"{res.rows} rows in {res.out}; {res.errors} image{'s' if res.errors != 1 else ''} could not be "
-                f"scored ({listed}listed with the reasons in {errors_path})")
-    return EXIT_FAILED
-
-
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
     n = int(text)
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
     return n
 
 
-def _add_scoring_options(p: argparse.ArgumentParser, top_help: str, threads_help: str, top_default: int) -> None:
+def add_scoring_options(p: argparse.ArgumentParser, top_help: str, threads_help: str, top_default: int) -> None:
     """The options ``score`` and ``score-dir`` share: the model, how it scores, the maps."""
     p.add_argument("--maps", metavar="DIR",
                    help="write heat-map overlay PNGs (fixed 0-1 probability scale, with the point and boxes) into "
@@ -232,7 +201,7 @@ def _add_scoring_options(p: argparse.ArgumentParser, top_help: str, threads_help
     p.add_argument("--mode", choices=MODES, default="dense",
                    help="dense: trunk once per scale, sliding window (fast, default); batched: the paper's grid "
                         "patches cropped and resized; naive: the per-patch PIL loop (slow reference)")
-    p.add_argument("--top", type=_positive, default=top_default, help=top_help)
+    p.add_argument("--top", type=positive_int, default=top_default, help=top_help)
     p.add_argument("--head", default=None,
                    help="head file (.safetensors), or 'imagenet' for the backbone's ImageNet classifier; "
                         "default: the shipped VOC head if any, else 'imagenet'")
@@ -251,16 +220,16 @@ def _add_scoring_options(p: argparse.ArgumentParser, top_help: str, threads_help
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Adds ``score`` and ``score-dir`` to ``subparsers``."""
+    """Adds ``score`` to ``subparsers``."""
     s = subparsers.add_parser("score", help="print the classes present in images, their points and boxes (and write "
                                             "heat-map overlays)")
     s.add_argument("images", nargs="*", help="image files")
     s.add_argument("--demo", action="append", choices=DEMO_PHOTOS,
                    help="score a public-domain photo bundled with scikit-image (repeatable)")
-    _add_scoring_options(s, f"how many classes to print, best by score, when none is present or the head has no "
-                            f"calibration (default {DEFAULT_SHOWN})", "torch CPU threads", DEFAULT_SHOWN)
+    add_scoring_options(s, f"how many classes to print, best by score, when none is present or the head has no "
+                           f"calibration (default {DEFAULT_SHOWN})", "torch CPU threads", DEFAULT_SHOWN)
     s.add_argument("--all", action="store_true", help="print every class, best score first")
-    s.add_argument("--maps-for", type=_positive, metavar="N", default=None,
+    s.add_argument("--maps-for", type=positive_int, metavar="N", default=None,
                    help="with --maps: write the maps of the N best classes by score, present or not")
     s.add_argument("--json", action="store_true",
                    help="print JSON Lines instead, one object per image as soon as it is scored: image, width, "
@@ -270,17 +239,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "{\"image\", \"error\"} (and its error on standard error)")
     s.set_defaults(func=cmd_score)
 
-    d = subparsers.add_parser("score-dir", help="score every image of a directory into JSON Lines or Parquet "
-                                                "(resumable; shards across ranks under torchrun)")
-    d.add_argument("dir", help="directory searched recursively for images")
-    d.add_argument("--out", required=True, help="output file, .jsonl or .parquet (Parquet needs pyarrow)")
-    _add_scoring_options(d, "classes per row, best by score, with their presence and points (--maps: the present "
-                            "ones among them)", "torch CPU threads per rank", 5)
-    d.add_argument("--full-scores", action="store_true", help="also store the score of every class")
-    d.add_argument("--workers", type=int, default=2, help="decoding processes per rank (0: decode in-process)")
-    d.add_argument("--batch-images", type=_positive, default=None, metavar="N",
-                   help="images scored together, their same-size dense planes in one trunk call (default: 8 in "
-                        "dense mode on a GPU, 1 elsewhere: on the CPU batching across images was measured slower)")
-    d.add_argument("--no-progress", action="store_true", help="no progress bar (-q: none either)")
-    add_distributed_options(d)
-    d.set_defaults(func=distributed(cmd_score_dir))
