@@ -1,5 +1,5 @@
 """glibc malloc settings for CPU inference, applied once per process by the CPU-heavy entry points
-(``score_image``, ``score_images`` and the feature cache) and logged once at INFO on the ``midlevel_fast`` logger.
+(``score_image``, ``score_images`` and the feature cache) and logged once at DEBUG (``midlevel-fast -v`` shows it).
 
 The switch: the environment variable ``MIDLEVEL_FAST_MALLOC`` (``1``, the default: tune; ``0``: leave the host
 process's allocator as it is, e.g. in a server that tunes its own). The settings change the whole process, not
@@ -46,6 +46,6 @@ def tune_malloc() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     applied = bool(mallopt(_M_MMAP_MAX, MMAP_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     if applied:
-        log.info("glibc malloc tuned for this process (M_MMAP_MAX=%d, M_TRIM_THRESHOLD=%d MiB); "
+        log.debug("glibc malloc tuned for this process (M_MMAP_MAX=%d, M_TRIM_THRESHOLD=%d MiB); "
                  "MIDLEVEL_FAST_MALLOC=0 leaves the allocator alone", MMAP_MAX, TRIM_THRESHOLD >> 20)
     return applied
