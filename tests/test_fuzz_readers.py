@@ -1,4 +1,4 @@
-"""Hostile and broken inputs (issue 26 §5): every reader of a user's file, fed seeded mutations of a valid file
+"""Hostile and broken inputs: every reader of a user's file, fed seeded mutations of a valid file
 (bit flips, truncation, inserted bytes, deleted ranges, a field replaced by a hostile value) and a few crafted
 attacks (XML entity expansion and external entities, deep JSON nesting, a huge declared image size), ends each case
 in a valid result or in our error: exactly ``ValueError`` or ``FileNotFoundError`` (not a subclass such as
