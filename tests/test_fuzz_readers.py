@@ -26,7 +26,7 @@ from PIL import Image
 
 from midlevel_fast import AdaptationHead, HeadInfo, load_head, load_image, save_head
 from midlevel_fast.cli.boxes import read_boxes_file
-from midlevel_fast.datasets.box_samples import coco_samples
+from midlevel_fast.datasets.coco import coco_samples
 from midlevel_fast.datasets.tags import list_tags
 from midlevel_fast.datasets.voc import VOC_CLASSES, read_annotation, read_split
 from tests.test_image_io import png_declaring
