@@ -59,7 +59,7 @@ from midlevel_fast import (IMAGENET_MEAN, IMAGENET_STD, backends, crop_resize, g
 from midlevel_fast.io.image_io import load_image as decode  # noqa: E402
 from midlevel_fast.scoring.naive import crop_resize_pil  # noqa: E402
 
-# Images per chunk of score_images in the collection benchmark (issue 16).
+# Images per chunk of score_images in the collection benchmark.
 BATCHES = (1, 8, 32, 128)
 
 

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from midlevel_fast.backbones.efficientnet_lite import _SameConv2d
+from midlevel_fast.backbones.same_conv import SameConv2d
 from midlevel_fast.backbones.int8 import Int8Conv, QuantizedActivation
 from midlevel_fast.runtime.precision import describe_cpu
 
@@ -57,7 +57,7 @@ def int8_conv_gops() -> float:
     convolution in int8 (uint8 activations in and out, int8 weights per channel, oneDNN via
     :class:`midlevel_fast.backbones.int8.Int8Conv`), channels_last."""
     c = LIMIT_CONV
-    conv = _SameConv2d(c["cin"], c["cout"], c["kernel"])
+    conv = SameConv2d(c["cin"], c["cout"], c["kernel"])
     int8 = Int8Conv(conv, (0.02, 128), (0.05, 0))
     x = torch.randint(0, 256, (c["batch"], c["cin"], c["size"], c["size"]), dtype=torch.uint8)
     x = QuantizedActivation(x.contiguous(memory_format=torch.channels_last), 0.02, 128)

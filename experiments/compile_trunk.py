@@ -2,8 +2,8 @@
 
     python -m experiments.compile_trunk [--backbone lite0|alexnet] [--precision bf16|fp32] [--images 1] [--rounds 5]
 
-The measurement behind the "torch.compile" line of docs/precision.md, kept so that a session on another CPU can
-rerun it.
+The measurement behind the "torch.compile" line of docs/precision.md, kept so that it can be rerun on
+another CPU.
 For each of two compile strategies, on the nine dense planes of the first ``--images`` VOC val images (the
 planes ``score_image`` feeds the trunk):
 

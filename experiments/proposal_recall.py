@@ -1,6 +1,6 @@
 """Recall of candidate-box sets on VOC val: how many objects a detector built on them could find at all.
 
-Issue 28 asks for non-square proposals and a recall table of each set. This measures the geometry only (no
+A detector can find only the objects some candidate box covers. This measures the geometry only (no
 model, no scores): for each non-difficult val object, the best IoU with any box of the set, and so the recall at
 IoU 0.5 and 0.7 and the mean best overlap (MABO), with the mean number of boxes per image. Sets, all built on
 the dense mode's window lattice of EfficientNet-Lite0 at the paper's scales:

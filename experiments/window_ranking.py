@@ -1,4 +1,5 @@
-"""Does the paper head rank a tight window above a loose one? The ranking half of issue 28's diagnosis.
+"""Does the paper head rank a tight window above a loose one? The ranking half of the diagnosis of the boxes
+(docs/boxes.md).
 
 For every non-difficult object of VOC val, the dense windows of ``score_image`` (the shipped model: its head saw
 trainval, so val is optimistic for *how high* it scores objects; the question here is only how it orders windows

@@ -16,6 +16,7 @@ from midlevel_fast.model.presence import Calibration
 from midlevel_fast.ops.aggregate import output_maps, power_mean
 from midlevel_fast.ops.backends import BackendStatus, backends
 from midlevel_fast.ops.crop_resize import IMAGENET_MEAN, IMAGENET_STD, PADDING_MODES, crop_resize
+from midlevel_fast.runtime.malloc import tune_malloc
 from midlevel_fast.scaleout.collection import CollectionResult, score_collection
 from midlevel_fast.scoring.boxes import BoxScores, score_boxes
 from midlevel_fast.scoring.detections import Detection
@@ -57,4 +58,5 @@ __all__ = [
     "score_collection",
     "score_image",
     "score_images",
+    "tune_malloc",
 ]

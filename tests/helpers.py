@@ -1,6 +1,6 @@
 """Helpers shared by the test modules (imported from here, never from another test module): image and box
-generators, the tolerance table, the oracle with the public op's argument conventions, synthetic VOC trees, test
-photos and networks, relative errors, toy and synthetic feature caches."""
+generators, the tolerance table, the oracle with the public op's argument conventions, synthetic VOC trees and COCO
+files, test photos and networks, relative errors, toy and synthetic feature caches."""
 from __future__ import annotations
 
 import os
@@ -132,7 +132,35 @@ def matches_reference_test(backend: str, max_examples: int | None = None):
     return test
 
 
-W, H = 40, 30
+W, H = 40, 30  # every test image is 40x30 unless said otherwise
+
+
+def write_image(path, seed: int, size=(W, H), exif_orientation: int | None = None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    if exif_orientation is None:
+        im.save(path)
+    else:
+        exif = Image.Exif()
+        exif[274] = exif_orientation
+        im.save(path, exif=exif)
+    return path
+
+
+def coco_data(images=None, annotations=None, categories=None) -> dict:
+    """A COCO object of two images (``im/a.jpg`` with its size, ``im/b.jpg`` without), four annotations (one
+    crowd) and three categories; each part replaceable."""
+    return {
+        "images": [{"id": 1, "file_name": "im/a.jpg", "width": W, "height": H}, {"id": 2, "file_name": "im/b.jpg"}]
+        if images is None else images,
+        "annotations": [{"id": 10, "image_id": 1, "bbox": [1, 2, 10, 20], "category_id": 3, "iscrowd": 0},
+                        {"id": 11, "image_id": 1, "bbox": [0, 0, 40, 30], "category_id": 3, "iscrowd": 1},
+                        {"id": 12, "image_id": 2, "bbox": [0.5, 0, 39.5, 30], "category_id": 1},
+                        {"id": 13, "image_id": 1, "bbox": [1, 2, 10, 21], "category_id": 1}]
+        if annotations is None else annotations,
+        "categories": [{"id": 1, "name": "walk"}, {"id": 3, "name": "jump"}, {"id": 4, "name": "sit"}]
+        if categories is None else categories,
+    }
 
 
 def obj(name="cat", box=(1, 1, W, H), difficult="0", truncated="0", extra="") -> str:

@@ -1,20 +1,17 @@
-"""Readers of box-labelled samples (VOC Action, ImageFolder, CSV, COCO JSON): boxes, labels, classes, ids, and
-errors that name the file and the line or record."""
+"""Readers of box-labelled samples (VOC Action, ImageFolder, CSV; COCO JSON in test_coco.py) and their dispatch:
+boxes, labels, classes, ids, and errors that name the file and the line or record."""
 from __future__ import annotations
 
 import json
 import logging
 
-import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from PIL import Image
 
+from midlevel_fast.datasets.box_checks import box_digest
 from midlevel_fast.datasets.box_samples import (
     BOX_FORMATS,
-    box_digest,
-    coco_samples,
     csv_samples,
     imagefolder_samples,
     read_samples,
@@ -22,21 +19,7 @@ from midlevel_fast.datasets.box_samples import (
     voc_action_samples,
 )
 from midlevel_fast.datasets.tags import content_id
-
-W, H = 40, 30  # every test image is 40x30 unless said otherwise
-
-
-def write_image(path, seed: int, size=(W, H), exif_orientation: int | None = None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
-    if exif_orientation is None:
-        im.save(path)
-    else:
-        exif = Image.Exif()
-        exif[274] = exif_orientation
-        im.save(path, exif=exif)
-    return path
-
+from tests.helpers import H, W, coco_data, write_image
 
 # ---------------------------------------------------------------------------------------------------- VOC Action
 
@@ -248,91 +231,13 @@ def test_box_digests_are_equal_exactly_for_boxes_equal_to_a_thousandth(a, b):
     assert len(box_digest(box_a)) == 12 and box_digest(None) == "whole"
 
 
-# ---------------------------------------------------------------------------------------------------------- COCO
-
-def coco(images=None, annotations=None, categories=None) -> dict:
-    return {
-        "images": [{"id": 1, "file_name": "im/a.jpg", "width": W, "height": H}, {"id": 2, "file_name": "im/b.jpg"}]
-        if images is None else images,
-        "annotations": [{"id": 10, "image_id": 1, "bbox": [1, 2, 10, 20], "category_id": 3, "iscrowd": 0},
-                        {"id": 11, "image_id": 1, "bbox": [0, 0, 40, 30], "category_id": 3, "iscrowd": 1},
-                        {"id": 12, "image_id": 2, "bbox": [0.5, 0, 39.5, 30], "category_id": 1},
-                        {"id": 13, "image_id": 1, "bbox": [1, 2, 10, 21], "category_id": 1}]
-        if annotations is None else annotations,
-        "categories": [{"id": 1, "name": "walk"}, {"id": 3, "name": "jump"}, {"id": 4, "name": "sit"}]
-        if categories is None else categories,
-    }
-
-
-def test_coco_samples(tmp_path):
-    write_image(tmp_path / "im" / "a.jpg", 0)
-    write_image(tmp_path / "im" / "b.jpg", 1)
-    (tmp_path / "ann.json").write_text(json.dumps(coco()))
-    samples, classes = coco_samples(tmp_path / "ann.json")
-    assert classes == ["jump", "walk"]  # the labels used, sorted; crowd skipped
-    assert [(s.box, s.label, s.path.name) for s in samples] == [
-        ((1, 2, 11, 22), "jump", "a.jpg"), ((0.5, 0, 40, 30), "walk", "b.jpg"), ((1, 2, 11, 23), "walk", "a.jpg")]
-    assert [s.where for s in samples] == [f"{tmp_path / 'ann.json'}: annotation {n}" for n in (0, 2, 3)]
-    assert len({s.sample_id for s in samples}) == 3
-    (tmp_path / "meta").mkdir()
-    (tmp_path / "meta" / "ann.json").write_text(json.dumps(coco()))
-    again, given_classes = coco_samples(tmp_path / "meta" / "ann.json", tmp_path, ["walk", "jump", "sit"])
-    assert given_classes == ["walk", "jump", "sit"] and [s.sample_id for s in again] == [s.sample_id for s in samples]
-
-
-@pytest.mark.parametrize("data, message", [
-    ("{not json", r"ann\.json: not valid JSON"),
-    ([], r"ann\.json: expected a COCO object"),
-    (coco(annotations={}), r"ann\.json: 'annotations' must be a list"),
-    (coco(annotations=[{"image_id": 1, "category_id": 1}]), r"ann\.json: annotation 0: missing field 'bbox'"),
-    (coco(annotations=[{"image_id": 1, "bbox": [0, 0, 1, 1]}]), r"annotation 0: missing field 'category_id'"),
-    (coco(annotations=[{"image_id": "1", "bbox": [0, 0, 1, 1], "category_id": 1}]),
-     r"annotation 0: field 'image_id' must be int"),
-    (coco(annotations=[{"image_id": 1, "bbox": [0, 0, "1", 1], "category_id": 1}]),
-     r"annotation 0: bbox must be 4 numbers \[x, y, w, h\]"),
-    (coco(annotations=[{"image_id": 1, "bbox": [0, 0, 1], "category_id": 1}]), r"annotation 0: bbox must be 4"),
-    (coco(annotations=[{"image_id": 1, "bbox": [0, 0, 0, 1], "category_id": 1}]),
-     r"annotation 0: bbox \[0, 0, 0, 1\] has a width or height that is not positive"),
-    (coco(annotations=[{"image_id": 7, "bbox": [0, 0, 1, 1], "category_id": 1}]),
-     r"annotation 0: image_id 7 is not in 'images'"),
-    (coco(annotations=[{"image_id": 1, "bbox": [0, 0, 1, 1], "category_id": 2}]),
-     r"annotation 0: category_id 2 is not in 'categories'"),
-    (coco(annotations=[{"image_id": 1, "bbox": [0, 0, 1, 1], "category_id": 4}]),
-     r"annotation 0: unknown class 'sit' \(known: walk, jump\)"),
-    (coco(annotations=[{"image_id": 1, "bbox": [1, 0, 40, 1], "category_id": 1}]),
-     r"annotation 0: box \(1\.0, 0\.0, 41\.0, 1\.0\) is not inside the 40x30 image .*a\.jpg"),
-    (coco(annotations=[{"image_id": 2, "bbox": [0, 25, 1, 6], "category_id": 1}]),
-     r"annotation 0: box .* is not inside the 40x30 image .*b\.jpg"),  # size read from the file
-    (coco(images=[{"id": 1, "file_name": "im/a.jpg", "width": 10, "height": 30}, {"id": 2, "file_name": "im/b.jpg"}]),
-     r"annotation 0: box .* is not inside the 10x30 image"),  # the JSON's size is trusted
-    (coco(images=[{"id": 1, "file_name": "im/gone.jpg"}]), r"ann\.json: image 0: image .*gone\.jpg not found "
-                                                            r"\(used by annotation 0\)"),
-    (coco(images=[{"id": 1}]), r"ann\.json: image 0: missing field 'file_name'"),
-    (coco(images=[{"id": 1, "file_name": "im/a.jpg"}, {"id": 1, "file_name": "im/b.jpg"}]),
-     r"image 1: image id 1 is used twice"),
-    (coco(categories=[{"id": 1, "name": "walk"}, {"id": 1, "name": "jump"}]), r"category 1: category id 1 is used"),
-    (coco(annotations=[{"image_id": 1, "bbox": [0, 0, 1, 1], "category_id": 1, "iscrowd": 1}]),
-     r"ann\.json: no samples"),
-    (coco(annotations=[]), r"ann\.json: no samples"),
-    (coco(annotations=[{"image_id": 1, "bbox": [0, 0, 1, 1], "category_id": 1},
-                       {"image_id": 1, "bbox": [0, 0, 1, 1], "category_id": 3}]),
-     r"annotation 1: box .* is already a sample at .*annotation 0"),
-])
-def test_bad_coco_names_the_record(tmp_path, data, message):
-    write_image(tmp_path / "im" / "a.jpg", 0)
-    write_image(tmp_path / "im" / "b.jpg", 1)
-    (tmp_path / "ann.json").write_text(data if isinstance(data, str) else json.dumps(data))
-    with pytest.raises(ValueError, match=message):
-        coco_samples(tmp_path / "ann.json", classes=["walk", "jump"])
-
-
 # ------------------------------------------------------------------------------------------------------ dispatch
 
 def test_read_samples_dispatches_on_the_format(tmp_path):
     write_image(tmp_path / "im" / "a.jpg", 0)
     write_image(tmp_path / "im" / "b.jpg", 1)
     (tmp_path / "train.csv").write_text("im/a.jpg,0,0,5,5,dog\n")
-    (tmp_path / "train.json").write_text(json.dumps(coco()))
+    (tmp_path / "train.json").write_text(json.dumps(coco_data()))
     for split in ("train.csv", "train"):
         (s,), classes = read_samples("csv", tmp_path, split)
         assert (s.box, classes) == ((0, 0, 5, 5), ["dog"])

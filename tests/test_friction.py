@@ -1,4 +1,4 @@
-"""Friction a new user met (issue 12): tiny images scored silently, panoramas refused late in dense mode, no
+"""What a new user trips over: tiny images scored silently, panoramas refused late in dense mode, no
 progress on huge batched images, refused images listed as "unreadable" by score-dir, DataLoader workers outliving
 a killed score-dir."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hostile and broken inputs (issue 26 §5): every reader of a user's file, fed seeded mutations of a valid file
+"""Hostile and broken inputs: every reader of a user's file, fed seeded mutations of a valid file
 (bit flips, truncation, inserted bytes, deleted ranges, a field replaced by a hostile value) and a few crafted
 attacks (XML entity expansion and external entities, deep JSON nesting, a huge declared image size), ends each case
 in a valid result or in our error: exactly ``ValueError`` or ``FileNotFoundError`` (not a subclass such as
@@ -26,7 +26,7 @@ from PIL import Image
 
 from midlevel_fast import AdaptationHead, HeadInfo, load_head, load_image, save_head
 from midlevel_fast.cli.boxes import read_boxes_file
-from midlevel_fast.datasets.box_samples import coco_samples
+from midlevel_fast.datasets.coco import coco_samples
 from midlevel_fast.datasets.tags import list_tags
 from midlevel_fast.datasets.voc import VOC_CLASSES, read_annotation, read_split
 from tests.test_image_io import png_declaring

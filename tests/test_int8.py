@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from midlevel_fast import load_model, score_image
 from midlevel_fast.backbones import efficientnet_lite0
-from midlevel_fast.backbones.efficientnet_lite import _SameConv2d
+from midlevel_fast.backbones.same_conv import SameConv2d
 from midlevel_fast.backbones.int8 import (Int8Conv, QuantizedActivation, calibrate_int8, quantization_params,
                                           shipped_ranges)
 from midlevel_fast.backbones.prepared import prepared
@@ -58,7 +58,7 @@ def test_int8_conv_matches_oracle(case):
     """An Int8Conv equals the scheme's float64 arithmetic: uint8 outputs within one step (float32 rounding at a
     .5 boundary), float32 outputs to float32 rounding; any zero point pads with the real 0."""
     g = torch.Generator().manual_seed(case["seed"])
-    conv = _SameConv2d(case["cin"], case["cout"], case["kernel"], case["stride"], case["groups"])
+    conv = SameConv2d(case["cin"], case["cout"], case["kernel"], case["stride"], case["groups"])
     with torch.no_grad():
         conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.3)
         conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * 0.1)
@@ -92,7 +92,7 @@ def test_int8_conv_matches_oracle(case):
 def test_int8_conv_quantises_a_float_input(h, w, seed):
     """The first convolution takes float32 and quantises it with its input_q (round half to even, saturating)."""
     g = torch.Generator().manual_seed(seed)
-    conv = _SameConv2d(3, 4, 3, 2)
+    conv = SameConv2d(3, 4, 3, 2)
     x = torch.randn(1, 3, h, w, generator=g) * 1.5  # beyond the range on purpose: saturates
     x_q = (1 / 128, 127)
     got = Int8Conv(conv, x_q, None)(x, "relu6")
@@ -143,7 +143,7 @@ def test_int8_scores_keep_the_top_class(voc, voc_val_ids):
 
 def test_shipped_ranges_match_the_imagenet_weights(lite0):
     ranges = shipped_ranges(lite0)
-    convs = [n for n, m in lite0.named_modules() if isinstance(m, _SameConv2d)]
+    convs = [n for n, m in lite0.named_modules() if isinstance(m, SameConv2d)]
     assert ranges is not None and list(ranges) == convs
     assert all(lo <= 0 <= hi and hi > lo for lo, hi in ranges.values())
 

@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from midlevel_fast.backbones import efficientnet_lite0
-from midlevel_fast.backbones.efficientnet_lite import _MBConv, _SameConv2d
+from midlevel_fast.backbones.efficientnet_lite import _MBConv
+from midlevel_fast.backbones.same_conv import SameConv2d
 from midlevel_fast.backbones.layout import WindowLayout
 from midlevel_fast.backbones.prepared import copy_dtype, prepared
 from midlevel_fast.features.dense import dense_windows
@@ -105,7 +106,7 @@ def test_strided_same_conv_without_pad_copy(h, w, kernel, depthwise, act, stem, 
     times the input's channels, with the input padded (fused) when it has more, as the stem (3 -> 32)."""
     torch.manual_seed(seed)
     cin, cout = (3, 32) if stem else (8, 8)
-    conv = _SameConv2d(cin, cout, kernel, 2, groups=8 if depthwise and not stem else 1).requires_grad_(False)
+    conv = SameConv2d(cin, cout, kernel, 2, groups=8 if depthwise and not stem else 1).requires_grad_(False)
     x = torch.randn(1, cin, h, w).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         want = conv(x, act)
@@ -125,7 +126,7 @@ def test_strided_block_crops_after_projection(h, w, kernel, seed):
     with torch.inference_mode():
         want = block(x)
         for conv in block.modules():
-            if isinstance(conv, _SameConv2d):
+            if isinstance(conv, SameConv2d):
                 conv.fused = True
         got = block(x)
     assert got.shape == want.shape

@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from midlevel_fast.backbones.base import Backbone
-from midlevel_fast.backbones.efficientnet_lite import EfficientNetLite0, _same_padding, _SameConv2d
+from midlevel_fast.backbones.efficientnet_lite import EfficientNetLite0
 from midlevel_fast.backbones.fused import ONEDNN_UNARY, Activation, single_column_extra
+from midlevel_fast.backbones.same_conv import SameConv2d, same_padding
 
 # Convolution name in the backbone -> (lo, hi) of its output, in real (dequantised) units.
 Int8Ranges = dict[str, tuple[float, float]]
@@ -81,7 +82,7 @@ def quantize_weight(weight: Tensor, scales: Tensor) -> Tensor:
 
 
 class Int8Conv:
-    """One int8 convolution of a :class:`_SameConv2d` ``conv``: int8 weights, the ``input_q`` that a float input
+    """One int8 convolution of a :class:`SameConv2d` ``conv``: int8 weights, the ``input_q`` that a float input
     is quantised with, and the ``output_q`` of its uint8 output (``None``: float32 output). Stride-2 convolutions
     pad "SAME" (TensorFlow's, as the float module) explicitly, with the input's zero point.
 
@@ -92,7 +93,7 @@ class Int8Conv:
     match), so one packing per shape is the safe rule; packing all 49 of Lite0's costs ~33 ms, once per new plane
     size."""
 
-    def __init__(self, conv: _SameConv2d, input_q: tuple[float, int], output_q: tuple[float, int] | None) -> None:
+    def __init__(self, conv: SameConv2d, input_q: tuple[float, int], output_q: tuple[float, int] | None) -> None:
         w = conv.weight.detach().float()
         self.w_scales = w.abs().amax(dim=(1, 2, 3)).clamp(min=1e-8) / 127
         qw = quantize_weight(w, self.w_scales)
@@ -124,7 +125,7 @@ class Int8Conv:
             x = QuantizedActivation(q.contiguous(memory_format=torch.channels_last), scale, zp)
         values, extra = x.values, 0
         if self.stride != 1:
-            (top, bottom), (left, right) = (_same_padding(n, self.kernel, self.stride) for n in values.shape[-2:])
+            (top, bottom), (left, right) = (same_padding(n, self.kernel, self.stride) for n in values.shape[-2:])
             # The real 0; and one output column more when oneDNN would compute a single column wrongly.
             extra = single_column_extra(values.shape[-1] + left + right, self.kernel, self.stride, 0)
             values = F.pad(values, (left, right + extra, top, bottom), value=x.zero_point)
@@ -151,15 +152,15 @@ class Int8Conv:
         return y if self.output_q is None else QuantizedActivation(y, out_scale, out_zp)
 
 
-def _convolutions(backbone: nn.Module) -> list[tuple[str, _SameConv2d]]:
+def _convolutions(backbone: nn.Module) -> list[tuple[str, SameConv2d]]:
     """The backbone's convolutions in execution order, or ``ValueError`` for a backbone without int8 support."""
     if not isinstance(backbone, EfficientNetLite0):
         raise ValueError(f"precision 'int8' is implemented for efficientnet_lite0, not {backbone.name}; "
                          "use precision 'bf16' or 'fp32'")
-    return [(name, m) for name, m in backbone.named_modules() if isinstance(m, _SameConv2d)]
+    return [(name, m) for name, m in backbone.named_modules() if isinstance(m, SameConv2d)]
 
 
-def _bias(conv: _SameConv2d) -> Tensor:
+def _bias(conv: SameConv2d) -> Tensor:
     """``conv``'s bias (every convolution of Lite0 has one); ``ValueError`` for one without."""
     if conv.bias is None:
         raise ValueError("int8 needs convolutions with a bias, as EfficientNet-Lite0's all are")

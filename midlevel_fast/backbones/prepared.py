@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from midlevel_fast.backbones.base import Backbone
-from midlevel_fast.backbones.efficientnet_lite import _SameConv2d
+from midlevel_fast.backbones.same_conv import SameConv2d
 from midlevel_fast.backbones.int8 import install_int8
 from midlevel_fast.backbones.layout import BackboneLike, WindowLayout
 
@@ -84,7 +84,7 @@ def prepared(backbone: BackboneLike, precision: str) -> BackboneLike:
     else:
         for module in twin.modules():
             # the modules with a fused switch: the backbone's own (a class attribute) and Lite0's convolutions
-            if isinstance(module, (Backbone, _SameConv2d)):
+            if isinstance(module, (Backbone, SameConv2d)):
                 module.fused = fused
     per_backbone[key] = (stamp, twin)
     return twin

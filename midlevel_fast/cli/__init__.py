@@ -2,8 +2,10 @@
 
 One module per command group (:mod:`~midlevel_fast.cli.score`: ``score``; :mod:`~midlevel_fast.cli.score_dir`:
 ``score-dir``; :mod:`~midlevel_fast.cli.boxes`: ``score-boxes``; :mod:`~midlevel_fast.cli.voc`: ``cache``,
-``train``, ``eval``), each parsing its arguments and calling library functions; :mod:`~midlevel_fast.cli.distributed`
-adds ``torchrun`` support to the commands that shard.
+``train``, ``fit-boxes``, ``eval``, their arguments declared in :mod:`~midlevel_fast.cli.voc_args`;
+:mod:`~midlevel_fast.cli.calibrate`: ``calibrate``), each parsing its arguments and calling library functions (the
+jobs themselves are in :mod:`midlevel_fast.recipes`); :mod:`~midlevel_fast.cli.distributed` adds ``torchrun``
+support to the commands that shard.
 
 Exit statuses (:mod:`~midlevel_fast.cli.common`, also in ``--help``): 0 on success; 1 when some inputs could not be
 processed (``score``: images, each reported, the others scored); 2 on a usage error or an error the command reports

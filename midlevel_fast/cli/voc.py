@@ -1,35 +1,34 @@
-"""The commands on a VOC-style data set: ``cache`` (frozen patch features), ``train`` (an adaptation head) and
-``eval`` (a head's AP); the procedure is :mod:`midlevel_fast.recipes.voc_run`'s, ``cache`` and ``train`` shard
-under ``torchrun``."""
+"""The commands on a VOC-style data set: ``cache`` (frozen patch features), ``train`` (an adaptation head),
+``fit-boxes`` (a head's box regression) and ``eval`` (a head's AP); the procedure is
+:mod:`midlevel_fast.recipes.voc_run`'s, ``cache`` and ``train`` shard under ``torchrun``. Their arguments are
+declared in :mod:`midlevel_fast.cli.voc_args`."""
 from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from pathlib import Path
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
 
 from midlevel_fast.backbones import Backbone, get_backbone
-from midlevel_fast.cli.common import (EXIT_OK, UsageError, add_weights_option, backbone_options, load_cli_model,
-                                     refuse_weights_required)
-from midlevel_fast.cli.distributed import add_distributed_options, distributed
-from midlevel_fast.model.head import OBJECTIVES
+from midlevel_fast.cli import voc_args
+from midlevel_fast.cli.common import EXIT_OK, UsageError, backbone_options, load_cli_model, refuse_weights_required
+from midlevel_fast.cli.distributed import distributed
 from midlevel_fast.datasets.box_samples import BOX_FORMATS, read_samples
 from midlevel_fast.recipes.box_task import BOX_BATCH_SIZE, train_box_head
-from midlevel_fast.cache.feature_cache import CACHE_MODES
 from midlevel_fast.training.consistency import PAIR_MODES
 from midlevel_fast.metrics.average_precision import format_ap_table
-from midlevel_fast.training.pooling import POOLINGS
 from midlevel_fast.datasets.tags import TAG_FORMATS, TaggedImage, imagefolder_tags, list_tags, voc_tags
 from midlevel_fast.recipes.tags_run import train_tagged_head
-from midlevel_fast.training.train import SUPERVISIONS, TrainConfig
-from midlevel_fast.training.unfreeze import UNFREEZE
+from midlevel_fast.training.train import TrainConfig
 from midlevel_fast.datasets.voc import VOC_CLASSES
-from midlevel_fast.model.box_regression import REGRESSION_FEATURES
-from midlevel_fast.training.box_regression_fit import DEFAULT_RIDGE
 from midlevel_fast.recipes.voc_run import (VocEvaluation, cache_voc_splits, evaluate_voc_head, fit_voc_boxes,
                                             train_voc_head)
+
+T = TypeVar("T")
 
 
 def _backbone(args: argparse.Namespace) -> Backbone:
@@ -43,6 +42,20 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _read_training_splits(read: Callable[[str, str, list[str] | None], tuple[list[T], list[str]]], root: str,
+                          splits: Sequence[str]) -> tuple[list[T], list[str]]:
+    """The items of the training ``splits`` in order, each split read by ``read(root, split, classes)`` (``classes``
+    ``None`` for the first split, then the classes it returned), and the classes; a usage error without splits."""
+    items: list[T] = []
+    classes: list[str] | None = None
+    for split in splits:
+        read_items, classes = read(root, split, classes)
+        items += read_items
+    if classes is None:
+        raise UsageError("no --split given: the classes are read from the training splits")
+    return items, classes
+
+
 def _tagged_splits(args: argparse.Namespace) -> tuple[list[TaggedImage], list[TaggedImage], list[str]]:
     """Training and validation images of ``--voc`` or ``--data``/``--format`` with their tags, and the classes
     (read from the training splits)."""
@@ -52,19 +65,9 @@ def _tagged_splits(args: argparse.Namespace) -> tuple[list[TaggedImage], list[Ta
                 [img for split in val_splits for img in voc_tags(args.voc, split)], list(VOC_CLASSES))
     read = imagefolder_tags if args.format == "imagefolder" else (
         lambda root, split, classes=None: list_tags(Path(root) / split, classes))
-    train, classes = [], None
-    for split in args.split:
-        images, classes = read(args.data, split, classes)
-        train += images
-    if classes is None:
-        raise UsageError("no --split given: the classes are read from the training splits")
+    train, classes = _read_training_splits(read, args.data, args.split)
     val = [img for split in val_splits for img in read(args.data, split, classes)[0]]
     return train, val, classes
-
-
-# What a head learns to score: objects in whole images from patches labelled by their boxes or image tags (the
-# paper's object task), or given boxes from one square patch each (its action task).
-TASKS: tuple[str, ...] = ("objects", "boxes")
 
 
 def _train_boxes(args: argparse.Namespace, config: TrainConfig, dtype: torch.dtype) -> int:
@@ -74,12 +77,7 @@ def _train_boxes(args: argparse.Namespace, config: TrainConfig, dtype: torch.dty
                          "VOC_ROOT --format voc-action)")
     if args.supervision != "boxes" or args.consistency:
         raise UsageError("--task boxes labels each box's patch: no --supervision image, no --consistency")
-    train, classes = [], None
-    for split in args.split:
-        samples, classes = read_samples(args.format, args.data, split, classes)
-        train += samples
-    if classes is None:
-        raise UsageError("no --split given: the classes are read from the training splits")
+    train, classes = _read_training_splits(partial(read_samples, args.format), args.data, args.split)
     val = read_samples(args.format, args.data, args.val_split, classes)[0] if args.val_split else []
     run = train_box_head(train, classes, args.out, val, _backbone(args), config, args.context, args.cache, dtype,
                          {"data": args.format, "splits": list(args.split)})
@@ -171,99 +169,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_voc_options(p: argparse.ArgumentParser, several_modes: bool = False, voc_required: bool = True) -> None:
-    p.add_argument("--voc", required=voc_required, help="VOCdevkit/VOC2012 directory")
-    if several_modes:
-        p.add_argument("--mode", nargs="+", choices=CACHE_MODES, default=[CACHE_MODES[0]],
-                       help="how patch features are computed; several modes pool their patches")
-    else:
-        p.add_argument("--mode", choices=CACHE_MODES, default=CACHE_MODES[0], help="how patch features are computed")
-    p.add_argument("--window-step", type=int, default=None, help="dense window step in trunk cells")
-    p.add_argument("--cache", default=None, help="feature cache directory (default $MIDLEVEL_FAST_CACHE or "
-                                                 "~/.cache/midlevel_fast)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Adds ``cache``, ``train``, ``fit-boxes`` and ``eval`` to ``subparsers``."""
-    c = subparsers.add_parser("cache", help="compute and store the frozen patch features of VOC splits")
-    _add_voc_options(c, several_modes=True)
-    c.add_argument("--split", nargs="+", default=["train", "val"],
-                   help="VOC splits to cache (ImageSets/Main/<split>.txt)")
-    c.add_argument("--backbone", default="efficientnet_lite0", help="backbone whose features are cached")
-    add_weights_option(c)
-    add_distributed_options(c)
-    c.set_defaults(func=distributed(cmd_cache))
-
-    t = subparsers.add_parser("train", help="train an adaptation head on a VOC-style data set, from image labels, "
-                                            "or on given boxes (--task boxes)")
-    _add_voc_options(t, several_modes=True, voc_required=False)
-    t.add_argument("--task", choices=TASKS, default=TASKS[0],
-                   help="objects: score whole images from multi-scale patches (the paper's object task); boxes: "
-                        "classify given boxes from one square patch each (its action task)")
-    t.add_argument("--data", default=None, help="image-labelled data (--supervision image) or labelled boxes "
-                                                "(--task boxes): an ImageFolder root (root/<split>/<class>/<image>), "
-                                                "a folder of list files, a VOC root (voc-action)")
-    t.add_argument("--format", choices=sorted(set(TAG_FORMATS[1:]) | set(BOX_FORMATS)), default="imagefolder",
-                   help="layout of --data; list (image labels): each split is a CSV ('path,label1;label2') or JSON "
-                        "list file under --data; csv, coco (boxes): the split's file under --data "
-                        "(<split>.csv: path,x0,y0,x1,y1,label; <split>.json: COCO); voc-action: "
-                        "ImageSets/Action/<split>.txt; imagefolder: the whole image is the box")
-    t.add_argument("--unfreeze", choices=UNFREEZE, default=UNFREEZE[0],
-                   help="with --task boxes, top: also train the backbone's last block (Lite0: its last stage and "
-                        "head conv; AlexNet: FC6) at a tenth of the learning rate (the paper's 'U' rows)")
-    t.add_argument("--context", type=float, default=1.0,
-                   help="with --task boxes: the square patch's side over the box's longer side")
-    t.add_argument("--split", nargs="+", default=["train"], help="training split(s), e.g. train or train val "
-                                                                 "(list format: list files under --data)")
-    t.add_argument("--val-split", default="val", help="split for per-epoch validation mAP ('' for none)")
-    t.add_argument("--supervision", choices=SUPERVISIONS, default=SUPERVISIONS[0],
-                   help="boxes: each patch labelled from the boxes (the paper); image: only each image's classes, "
-                        "window probabilities pooled per image (Oquab et al. 2015)")
-    t.add_argument("--pooling", choices=POOLINGS, default=POOLINGS[0],
-                   help="with --supervision image: how an image's windows pool per class (power-mean takes --k)")
-    t.add_argument("--backbone", default="efficientnet_lite0", help="backbone the head is trained on")
-    add_weights_option(t)
-    t.add_argument("--out", required=True, help="head file to write (.safetensors)")
-    t.add_argument("--layers", type=int, default=2, help="adaptation layers: 1, 2 (paper) or 3")
-    t.add_argument("--hidden", type=int, default=2048, help="units of each hidden adaptation layer (FCa)")
-    t.add_argument("--objective", choices=OBJECTIVES, default=OBJECTIVES[0],
-                   help="softmax over classes + background (the paper) or per-class sigmoids")
-    t.add_argument("--k", type=float, default=5.0, help="power-mean exponent used for validation and stored")
-    t.add_argument("--epochs", type=int, default=30, help="at most this many epochs")
-    t.add_argument("--batch-size", type=int, default=None,
-                   help=f"rows per SGD step (default {TrainConfig.batch_size}; {BOX_BATCH_SIZE} with --task boxes)")
-    t.add_argument("--seed", type=int, default=0, help="seed of background sampling, init and batches")
-    t.add_argument("--consistency", type=float, default=0.0, metavar="LAMBDA",
-                   help="weight of the dense/crop consistency term (not in the paper; needs --mode dense batched)")
-    t.add_argument("--half", action="store_true", help="store the weights as float16")
-    add_distributed_options(t)
-    t.set_defaults(func=distributed(cmd_train))
-
-    b = subparsers.add_parser("fit-boxes", help="fit (or refit) a head's box regression of detections on VOC "
-                                                "splits ('train' fits one already)")
-    b.add_argument("--voc", required=True, help="VOCdevkit/VOC2012 directory")
-    b.add_argument("--head", required=True, help="head file (.safetensors)")
-    b.add_argument("--split", nargs="+", default=["train"], help="splits whose objects it is fitted on, e.g. train "
-                                                                 "val for a head trained on trainval")
-    b.add_argument("--features", choices=REGRESSION_FEATURES, default="layout",
-                   help="layout: each window's mid-level vector and quadrant means (computes a cache of its own; "
-                        "detection mAP 21.1 vs 13.4 on VOC val); mid-level: the vector alone, what train fits")
-    b.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="ridge penalty per row (default %(default)s)")
-    b.add_argument("--out", required=True, help="head file to write, with the box regression (.safetensors)")
-    b.add_argument("--window-step", type=int, default=None, help="dense window step in trunk cells")
-    b.add_argument("--cache", default=None, help="feature cache directory (default $MIDLEVEL_FAST_CACHE or "
-                                                 "~/.cache/midlevel_fast)")
-    b.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    b.set_defaults(func=cmd_fit_boxes)
-
-    e = subparsers.add_parser("eval", help="VOC classification AP of a head")
-    _add_voc_options(e)
-    e.add_argument("--split", default="val", help="split to evaluate on")
-    e.add_argument("--head", required=True, help="head file (.safetensors)")
-    e.add_argument("--k", type=float, nargs="*", help="power-mean exponents to compare (default: the head's)")
-    add_weights_option(e)
-    e.add_argument("--json", action="store_true",
-                   help="print one JSON object instead of the table: split, mode, images, patches and per (k, "
-                        "method) its mAP and per-class AP (in [0, 1])")
-    e.set_defaults(func=cmd_eval)
+    """Adds ``cache``, ``train``, ``fit-boxes`` and ``eval`` to ``subparsers`` (their arguments:
+    :mod:`midlevel_fast.cli.voc_args`)."""
+    voc_args.cache_parser(subparsers).set_defaults(func=distributed(cmd_cache))
+    voc_args.train_parser(subparsers).set_defaults(func=distributed(cmd_train))
+    voc_args.fit_boxes_parser(subparsers).set_defaults(func=cmd_fit_boxes)
+    voc_args.eval_parser(subparsers).set_defaults(func=cmd_eval)

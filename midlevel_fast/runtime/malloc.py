@@ -1,5 +1,10 @@
-"""glibc malloc settings for CPU inference, applied once by the CPU-heavy entry points (``score_image`` and the
-feature cache). Set ``MIDLEVEL_FAST_MALLOC=0`` to leave the allocator as it is.
+"""glibc malloc settings for CPU inference, applied once per process by the CPU-heavy entry points
+(``score_image``, ``score_images`` and the feature cache) and logged once at DEBUG (``midlevel-fast -v`` shows it).
+
+The switch: the environment variable ``MIDLEVEL_FAST_MALLOC`` (``1``, the default: tune; ``0``: leave the host
+process's allocator as it is, e.g. in a server that tunes its own). The settings change the whole process, not
+only this library, which is why they are logged and why the switch exists; the default is on because of the
+measurements below. A program may also call :func:`tune_malloc` itself, before anything else allocates.
 
 glibc serves every allocation above ``M_MMAP_THRESHOLD`` (128 KiB at start, raised by itself up to 32 MiB) with
 fresh ``mmap`` pages, which fault in on first touch and go back to the kernel on ``free``; and it returns the
@@ -16,9 +21,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import os
 import platform
 import sys
+
+log = logging.getLogger(__name__)
 
 MMAP_MAX = 0
 TRIM_THRESHOLD = 256 << 20
@@ -36,4 +44,8 @@ def tune_malloc() -> bool:
         return False
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(mallopt(_M_MMAP_MAX, MMAP_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    applied = bool(mallopt(_M_MMAP_MAX, MMAP_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    if applied:
+        log.debug("glibc malloc tuned for this process (M_MMAP_MAX=%d, M_TRIM_THRESHOLD=%d MiB); "
+                 "MIDLEVEL_FAST_MALLOC=0 leaves the allocator alone", MMAP_MAX, TRIM_THRESHOLD >> 20)
+    return applied

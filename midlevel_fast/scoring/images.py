@@ -158,6 +158,41 @@ def score_images(
     (``FileNotFoundError`` for a missing file) or is too small or, in dense mode, too elongated; the images of
     the chunks before it have been scored, none is returned.
     """
+    images, n_workers = _checked_sequence(images, batch_images, workers)
+    options = ScoreOptions(mode=mode, k=k, return_maps=return_maps, device=device, window_step=window_step,
+                           precision=precision, detection_threshold=detection_threshold)
+    tune_malloc()
+    model, kk, dev = checked_call(model, options)
+    if batch_images is None:
+        batch_images = GPU_BATCH_IMAGES if dev.type == "cuda" else CPU_BATCH_IMAGES
+    decoder = _Decoder(images, model, mode == "dense", window_step, pin=mode == "dense" and dev.type == "cuda")
+    if mode == "dense":
+        window_step_cells(decoder.backbone, model.info.grid_step, window_step)  # refused before any decoding
+        run = resolve_precision(precision, mode, dev)
+    results: list[ScoreResult] = []
+    pool = ThreadPoolExecutor(n_workers, thread_name_prefix="score_images") if n_workers else None
+    try:
+        chunks = [partial(decoder.chunk, c) for c in _chunks(len(images), int(batch_images))]
+        for decoded in _prefetched(pool, chunks):
+            t0 = time.perf_counter()
+            if mode == "dense":
+                with torch.inference_mode():
+                    windows = _dense_chunk(decoder.backbone, decoded, run, dev, pool)
+                scored = [features_result(model, *win, (d.dense().height, d.dense().width), options, kk, dev)
+                          for d, win in zip(decoded, windows)]
+            else:
+                scored = [score_decoded(model, d.array(), images[d.index], options, kk, dev, t0) for d in decoded]
+            share = (time.perf_counter() - t0) / len(scored)
+            results += [replace(r, seconds=share) for r in scored]
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return results
+
+
+def _checked_sequence(images: Sequence[Any], batch_images: int | None,
+                      workers: int | None) -> tuple[list[Any], int]:
+    """``(images as a list, decoding threads)``, refusing a single image, an empty sequence and bad counts."""
     if isinstance(images, (str, os.PathLike, np.ndarray, torch.Tensor, Image.Image)):
         raise TypeError(f"score_images takes a sequence of images, got one {type(images).__name__}; "
                         "use score_image for a single image or pass [image]")
@@ -169,54 +204,34 @@ def score_images(
     n_workers = DEFAULT_WORKERS if workers is None else int(workers)
     if n_workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers!r}")
-    options = ScoreOptions(mode=mode, k=k, return_maps=return_maps, device=device, window_step=window_step,
-                           precision=precision, detection_threshold=detection_threshold)
-    tune_malloc()
-    model, kk, dev = checked_call(model, options)
-    if batch_images is None:
-        batch_images = GPU_BATCH_IMAGES if dev.type == "cuda" else CPU_BATCH_IMAGES
-    backbone = model.regression_backbone()
-    scales, step = model.info.scales, model.info.grid_step
-    if mode == "dense":
-        window_step_cells(backbone, step, window_step)  # a bad step is refused before any image is decoded
-        run = resolve_precision(precision, mode, dev)
-    pin = mode == "dense" and dev.type == "cuda"
+    return images, n_workers
 
-    def decode(index: int) -> _Decoded:
+
+class _Decoder:
+    """Decodes and checks the images of ``score_images`` (on the worker threads): each image read, refused when
+    too small (or in dense mode too elongated, by its plan) with the image named, and pinned for a GPU upload."""
+
+    def __init__(self, images: list[Any], model: PatchClassifier, dense: bool, window_step: int | None,
+                 pin: bool) -> None:
+        self.images, self.model, self.dense, self.window_step, self.pin = images, model, dense, window_step, pin
+        self.backbone = model.regression_backbone()
+
+    def one(self, index: int) -> _Decoded:
+        scales, step = self.model.info.scales, self.model.info.grid_step
         try:
-            img = load_image(images[index])
+            img = load_image(self.images[index])
             h, w = img.shape[:2]
-            check_image_size(w, h, scales, model.backbone, images[index])
-            plan = dense_plan(backbone, h, w, scales, step, window_step) if mode == "dense" else None
+            check_image_size(w, h, scales, self.model.backbone, self.images[index])
+            plan = dense_plan(self.backbone, h, w, scales, step, self.window_step) if self.dense else None
         except (ValueError, OSError) as e:
             # The type load_image or the checks raised (a missing file stays FileNotFoundError), with the image named.
             kind = type(e) if type(e) in (ValueError, FileNotFoundError, IsADirectoryError) else ValueError
-            raise kind(_named(images, index, e)) from e
+            raise kind(_named(self.images, index, e)) from e
         # Pinned, the upload to the GPU is a direct DMA that need not wait for the work queued before it.
-        return _Decoded(index, torch.from_numpy(img).pin_memory() if pin else img, plan)
+        return _Decoded(index, torch.from_numpy(img).pin_memory() if self.pin else img, plan)
 
-    def decode_chunk(chunk: range) -> list[_Decoded]:
-        return [decode(i) for i in chunk]
-
-    results: list[ScoreResult] = []
-    pool = ThreadPoolExecutor(n_workers, thread_name_prefix="score_images") if n_workers else None
-    try:
-        chunks = [partial(decode_chunk, c) for c in _chunks(len(images), int(batch_images))]
-        for decoded in _prefetched(pool, chunks):
-            t0 = time.perf_counter()
-            if mode == "dense":
-                with torch.inference_mode():
-                    windows = _dense_chunk(backbone, decoded, run, dev, pool)
-                scored = [features_result(model, *win, (d.dense().height, d.dense().width), options, kk, dev)
-                          for d, win in zip(decoded, windows)]
-            else:
-                scored = [score_decoded(model, d.array(), images[d.index], options, kk, dev, t0) for d in decoded]
-            share = (time.perf_counter() - t0) / len(scored)
-            results += [replace(r, seconds=share) for r in scored]
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-    return results
+    def chunk(self, indices: range) -> list[_Decoded]:
+        return [self.one(i) for i in indices]
 
 
 def _dense_chunk(backbone: BackboneLike, decoded: Sequence[_Decoded], precision: str, device: torch.device,

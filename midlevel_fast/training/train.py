@@ -23,8 +23,6 @@ single-process result to float32 rounding (see :mod:`midlevel_fast.runtime.train
 """
 from __future__ import annotations
 
-import copy
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -35,11 +33,12 @@ from midlevel_fast.backbones.base import Backbone
 from midlevel_fast.backbones.top import top_state
 from midlevel_fast.model.head import OBJECTIVES, AdaptationHead
 from midlevel_fast.runtime.train_ddp import Replica, replica_for
-from midlevel_fast.training.consistency import PairSet, consistency_loss
+from midlevel_fast.training.consistency import PairSet
+from midlevel_fast.training.epochs import BestEpoch, LrSchedule, run_epoch
 from midlevel_fast.training.evaluate import evaluate_head
-from midlevel_fast.training.loss import batch_loss
 from midlevel_fast.training.patches import EvalSet, PatchSet
 from midlevel_fast.training.pooling import DEFAULT_SHARPNESS, POOLINGS
+from midlevel_fast.training.steps import Step, image_level_step, patch_step
 from midlevel_fast.training.unfreeze import UNFREEZE, TopAndHead
 from midlevel_fast.training.weak import image_step
 
@@ -137,6 +136,44 @@ def train_head(train: PatchSet | EvalSet, num_classes: int, config: TrainConfig 
     (every rank passes the same ``train``, ``val`` and ``config``, and gets the same weights; only rank 0 logs),
     ``False`` always trains locally.
     """
+    _check_rows(train, config, pairs)
+    replica = replica_for(data_parallel)
+    if replica is not None and not replica.ctx.is_main:
+        log = None
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    head, top_and_head = _build_model(train, num_classes, config, backbone)
+    trained: torch.nn.Module = head if top_and_head is None else top_and_head
+    opt = _optimizer(head, top_and_head, config)
+    model = trained if replica is None else replica.wrap(trained)
+    step, n, batch_size = _batch_step(train, config, pairs, replica, generator)
+    result, best = TrainResult(head, config), BestEpoch(tie_break)
+    schedule = LrSchedule(config.lr, config.lr_drops, config.min_improvement)
+    start = time.perf_counter()
+    for epoch in range(config.max_epochs):
+        record = {"epoch": epoch, "lr": schedule.lr,
+                  "loss": run_epoch(trained, model, step, opt, n, batch_size, generator, replica)}
+        if val is not None:
+            _, record["val_map"] = evaluate_head(trained, val, config.objective, config.k, bf16=config.bf16)
+            best.offer(epoch, record["val_map"], trained)
+        record["seconds"] = time.perf_counter() - start
+        result.history.append(record)
+        if log:
+            log(_epoch_line(record))
+        if schedule.stop_after(record["loss"], opt):
+            break
+    if replica is not None:
+        replica.unwrap(trained)
+    _keep_best(result, trained, best, val is not None)
+    if top_and_head is not None:
+        result.top = top_state(top_and_head.backbone)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _check_rows(train: PatchSet | EvalSet, config: TrainConfig, pairs: PairSet | None) -> None:
+    """Raises ValueError unless ``train`` is the kind of rows ``config.supervision`` trains on and, with a
+    consistency term, ``pairs`` are given with as many features per row."""
     image_level = config.supervision == "image"
     if image_level != isinstance(train, EvalSet):
         raise ValueError(f"supervision {config.supervision!r} trains on "
@@ -148,122 +185,57 @@ def train_head(train: PatchSet | EvalSet, num_classes: int, config: TrainConfig 
     if config.consistency > 0 and pairs is not None and pairs.dense.shape[1] != train.features.shape[1]:
         raise ValueError(f"pairs have {pairs.dense.shape[1]} features per row, the training rows "
                          f"{train.features.shape[1]}")
-    replica = replica_for(data_parallel)
-    if replica is not None and not replica.ctx.is_main:
-        log = None
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+
+
+def _build_model(train: PatchSet | EvalSet, num_classes: int, config: TrainConfig,
+                 backbone: Backbone | None) -> tuple[AdaptationHead, TopAndHead | None]:
+    """A fresh head (from the global RNG) of ``num_classes + 1`` outputs and, with ``config.unfreeze == "top"``,
+    the trainable copy of ``backbone``'s top in front of it (``None`` otherwise)."""
     if config.unfreeze == "top" and backbone is None:
         raise ValueError("unfreeze='top' needs the backbone whose top trains (train_head(..., backbone=...))")
     # TrainConfig allows unfreeze "none" and "top" only, and "top" comes with a backbone (checked above)
-    top_and_head: TopAndHead | None = None
     if config.unfreeze == "top" and backbone is not None:
-        in_dim = backbone.feature_dim
-        head = AdaptationHead(in_dim, num_classes + 1, config.layers, config.hidden, config.dropout)
-        top_and_head = TopAndHead(backbone, head)
-    else:
-        in_dim = train.features.shape[1]
-        head = AdaptationHead(in_dim, num_classes + 1, config.layers, config.hidden, config.dropout)
-    trained: torch.nn.Module = head if top_and_head is None else top_and_head
+        head = AdaptationHead(backbone.feature_dim, num_classes + 1, config.layers, config.hidden, config.dropout)
+        return head, TopAndHead(backbone, head)
+    in_dim = train.features.shape[1]
+    return AdaptationHead(in_dim, num_classes + 1, config.layers, config.hidden, config.dropout), None
+
+
+def _optimizer(head: AdaptationHead, top_and_head: TopAndHead | None, config: TrainConfig) -> torch.optim.SGD:
+    """SGD with momentum over the head at ``config.lr`` and the top (if any) at ``lr * top_lr_scale``."""
     groups = [{"params": list(head.parameters()), "lr": config.lr}]
     if top_and_head is not None:
         groups.append({"params": top_and_head.top_parameters(), "lr": config.lr * config.top_lr_scale})
-    model = trained if replica is None else replica.wrap(trained)
-    opt = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    step: Callable[[torch.nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-    if isinstance(train, EvalSet):  # image_level (checked above)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def _batch_step(train: PatchSet | EvalSet, config: TrainConfig, pairs: PairSet | None, replica: Replica | None,
+                generator: torch.Generator) -> tuple[Step, int, int]:
+    """The step of one batch, the number of rows (patches, or images for image-level supervision) and the batch
+    size."""
+    if isinstance(train, EvalSet):  # image-level supervision (checked by _check_rows)
         image_loss = image_step(train, config.objective, config.pooling, config.k, config.sharpness, config.bf16,
                                 replica)
+        return image_level_step(image_loss), len(train.positives), config.images_per_batch
+    step = patch_step(train, config.objective, config.consistency, config.bf16, pairs, replica, generator)
+    return step, len(train.features), config.batch_size
 
-        def image_level_step(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            loss = image_loss(model, images)
-            return loss, loss
-        step = image_level_step
-        n, batch_size = len(train.positives), config.images_per_batch
-    else:
-        step = _patch_step(train, config, pairs, replica, generator)
-        n, batch_size = len(train.features), config.batch_size
-    result = TrainResult(head, config)
-    best_loss, drops, lr = math.inf, 0, config.lr
-    best_key: tuple[float, float] = (-math.inf, -math.inf)
-    start = time.perf_counter()
-    for epoch in range(config.max_epochs):
-        trained.train()
-        order = torch.randperm(n, generator=generator)
-        total = 0.0
-        for s in range(0, n, batch_size):
-            idx = order[s: s + batch_size]
-            loss, objective = step(model, idx)
-            opt.zero_grad(set_to_none=True)
-            objective.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        # A replica's loss is its slice's share scaled by world_size, so the mean over ranks is the global total.
-        epoch_loss = (total if replica is None else replica.mean(total)) / n
-        record = {"epoch": epoch, "lr": lr, "loss": epoch_loss}
-        if val is not None:
-            _, record["val_map"] = evaluate_head(trained, val, config.objective, config.k, bf16=config.bf16)
-            # A NaN mAP (no positive in val) ranks below any number, as in max().
-            value = record["val_map"] if not math.isnan(record["val_map"]) else -math.inf
-            key = (value, tie_break(trained.eval()) if tie_break is not None else 0.0)
-            if key > best_key:
-                best_key = key
-                result.best_map, result.best_epoch = record["val_map"], epoch
-                best_state = copy.deepcopy(trained.state_dict())
-        record["seconds"] = time.perf_counter() - start
-        result.history.append(record)
-        if log:
-            val_text = f"  val mAP {100 * record['val_map']:.2f}" if val is not None else ""
-            log(f"epoch {epoch:2d}  lr {lr:.0e}  loss {epoch_loss:.4f}{val_text}  ({record['seconds']:.0f} s)")
-        if epoch_loss > best_loss * (1 - config.min_improvement):
-            if drops == config.lr_drops:
-                break
-            drops += 1
-            lr /= 10
-            for group in opt.param_groups:
-                group["lr"] /= 10
-        best_loss = min(best_loss, epoch_loss)
-    if replica is not None:
-        replica.unwrap(trained)
-    if val is not None:
-        trained.load_state_dict(best_state)
+
+def _epoch_line(record: dict) -> str:
+    """The log line of one epoch's ``history`` record."""
+    val_text = f"  val mAP {100 * record['val_map']:.2f}" if "val_map" in record else ""
+    return (f"epoch {record['epoch']:2d}  lr {record['lr']:.0e}  loss {record['loss']:.4f}{val_text}  "
+            f"({record['seconds']:.0f} s)")
+
+
+def _keep_best(result: TrainResult, trained: torch.nn.Module, best: BestEpoch, validated: bool) -> None:
+    """Loads the best validation epoch's weights into ``trained`` and records that epoch in ``result`` (without
+    validation: the last epoch, whose weights ``trained`` has); leaves ``trained`` in eval mode."""
+    if validated:
+        if best.state is None:
+            raise RuntimeError("no validation epoch was kept (every mAP NaN and the tie-break -inf or NaN)")
+        trained.load_state_dict(best.state)
+        result.best_epoch, result.best_map = best.epoch, best.val_map
     else:
         result.best_epoch = len(result.history) - 1
     trained.eval()
-    if top_and_head is not None:
-        result.top = top_state(top_and_head.backbone)
-    result.seconds = time.perf_counter() - start
-    return result
-
-
-def _patch_step(train: PatchSet, config: TrainConfig, pairs: PairSet | None, replica: Replica | None,
-                generator: torch.Generator) -> Callable[[torch.nn.Module, torch.Tensor],
-                                                        tuple[torch.Tensor, torch.Tensor]]:
-    """One batch of patch rows: ``step(model, rows) -> (classification loss, objective)``, the objective with the
-    consistency term of pairs drawn from ``generator`` when ``config.consistency > 0``."""
-    world = 1 if replica is None else replica.world_size
-    if config.consistency > 0 and pairs is None:
-        raise ValueError("config.consistency > 0 needs dense/crop pairs")
-
-    def step(model: torch.nn.Module, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batches = [idx]
-        if config.consistency > 0 and pairs is not None:  # pairs is set then (checked above)
-            drawn = torch.randint(len(pairs), (len(idx),), generator=generator)
-            batches += [drawn, drawn]  # the dense sides, then the crop sides
-        mine = batches if replica is None else replica.rows(*batches)
-        x, y = [train.features[mine[0]]], train.targets[mine[0]]
-        if config.consistency > 0 and pairs is not None:
-            x += [pairs.dense[pairs.index[mine[1], 0]], pairs.crops[pairs.index[mine[2], 1]]]
-        # One forward over rows and both sides of the pairs, so that DDP sees one pass per step.
-        inputs = torch.cat(x).float()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-            logits = model(inputs)
-        logits = logits.float().split([len(part) for part in x])
-        loss = batch_loss(logits[0], y, config.objective, (len(idx), world))
-        objective = loss
-        if config.consistency > 0:
-            objective = objective + config.consistency * consistency_loss(logits[1], logits[2], config.objective,
-                                                                          (len(idx), world))
-        return loss, objective
-
-    return step
