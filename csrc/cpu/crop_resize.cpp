@@ -100,7 +100,6 @@ void rebase(int32_t* index, int64_t count, int64_t n, int64_t scale, int64_t* lo
     *hi_out = hi;
 }
 
-// One pixel's channels as a GCC/Clang vector, so the horizontal pass filters them with one SIMD op.
 // IEEE binary16 with round-to-nearest-even, as torch's .half(): the portable path (GCC lowers _Float16 casts
 // to a libgcc call per element).
 inline uint16_t float_to_half(float f) {
@@ -150,6 +149,7 @@ inline void store_half(uint16_t* dst, const float* src, int64_t n, float a, floa
     for (int64_t j = 0; j < n; ++j) dst[j] = float_to_half(src[j] * a + b);
 }
 
+// One pixel's channels as a GCC/Clang vector, so the horizontal pass filters them with one SIMD op.
 typedef float Float4 __attribute__((vector_size(16)));
 
 template <int P>
@@ -183,120 +183,185 @@ struct BandId {
     bool stream;
 };
 
+// What the two passes of one band share: the taps per output column and row, the source rectangle the band
+// reads (columns [cx0, cx0 + seg_len), rows [ry0, ry0 + n_rows)), and the floats per channel plane of the
+// horizontally filtered rows (n_rows + 1 rows of out_w: the last one all zero, read by zero-padded row taps).
+struct BandGeometry {
+    int64_t tx, ty, cx0, seg_len, ry0, n_rows, plane;
+};
+
+// The column taps of the whole box into ws.ix / ws.wx, as offsets into the interleaved segment of the used
+// columns [ws.cx0, ws.cx1). Every band of a box has the same ones, so a thread computes them once per box.
+template <int P>
+inline __attribute__((always_inline)) void box_column_taps(const ImageView& im, const double* box,
+                                                           const CropResizeParams& p, const BandId& id, int64_t tx,
+                                                           Workspace& ws) {
+    if (ws.taps_call == id.call && ws.taps_box == id.box) return;
+    const int64_t ow = p.out_w;
+    ws.ix.resize(static_cast<size_t>(tx * ow));
+    ws.wx.resize(static_cast<size_t>(tx * ow));
+    axis_taps_range(box[0], box[2], im.width, ow, p.antialias, p.padding_mode, tx, 0, ow, ws.ix.data(),
+                    ws.wx.data());
+    rebase(ws.ix.data(), tx * ow, im.width, P, &ws.cx0, &ws.cx1);
+    ws.taps_call = id.call;
+    ws.taps_box = id.box;
+}
+
+// The row taps of the band's output rows into ws.iy / ws.wy, as offsets into one plane of the filtered rows
+// (row r at r * out_w), and the source rows [*ry0, *ry1) they read.
+inline __attribute__((always_inline)) void band_row_taps(const ImageView& im, const double* box,
+                                                         const CropResizeParams& p, const BandId& id, int64_t ty,
+                                                         Workspace& ws, int64_t* ry0, int64_t* ry1) {
+    const int64_t rows_out = id.i1 - id.i0;
+    ws.iy.resize(static_cast<size_t>(ty * rows_out));
+    ws.wy.resize(static_cast<size_t>(ty * rows_out));
+    axis_taps_range(box[1], box[3], im.height, p.out_h, p.antialias, p.padding_mode, ty, id.i0, id.i1,
+                    ws.iy.data(), ws.wy.data());
+    rebase(ws.iy.data(), ty * rows_out, im.height, p.out_w, ry0, ry1);
+}
+
+// One source row filtered horizontally: output column j from the segment's pixels at ix[j * tx + t], all
+// channels of a pixel in one SIMD op, then de-interleaved into the planes (channel c at dst + c * plane).
+template <int P>
+inline __attribute__((always_inline)) void filter_row(const float* seg, const int32_t* ix, const float* wx,
+                                                      int64_t tx, int64_t ow, int64_t C, int64_t plane, float* dst) {
+    if (tx == 2) {
+        // Enlarged boxes, the common case: two taps, unrolled so the pixel stays in one register.
+        for (int64_t j = 0; j < ow; ++j) {
+            Pixel<P> v = load_pixel<P>(seg + ix[2 * j]) * wx[2 * j] +
+                         load_pixel<P>(seg + ix[2 * j + 1]) * wx[2 * j + 1];
+            for (int64_t c = 0; c < C; ++c) dst[c * plane + j] = lane(v, c);
+        }
+        return;
+    }
+    for (int64_t j = 0; j < ow; ++j) {
+        Pixel<P> v = load_pixel<P>(seg + ix[j * tx]) * wx[j * tx];
+        for (int64_t t = 1; t < tx; ++t) v += load_pixel<P>(seg + ix[j * tx + t]) * wx[j * tx + t];
+        for (int64_t c = 0; c < C; ++c) dst[c * plane + j] = lane(v, c);
+    }
+}
+
+// Horizontal pass into the planes rows[c][r][j]. It runs on the band's source rows, fewer than its output rows
+// whenever the box is enlarged, so the de-interleave costs least here; the vertical pass then reads contiguous
+// plane rows. The zero row after the source rows stands for the zero-padded row taps.
+template <int P>
+inline __attribute__((always_inline)) void horizontal_pass(const ImageView& im, const BandGeometry& g, int64_t ow,
+                                                           Workspace& ws) {
+    const int64_t C = im.channels;
+    float* seg = ws.segment.data();
+    float* rows = ws.rows.data();
+    const int32_t* ix = ws.ix.data();
+    const float* wx = ws.wx.data();
+    for (int64_t r = 0; r < g.n_rows; ++r) {
+        load_segment<P>(im, g.ry0 + r, g.cx0, g.seg_len, seg);
+        filter_row<P>(seg, ix, wx, g.tx, ow, C, g.plane, rows + r * ow);
+    }
+    for (int64_t c = 0; c < C; ++c) std::fill_n(rows + c * g.plane + g.n_rows * ow, ow, 0.0f);
+}
+
+// Two row taps, float32 (N, C, h, w) output: the enlarged boxes' common case, taps, scale and shift in one pass
+// over the row, in the same order as combine_rows then store_row so the result is identical.
+inline __attribute__((always_inline)) void two_tap_row_f32(const float* src0, const float* src1, float w0, float w1,
+                                                           float ac, float bc, bool stream, int64_t ow, float* dst) {
+    int64_t j = 0;
+#if defined(__SSE2__)
+    if (stream && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
+        for (; j + 4 <= ow; j += 4) {
+            const Float4 v = (w0 * load_pixel<4>(src0 + j) + w1 * load_pixel<4>(src1 + j)) * ac + bc;
+            _mm_stream_ps(dst + j, reinterpret_cast<const __m128&>(v));
+        }
+    }
+#endif
+    for (; j < ow; ++j) dst[j] = (w0 * src0[j] + w1 * src1[j]) * ac + bc;
+}
+
+// acc[j] = sum over the taps t, in tap order, of w[t] * plane[iy[t] + j]: one output row of one channel, before
+// normalising.
+inline __attribute__((always_inline)) void combine_rows(const float* plane, const int32_t* iy, const float* w,
+                                                        int64_t ty, int64_t ow, float* acc) {
+    const float* src0 = plane + iy[0];
+    for (int64_t j = 0; j < ow; ++j) acc[j] = w[0] * src0[j];
+    for (int64_t t = 1; t < ty; ++t) {
+        const float* src = plane + iy[t];
+        const float wt = w[t];
+        for (int64_t j = 0; j < ow; ++j) acc[j] += wt * src[j];
+    }
+}
+
+// Output row `i` of channel c, acc normalised (acc * a[c] + b[c]) and stored in the output dtype and layout.
+inline __attribute__((always_inline)) void store_row(const CropResizeParams& p, const float* acc, const float* a,
+                                                     const float* b, int64_t c, int64_t C, int64_t i,
+                                                     void* out_box) {
+    const int64_t ow = p.out_w;
+    if (p.channels_last) {
+        // Channel c of pixel (i, j) at (i * ow + j) * C + c: strided stores of the same values, so that a
+        // channels_last output needs no transposing copy (3-channel float32 NCHW -> NHWC by torch ran at a
+        // quarter of memcpy speed, the largest copy of a Lite0 dense call).
+        const int64_t at = i * ow * C + c;
+        if (p.out_dtype == OutDType::F32) {
+            float* dst = static_cast<float*>(out_box) + at;
+            for (int64_t j = 0; j < ow; ++j) dst[j * C] = acc[j] * a[c] + b[c];
+        } else {
+            uint16_t* dst = static_cast<uint16_t*>(out_box) + at;
+            for (int64_t j = 0; j < ow; ++j) dst[j * C] = float_to_half(acc[j] * a[c] + b[c]);
+        }
+        return;
+    }
+    const int64_t offset = (c * p.out_h + i) * ow;
+    if (p.out_dtype == OutDType::F32) {
+        float* dst = static_cast<float*>(out_box) + offset;
+        for (int64_t j = 0; j < ow; ++j) dst[j] = acc[j] * a[c] + b[c];
+    } else {
+        store_half(static_cast<uint16_t*>(out_box) + offset, acc, ow, a[c], b[c]);
+    }
+}
+
+// Vertical pass along contiguous plane rows, each output row normalised and stored as soon as it is combined.
+inline __attribute__((always_inline)) void vertical_pass(const CropResizeParams& p, const float* a, const float* b,
+                                                         const BandId& id, const BandGeometry& g, int64_t C,
+                                                         Workspace& ws, void* out_box) {
+    const int64_t ow = p.out_w, ty = g.ty, rows_out = id.i1 - id.i0;
+    const float* rows = ws.rows.data();
+    float* acc = ws.acc.data();
+    for (int64_t c = 0; c < C; ++c) {
+        const float* pc = rows + c * g.plane;
+        for (int64_t i = 0; i < rows_out; ++i) {
+            const float* w = ws.wy.data() + i * ty;
+            const int32_t* iy = ws.iy.data() + i * ty;
+            if (ty == 2 && p.out_dtype == OutDType::F32 && !p.channels_last) {
+                float* dst = static_cast<float*>(out_box) + (c * p.out_h + id.i0 + i) * ow;
+                two_tap_row_f32(pc + iy[0], pc + iy[1], w[0], w[1], a[c], b[c], id.stream, ow, dst);
+                continue;
+            }
+            combine_rows(pc, iy, w, ty, ow, acc);
+            store_row(p, acc, a, b, c, C, id.i0 + i, out_box);
+        }
+    }
+}
+
 // Filters the band of output rows [i0, i1) of one box and writes it normalised into out_box: (C, oh, ow), or
-// (oh, ow, C) for a channels_last output.
+// (oh, ow, C) for a channels_last output. Separable: the box's source rows filtered horizontally, then combined
+// vertically, each output value by the same operations whatever the band.
 template <int P>
 inline __attribute__((always_inline)) void band_kernel(const ImageView& im, const double* box,
                                                        const CropResizeParams& p, const float* a, const float* b,
                                                        const BandId& id, void* out_box, Workspace& ws) {
-    const int64_t C = im.channels, W = im.width, H = im.height;
-    const int64_t ow = p.out_w, oh = p.out_h, i0 = id.i0, rows_out = id.i1 - id.i0;
+    BandGeometry g;
+    g.tx = axis_tap_count(box[0], box[2], p.out_w, p.antialias);
+    box_column_taps<P>(im, box, p, id, g.tx, ws);
+    g.cx0 = ws.cx0;
+    g.seg_len = ws.cx1 - ws.cx0;
+    g.ty = axis_tap_count(box[1], box[3], p.out_h, p.antialias);
+    int64_t ry1;
+    band_row_taps(im, box, p, id, g.ty, ws, &g.ry0, &ry1);
+    g.n_rows = ry1 - g.ry0;
+    g.plane = (g.n_rows + 1) * p.out_w;
 
-    const int64_t tx = axis_tap_count(box[0], box[2], ow, p.antialias);
-    if (ws.taps_call != id.call || ws.taps_box != id.box) {
-        ws.ix.resize(static_cast<size_t>(tx * ow));
-        ws.wx.resize(static_cast<size_t>(tx * ow));
-        axis_taps_range(box[0], box[2], W, ow, p.antialias, p.padding_mode, tx, 0, ow, ws.ix.data(),
-                        ws.wx.data());
-        rebase(ws.ix.data(), tx * ow, W, P, &ws.cx0, &ws.cx1);
-        ws.taps_call = id.call;
-        ws.taps_box = id.box;
-    }
-    const int64_t cx0 = ws.cx0, cx1 = ws.cx1;
-
-    const int64_t ty = axis_tap_count(box[1], box[3], oh, p.antialias);
-    ws.iy.resize(static_cast<size_t>(ty * rows_out));
-    ws.wy.resize(static_cast<size_t>(ty * rows_out));
-    axis_taps_range(box[1], box[3], H, oh, p.antialias, p.padding_mode, ty, i0, id.i1, ws.iy.data(),
-                    ws.wy.data());
-    int64_t ry0, ry1;
-    rebase(ws.iy.data(), ty * rows_out, H, ow, &ry0, &ry1);
-
-    const int64_t seg_len = cx1 - cx0, n_rows = ry1 - ry0, plane = (n_rows + 1) * ow;
-    ws.segment.resize(static_cast<size_t>((seg_len + 1) * P));
-    ws.rows.resize(static_cast<size_t>(C * plane));
-    ws.acc.resize(static_cast<size_t>(ow));
-    float* seg = ws.segment.data();
-    float* rows = ws.rows.data();
-    float* acc = ws.acc.data();
-    const int32_t* ix = ws.ix.data();
-    const float* wx = ws.wx.data();
-
-    // Horizontal pass: all channels of a pixel in one SIMD op, written out as planes rows[c][r][j]. It runs on
-    // the box's source rows, fewer than the output rows whenever the box is enlarged, so the de-interleave
-    // costs least here.
-    for (int64_t r = 0; r < n_rows; ++r) {
-        load_segment<P>(im, ry0 + r, cx0, seg_len, seg);
-        float* dst = rows + r * ow;
-        if (tx == 2) {
-            // Enlarged boxes, the common case: two taps, unrolled so the pixel stays in one register.
-            for (int64_t j = 0; j < ow; ++j) {
-                Pixel<P> v = load_pixel<P>(seg + ix[2 * j]) * wx[2 * j] +
-                             load_pixel<P>(seg + ix[2 * j + 1]) * wx[2 * j + 1];
-                for (int64_t c = 0; c < C; ++c) dst[c * plane + j] = lane(v, c);
-            }
-            continue;
-        }
-        for (int64_t j = 0; j < ow; ++j) {
-            Pixel<P> v = load_pixel<P>(seg + ix[j * tx]) * wx[j * tx];
-            for (int64_t t = 1; t < tx; ++t) v += load_pixel<P>(seg + ix[j * tx + t]) * wx[j * tx + t];
-            for (int64_t c = 0; c < C; ++c) dst[c * plane + j] = lane(v, c);
-        }
-    }
-    for (int64_t c = 0; c < C; ++c) std::fill_n(rows + c * plane + n_rows * ow, ow, 0.0f);
-
-    // Vertical pass along contiguous plane rows, then normalise into (C, oh, ow) or (oh, ow, C).
-    for (int64_t c = 0; c < C; ++c) {
-        const float* pc = rows + c * plane;
-        for (int64_t i = 0; i < rows_out; ++i) {
-            const float* w = ws.wy.data() + i * ty;
-            const int32_t* iy = ws.iy.data() + i * ty;
-            const float* src0 = pc + iy[0];
-            const int64_t offset = (c * oh + i0 + i) * ow;
-            if (ty == 2 && p.out_dtype == OutDType::F32 && !p.channels_last) {
-                // Enlarged boxes into float32, the common case: taps, scale and shift in one pass over the row,
-                // in the same order as below so the result is identical.
-                const float* src1 = pc + iy[1];
-                const float w0 = w[0], w1 = w[1], ac = a[c], bc = b[c];
-                float* dst = static_cast<float*>(out_box) + offset;
-                int64_t j = 0;
-#if defined(__SSE2__)
-                if (id.stream && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
-                    for (; j + 4 <= ow; j += 4) {
-                        const Float4 v = (w0 * load_pixel<4>(src0 + j) + w1 * load_pixel<4>(src1 + j)) * ac + bc;
-                        _mm_stream_ps(dst + j, reinterpret_cast<const __m128&>(v));
-                    }
-                }
-#endif
-                for (; j < ow; ++j) dst[j] = (w0 * src0[j] + w1 * src1[j]) * ac + bc;
-                continue;
-            }
-            for (int64_t j = 0; j < ow; ++j) acc[j] = w[0] * src0[j];
-            for (int64_t t = 1; t < ty; ++t) {
-                const float* src = pc + iy[t];
-                const float wt = w[t];
-                for (int64_t j = 0; j < ow; ++j) acc[j] += wt * src[j];
-            }
-            if (p.channels_last) {
-                // Channel c of pixel (i, j) at ((i0 + i) * ow + j) * C + c: strided stores of the same values, so
-                // that a channels_last output needs no transposing copy (3-channel float32 NCHW -> NHWC by torch
-                // ran at a quarter of memcpy speed, the largest copy of a Lite0 dense call).
-                const int64_t at = (i0 + i) * ow * C + c;
-                if (p.out_dtype == OutDType::F32) {
-                    float* dst = static_cast<float*>(out_box) + at;
-                    for (int64_t j = 0; j < ow; ++j) dst[j * C] = acc[j] * a[c] + b[c];
-                } else {
-                    uint16_t* dst = static_cast<uint16_t*>(out_box) + at;
-                    for (int64_t j = 0; j < ow; ++j) dst[j * C] = float_to_half(acc[j] * a[c] + b[c]);
-                }
-            } else if (p.out_dtype == OutDType::F32) {
-                float* dst = static_cast<float*>(out_box) + offset;
-                for (int64_t j = 0; j < ow; ++j) dst[j] = acc[j] * a[c] + b[c];
-            } else {
-                store_half(static_cast<uint16_t*>(out_box) + offset, acc, ow, a[c], b[c]);
-            }
-        }
-    }
+    ws.segment.resize(static_cast<size_t>((g.seg_len + 1) * P));
+    ws.rows.resize(static_cast<size_t>(im.channels * g.plane));
+    ws.acc.resize(static_cast<size_t>(p.out_w));
+    horizontal_pass<P>(im, g, p.out_w, ws);
+    vertical_pass(p, a, b, id, g, im.channels, ws, out_box);
 }
 
 // One clone per instruction set, picked at load time: the portable baseline plus AVX2/FMA/F16C.

@@ -367,8 +367,187 @@ __device__ __forceinline__ void filter_slots(const Params& p, const Stage& st, i
     }
 }
 
+// A tile of `rows` x `cols` outputs from (i0, j0) of box n, and what every thread of its block derives alike from
+// the box: the axes, `base` (the source row position, before the padding mode, of slot 0), `span` (the slots its
+// output rows read) and the staged extent of the source columns its taps read.
+struct Tile {
+    int64_t n, i0, j0;
+    int rows, cols;
+    filter::Axis ax, ay;
+    int64_t base, span;
+    Stage st;
+};
+
+template <typename In, int C>
+__device__ __forceinline__ Tile plan_tile(const Params& p) {
+    Tile t;
+    t.n = blockIdx.x;
+    t.i0 = static_cast<int64_t>(blockIdx.y) * kTileH;
+    t.j0 = static_cast<int64_t>(blockIdx.z) * kTileW;
+    t.rows = static_cast<int>(min(static_cast<int64_t>(kTileH), p.out_h - t.i0));
+    t.cols = static_cast<int>(min(static_cast<int64_t>(kTileW), p.out_w - t.j0));
+    const double* box = p.boxes + 4 * t.n;
+    t.ax = filter::make_axis(__ldg(box), __ldg(box + 2), p.width, p.out_w, p.antialias, p.padding);
+    t.ay = filter::make_axis(__ldg(box + 1), __ldg(box + 3), p.height, p.out_h, p.antialias, p.padding);
+    t.base = filter::first_tap(t.ay, filter::center(t.ay, t.i0));
+    t.span = filter::first_tap(t.ay, filter::center(t.ay, t.i0 + t.rows - 1)) - t.base + t.ay.taps;
+    const int64_t col_first = filter::first_tap(t.ax, filter::center(t.ax, t.j0));
+    int64_t lo, hi;
+    mapped_range(col_first, filter::first_tap(t.ax, filter::center(t.ax, t.j0 + t.cols - 1)) + t.ax.taps - 1,
+                 p.width, p.padding, &lo, &hi);
+    // A tile whose taps all read zeros still stages column 0, so that every staged row holds a byte that the
+    // uint8 horizontal pass can read for its zero taps.
+    if (lo > hi) lo = hi = 0;
+    t.st = stage_extent<In, C>(p, lo, hi);
+    return t;
+}
+
+// Phase 1, staging: warp w stages slots w, w + kWarps, ... of the tile's `slots`, its lanes over a slot's words,
+// kBatch words per lane in flight. This loads the first batch of the warp's first slot into registers, so that
+// the tap computation that follows hides its latency, and returns that slot's row.
+template <typename In, int C>
+__device__ __forceinline__ StageRow stage_first_batch(const Params& p, const Tile& t, int slots,
+                                                      uint32_t (&batch)[kBatch]) {
+    const int lane = threadIdx.x, warp = threadIdx.y;
+    const StageRow sr = warp < slots ? stage_row<In, C>(p, t.base, t.st, warp) : StageRow{nullptr, 0, 0};
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+        const int w = lane + b * kLanes;
+        batch[b] = w < t.st.words ? stage_word<In, C>(p, t.st, sr, w) : 0;
+    }
+    return sr;
+}
+
+// The rest of staging: stores the batch in flight into `staged`, loads the next one (the slot's next words, or
+// the first words of the warp's next slot) before storing it, and so on until the warp's slots are staged.
+template <typename In, int C>
+__device__ __forceinline__ void stage_rest(const Params& p, const Tile& t, int slots, StageRow sr,
+                                           uint32_t (&batch)[kBatch], uint32_t* staged) {
+    const int lane = threadIdx.x;
+    for (int stage_slot = threadIdx.y, w0 = 0; stage_slot < slots;) {
+        uint32_t* row = staged + stage_slot * p.stage_words;
+#pragma unroll
+        for (int b = 0; b < kBatch; ++b) {
+            const int w = w0 + lane + b * kLanes;
+            if (w < t.st.words) row[w] = batch[b];
+        }
+        w0 += kBatch * kLanes;
+        if (w0 >= t.st.words) {
+            w0 = 0;
+            stage_slot += kWarps;
+            if (stage_slot >= slots) break;
+            sr = stage_row<In, C>(p, t.base, t.st, stage_slot);
+        }
+#pragma unroll
+        for (int b = 0; b < kBatch; ++b) {
+            const int w = w0 + lane + b * kLanes;
+            batch[b] = w < t.st.words ? stage_word<In, C>(p, t.st, sr, w) : 0;
+        }
+    }
+}
+
+// Phase 1, meanwhile: the tile's cx column taps, [kColTaps][kTileW] by the block's threads `tid`, as offsets into
+// a staged row (-1 and weight 0 where a tap reads zero, and past the tile's taps or columns).
+__device__ __forceinline__ void column_taps(const Params& p, const Tile& t, int cx, int tid, int* col_offset,
+                                            float* col_weight) {
+    for (int k = tid; k < kColTaps * kTileW; k += kThreads) {
+        const int tap = k / kTileW, x = k % kTileW;
+        int offset = -1;  // reads zero
+        float w = 0.0f;
+        if (tap < cx && x < t.cols) {
+            const double c = filter::center(t.ax, t.j0 + x);
+            const int64_t f = filter::first_tap(t.ax, c);
+            const int64_t col = filter::map_index(f + tap, p.width, p.padding);
+            if (col < p.width) {
+                offset = static_cast<int>(col * p.stride_x - t.st.lo);
+                w = filter::weight(t.ax, c, f, tap, filter::total_weight(t.ax, c, f));
+            }
+        }
+        col_offset[k] = offset;
+        col_weight[k] = w;
+    }
+}
+
+// Phase 1, meanwhile: row weight `tid / kTileH` of output row `tid % kTileH` (kTileH * kRowTaps <= kThreads, so
+// one per thread) and each output row's first slot. Sets *direct when the row's taps start before slot 0 or end
+// past the last slot: a first tap that decreased within the tile.
+__device__ __forceinline__ void row_taps(const Tile& t, int cy, int slots, int tid, float* row_weight, int* row_slot,
+                                         bool* direct) {
+    const int r = tid % kTileH, tap = tid / kTileH;
+    if (r < t.rows && tap < cy) {
+        const double c = filter::center(t.ay, t.i0 + r);
+        const int64_t f = filter::first_tap(t.ay, c);
+        const int64_t s = f - t.base;
+        if (s < 0 || s + cy > slots) {
+            *direct = true;
+        } else {
+            row_weight[r * kRowTaps + tap] = filter::weight(t.ay, c, f, tap, filter::total_weight(t.ay, c, f));
+            if (tap == 0) row_slot[r] = static_cast<int>(s);
+        }
+    }
+}
+
+// Phase 1, meanwhile: where each slot's staged row starts (uint8: its byte shift, float: 0), -1 for a zero row.
+template <typename In>
+__device__ __forceinline__ void slot_shifts(const Params& p, const Tile& t, int slots, int tid, int* slot_shift) {
+    for (int s = tid; s < slots; s += kThreads) {
+        const int64_t src = filter::map_index(t.base + s, p.height, p.padding);
+        slot_shift[s] = src < p.height ? (std::is_same<In, uint8_t>::value ? row_shift(p, src, t.st) : 0) : -1;
+    }
+}
+
+// Phase 2: filter_slots with the column taps in registers when there are at most kRegTaps, and uint8 RGB's
+// channel step as a compile-time 1 when the channels are adjacent.
+template <typename In, int C>
+__device__ __forceinline__ void horizontal_pass(const Params& p, const Stage& st, int slots, int cx,
+                                                const int* col_offset, const float* col_weight,
+                                                const int* slot_shift, const uint32_t* staged, float* filtered) {
+    constexpr bool interleaved = std::is_same<In, uint8_t>::value && C > 1;
+    if (cx > kRegTaps)
+        filter_slots<In, C, kColTaps, 0>(p, st, slots, cx, col_offset, col_weight, slot_shift, staged, filtered);
+    else if (interleaved && p.stride_c == 1)
+        filter_slots<In, C, kRegTaps, 1>(p, st, slots, cx, col_offset, col_weight, slot_shift, staged, filtered);
+    else
+        filter_slots<In, C, kRegTaps, 0>(p, st, slots, cx, col_offset, col_weight, slot_shift, staged, filtered);
+}
+
+// Phase 3: warp w combines the filtered slots of output rows w, w + kWarps, ... with their cy row weights, in tap
+// order (the CPU kernel's), two neighbouring columns per thread, and stores them.
+template <typename Out, int C>
+__device__ __forceinline__ void vertical_pass(const Params& p, const Tile& t, int slots, int cy,
+                                              const float* row_weight, const int* row_slot, const float* filtered) {
+    const int lane = threadIdx.x, warp = threadIdx.y;
+    const int x0 = 2 * lane;
+#pragma unroll
+    for (int k = 0; k < kTileH / kWarps; ++k) {
+        const int r = warp + k * kWarps;
+        if (r >= t.rows) break;
+        const float* w = row_weight + r * kRowTaps;
+        const float2* h = reinterpret_cast<const float2*>(filtered + row_slot[r] * kTileW) + lane;
+        float acc[2][C];
+#pragma unroll
+        for (int q = 0; q < 2; ++q)
+#pragma unroll
+            for (int c = 0; c < C; ++c) acc[q][c] = 0.0f;
+#pragma unroll
+        for (int tap = 0; tap < kRowTaps; ++tap) {
+            if (tap >= cy) break;
+            const float wt = w[tap];
+#pragma unroll
+            for (int c = 0; c < C; ++c) {
+                const float2 v = h[(c * slots + tap) * (kTileW / 2)];
+                acc[0][c] += wt * v.x;
+                acc[1][c] += wt * v.y;
+            }
+        }
+        store_pair<Out, C>(p, t.n, t.i0 + r, t.j0 + x0, acc);
+    }
+}
+
 template <typename In, typename Out, int C>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) crop_resize_kernel(const Params p) {
+    // Plain locals, not a struct: the compiler keeps them 32-bit shared-memory addresses (in a struct they become
+    // 64-bit generic pointers and the kernel spills more).
     extern __shared__ float smem[];
     int* col_offset = reinterpret_cast<int*>(smem);                          // [kColTaps][kTileW]
     float* col_weight = smem + kColTaps * kTileW;                            // [kColTaps][kTileW]
@@ -378,139 +557,33 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) crop_resize_kernel(const
     float* filtered = smem + kFixedWords + slot_shift_words(p.slots);        // [C][slots][kTileW]
     uint32_t* staged = reinterpret_cast<uint32_t*>(filtered + C * p.slots * kTileW);  // [slots][stage_words]
 
-    const int64_t n = blockIdx.x;
-    const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kTileH;
-    const int64_t j0 = static_cast<int64_t>(blockIdx.z) * kTileW;
-    const int rows = static_cast<int>(min(static_cast<int64_t>(kTileH), p.out_h - i0));
-    const int cols = static_cast<int>(min(static_cast<int64_t>(kTileW), p.out_w - j0));
-    const int lane = threadIdx.x, warp = threadIdx.y, tid = warp * kLanes + lane;
+    const int tid = threadIdx.y * kLanes + threadIdx.x;
+    const Tile t = plan_tile<In, C>(p);
+    // The tiled path needs at most kRowTaps / kColTaps taps, and its slots and staged rows within the allocation.
+    const bool tiled = t.ay.taps <= kRowTaps && t.ax.taps <= kColTaps && t.span <= p.slots &&
+                       t.st.words <= p.stage_words;
+    const int slots = tiled ? static_cast<int>(t.span) : 0;
+    const int cx = static_cast<int>(t.ax.taps), cy = static_cast<int>(t.ay.taps);
 
-    // Block-uniform: every thread computes the same from the same box.
-    const double* box = p.boxes + 4 * n;
-    const filter::Axis ax = filter::make_axis(__ldg(box), __ldg(box + 2), p.width, p.out_w, p.antialias, p.padding);
-    const filter::Axis ay = filter::make_axis(__ldg(box + 1), __ldg(box + 3), p.height, p.out_h, p.antialias,
-                                              p.padding);
-    const int64_t base = filter::first_tap(ay, filter::center(ay, i0));
-    const int64_t span = filter::first_tap(ay, filter::center(ay, i0 + rows - 1)) - base + ay.taps;
-    const int64_t col_first = filter::first_tap(ax, filter::center(ax, j0));
-    int64_t lo, hi;
-    mapped_range(col_first, filter::first_tap(ax, filter::center(ax, j0 + cols - 1)) + ax.taps - 1, p.width,
-                 p.padding, &lo, &hi);
-    // A tile whose taps all read zeros still stages column 0, so that every staged row holds a byte that the
-    // uint8 horizontal pass can read for its zero taps.
-    if (lo > hi) lo = hi = 0;
-    const Stage st = stage_extent<In, C>(p, lo, hi);
-    const bool tiled = ay.taps <= kRowTaps && ax.taps <= kColTaps && span <= p.slots && st.words <= p.stage_words;
-    const int slots = tiled ? static_cast<int>(span) : 0;
-    const int cx = static_cast<int>(ax.taps), cy = static_cast<int>(ay.taps);
-
-    // Phase 1: one warp per slot, its lanes over the slot's words; the first batch of loads in flight while the
-    // taps are computed.
-    int stage_slot = warp;
-    StageRow sr = stage_slot < slots ? stage_row<In, C>(p, base, st, stage_slot) : StageRow{nullptr, 0, 0};
+    // Phase 1: staging, its first loads in flight while the taps are computed.
     uint32_t batch[kBatch];
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-        const int w = lane + b * kLanes;
-        batch[b] = w < st.words ? stage_word<In, C>(p, st, sr, w) : 0;
-    }
+    const StageRow first = stage_first_batch<In, C>(p, t, slots, batch);
     bool direct = !tiled;
     if (tiled) {
-        for (int k = tid; k < kColTaps * kTileW; k += kThreads) {
-            const int t = k / kTileW, x = k % kTileW;
-            int offset = -1;  // reads zero
-            float w = 0.0f;
-            if (t < cx && x < cols) {
-                const double c = filter::center(ax, j0 + x);
-                const int64_t f = filter::first_tap(ax, c);
-                const int64_t col = filter::map_index(f + t, p.width, p.padding);
-                if (col < p.width) {
-                    offset = static_cast<int>(col * p.stride_x - st.lo);
-                    w = filter::weight(ax, c, f, t, filter::total_weight(ax, c, f));
-                }
-            }
-            col_offset[k] = offset;
-            col_weight[k] = w;
-        }
-        const int r = tid % kTileH, t = tid / kTileH;
-        if (r < rows && t < cy) {
-            const double c = filter::center(ay, i0 + r);
-            const int64_t f = filter::first_tap(ay, c);
-            const int64_t s = f - base;
-            // A first tap that decreased within the tile would place taps outside the slots.
-            if (s < 0 || s + cy > slots) {
-                direct = true;
-            } else {
-                row_weight[r * kRowTaps + t] = filter::weight(ay, c, f, t, filter::total_weight(ay, c, f));
-                if (t == 0) row_slot[r] = static_cast<int>(s);
-            }
-        }
-        for (int s = tid; s < slots; s += kThreads) {
-            const int64_t src = filter::map_index(base + s, p.height, p.padding);
-            slot_shift[s] = src < p.height ? (std::is_same<In, uint8_t>::value ? row_shift(p, src, st) : 0) : -1;
-        }
+        column_taps(p, t, cx, tid, col_offset, col_weight);
+        row_taps(t, cy, slots, tid, row_weight, row_slot, &direct);
+        slot_shifts<In>(p, t, slots, tid, slot_shift);
     }
-    for (int w0 = 0; stage_slot < slots;) {
-        uint32_t* row = staged + stage_slot * p.stage_words;
-#pragma unroll
-        for (int b = 0; b < kBatch; ++b) {
-            const int w = w0 + lane + b * kLanes;
-            if (w < st.words) row[w] = batch[b];
-        }
-        w0 += kBatch * kLanes;
-        if (w0 >= st.words) {
-            w0 = 0;
-            stage_slot += kWarps;
-            if (stage_slot >= slots) break;
-            sr = stage_row<In, C>(p, base, st, stage_slot);
-        }
-#pragma unroll
-        for (int b = 0; b < kBatch; ++b) {
-            const int w = w0 + lane + b * kLanes;
-            batch[b] = w < st.words ? stage_word<In, C>(p, st, sr, w) : 0;
-        }
-    }
+    stage_rest<In, C>(p, t, slots, first, batch, staged);
     if (__syncthreads_or(direct)) {
-        direct_tile<In, Out, C>(p, n, i0, rows, j0);
+        direct_tile<In, Out, C>(p, t.n, t.i0, t.rows, t.j0);
         return;
     }
 
-    // Phase 2: the horizontal pass of every slot row, two neighbouring columns per thread, taps in order.
-    constexpr bool interleaved = std::is_same<In, uint8_t>::value && C > 1;
-    if (cx > kRegTaps)
-        filter_slots<In, C, kColTaps, 0>(p, st, slots, cx, col_offset, col_weight, slot_shift, staged, filtered);
-    else if (interleaved && p.stride_c == 1)
-        filter_slots<In, C, kRegTaps, 1>(p, st, slots, cx, col_offset, col_weight, slot_shift, staged, filtered);
-    else
-        filter_slots<In, C, kRegTaps, 0>(p, st, slots, cx, col_offset, col_weight, slot_shift, staged, filtered);
+    horizontal_pass<In, C>(p, t.st, slots, cx, col_offset, col_weight, slot_shift, staged, filtered);
     __syncthreads();
 
-    // Phase 3: the vertical combination, in tap order, and the store.
-    const int x0 = 2 * lane;
-#pragma unroll
-    for (int k = 0; k < kTileH / kWarps; ++k) {
-        const int r = warp + k * kWarps;
-        if (r >= rows) break;
-        const float* w = row_weight + r * kRowTaps;
-        const float2* h = reinterpret_cast<const float2*>(filtered + row_slot[r] * kTileW) + lane;
-        float acc[2][C];
-#pragma unroll
-        for (int q = 0; q < 2; ++q)
-#pragma unroll
-            for (int c = 0; c < C; ++c) acc[q][c] = 0.0f;
-#pragma unroll
-        for (int t = 0; t < kRowTaps; ++t) {
-            if (t >= cy) break;
-            const float wt = w[t];
-#pragma unroll
-            for (int c = 0; c < C; ++c) {
-                const float2 v = h[(c * slots + t) * (kTileW / 2)];
-                acc[0][c] += wt * v.x;
-                acc[1][c] += wt * v.y;
-            }
-        }
-        store_pair<Out, C>(p, n, i0 + r, j0 + x0, acc);
-    }
+    vertical_pass<Out, C>(p, t, slots, cy, row_weight, row_slot, filtered);
 }
 
 // Slots a tile of kTileH output rows may need, and words a slot's staged image row may need: the first tap
