@@ -81,7 +81,7 @@ def test_score_image_reads_the_layout_for_a_layout_regression():
     torch.testing.assert_close(rich.probs, plain.probs)  # the head reads the mid-level part only
     with torch.inference_mode():
         feats = dense_windows(WindowLayout(model.backbone), img, info.scales).features
-    assert rich.detections == detect(rich.boxes, rich.probs, model.class_names, rich.image_size, feats, reg,
+    assert rich.detections == detect(rich.windows, rich.probs, model.class_names, rich.image_size, feats, reg,
                                      threshold=0.01)
 
 
