@@ -47,7 +47,8 @@ def axis_weights(start: torch.Tensor, end: torch.Tensor, length: int, bins: int,
     last = low >= length - 1
     low = torch.where(last, length - 1, low)
     high = torch.where(last, low, low + 1)
-    frac = torch.where(last, torch.zeros_like(pos), pos - low.to(pos.dtype))
+    # Past the last cell centre both taps are the last cell, so their weights add up to one whatever the fraction.
+    frac = pos - low.to(pos.dtype)
     scale = used.to(pos.dtype) / grid.clamp(min=1)[:, None, None]
     weights = torch.zeros(n, bins, length, dtype=start.dtype, device=start.device)
     weights.scatter_add_(2, torch.cat([low, high], dim=2).clamp(0, length - 1),
