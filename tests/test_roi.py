@@ -10,7 +10,8 @@ import torch
 from midlevel_fast import load_model
 from midlevel_fast.backbones.layout import WindowLayout
 from midlevel_fast.features.dense import DensePlan, dense_windows
-from midlevel_fast.features.roi import RoiConfig, box_features, image_maps, pyramid_levels, roi_feature_dim
+from midlevel_fast.features.roi import (RoiConfig, box_features, image_maps, pyramid_levels, pyramid_windows,
+                                        roi_feature_dim)
 from tests.helpers import random_alexnet, skimage_photo
 
 SCALES = (1.0, 2.0)
@@ -37,6 +38,10 @@ def test_a_dense_window_has_its_dense_feature_on_lite0(lite0, photo, lite0_maps)
     torch.testing.assert_close(pyramid_levels(lite0_maps.plan, windows.boxes), windows.scale_index)
     got = box_features(lite0_maps, windows.boxes)
     torch.testing.assert_close(got, windows.features, rtol=1e-5, atol=1e-5)
+    # The same windows from the maps alone, without a second trunk pass.
+    again = pyramid_windows(lite0_maps)
+    torch.testing.assert_close(again.features, windows.features, rtol=1e-6, atol=1e-6)
+    assert torch.equal(again.boxes, windows.boxes) and torch.equal(again.scale_index, windows.scale_index)
 
 
 def test_a_dense_windows_layout_is_its_window_layout_feature(lite0, photo, lite0_maps):

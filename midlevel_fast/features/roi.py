@@ -35,7 +35,8 @@ from midlevel_fast.backbones.base import Backbone
 from midlevel_fast.backbones.efficientnet_lite import EfficientNetLite0
 from midlevel_fast.backbones.layout import BackboneLike, WindowLayout
 from midlevel_fast.backbones.prepared import copy_dtype, prepared
-from midlevel_fast.features.dense import DensePlan, dense_plan, dense_source, plane_trunk, resize_plane
+from midlevel_fast.features.dense import (DensePlan, DenseWindows, dense_plan, dense_source, join_windows,
+                                          plane_trunk, plane_windows, resize_plane)
 from midlevel_fast.features.grid import PAPER_SCALES, PAPER_STEP
 from midlevel_fast.features.roi_align import roi_align
 
@@ -76,6 +77,15 @@ def image_maps(backbone: BackboneLike, image: np.ndarray, scales: Sequence[float
     maps = [plane_trunk(net, resize_plane(backbone, source, plan, i))[0].float().contiguous()
             for i in range(len(plan.planes))]
     return PyramidMaps(net, plan, maps)
+
+
+def pyramid_windows(pyramid: PyramidMaps) -> DenseWindows:
+    """The dense windows of the image of ``pyramid``, from its maps: :func:`~midlevel_fast.features.dense.dense_windows`
+    without a second trunk pass, so that one image's windows and box features share the trunk."""
+    net, plan = pyramid.net, pyramid.plan
+    return join_windows([
+        plane_windows(net, net.window_head(cells[None].to(copy_dtype(net)), plan.step_cells).float()[0], plan, i)
+        for i, cells in enumerate(pyramid.maps)])
 
 
 def _inner(net: BackboneLike) -> Backbone:
