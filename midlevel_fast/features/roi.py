@@ -8,10 +8,12 @@ one trunk pass per scale serves any number of boxes, with no crop and forward pe
   ``cols`` resized pixels (``off``: :meth:`~midlevel_fast.backbones.Backbone.grid_offset`) and spans
   ``K / input_size`` cells per resized pixel of its side: the window convention of
   :func:`midlevel_fast.features.dense.window_boxes` inverted (a window's ``input_size`` pixels are its ``K``
-  cells from its top-left one; for Lite0 that is 32 pixels per cell throughout, for AlexNet's 6 cells 37.3).
+  cells from its top-left one: for Lite0 32 pixels per cell throughout; AlexNet's windows start on its 32-pixel
+  cells but their 6 cells stand for 224 pixels).
 * **Mid-level vector** of a box: its trunk cells resampled to the window's ``K × K`` cells
   (:func:`~midlevel_fast.features.roi_align.roi_align`, aligned, ``sampling_ratio`` samples per bin and axis) and
-  fed to the window head. For Lite0, whose head is the mean of its cells, that mean is taken in the same call (one
+  fed to the window head. For Lite0 (:class:`~midlevel_fast.backbones.efficientnet_lite.EfficientNetLite0`), whose
+  head is the mean of its cells, that mean is taken in the same call (one
   bin of ``K·sampling_ratio`` samples per axis: the same samples, ``K²`` times less memory). With one sample per
   bin, the default, a box that is a dense window at its level reads exactly that window's cells, so its vector is
   the window's :class:`~midlevel_fast.features.dense.DenseWindows` feature.
