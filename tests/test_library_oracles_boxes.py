@@ -1,5 +1,6 @@
-"""torchvision.ops as a second oracle for the box geometry of midlevel_fast.scoring.detections and
-midlevel_fast.training.labels: ``nms``, ``batched_nms``, pairwise IoU and R-CNN's box coding.
+"""torchvision.ops as a second oracle for the box geometry of midlevel_fast.scoring.detections,
+midlevel_fast.training.labels and midlevel_fast.features.roi_align: ``nms``, ``batched_nms``, pairwise IoU, R-CNN's
+box coding and ROI align.
 
 Relations (all exact up to float64 rounding):
 * IoU: ``pairwise_iou`` and ``labels.box_iou`` equal ``torchvision.ops.box_iou`` on positive-area boxes in
@@ -9,6 +10,9 @@ Relations (all exact up to float64 rounding):
   tied scores may come out in another order: the cases here have distinct scores.
 * Box coding: torchvision's ``BoxCoder`` with weights (1, 1, 1, 1) is R-CNN's parametrisation, as ours; its
   decode clamps ``dw, dh`` at ``log(1000 / 16)``, our ``MAX_LOG_SCALE``.
+* ROI align: equal to ``torchvision.ops.roi_align(spatial_scale=1)`` with the same ``sampling_ratio`` (0:
+  adaptive) and ``aligned``, up to float32 summation order (1e-5), on boxes partly outside, degenerate or larger
+  than the map.
 
 torchvision needs the torch build it was compiled for, so it is not a [test] dependency: CI runs this module in a
 venv of its own (.ci/run, "library oracles that need torchvision"); elsewhere it skips, saying why.
@@ -20,6 +24,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from midlevel_fast.features.roi_align import roi_align
 from midlevel_fast.scoring.detections import MAX_LOG_SCALE, batched_nms, decode_boxes, encode_boxes, nms, pairwise_iou
 from midlevel_fast.training.labels import box_iou
 
@@ -84,3 +89,20 @@ def test_box_coding_equals_torchvision_box_coder(windows, targets):
     deltas = encode_boxes(w, t)
     torch.testing.assert_close(deltas, coder.encode_single(t, w), rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(decode_boxes(w, deltas).double(), coder.decode_single(deltas, w), rtol=1e-5, atol=1e-4)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), height=st.integers(1, 12), width=st.integers(1, 12), n=st.integers(0, 30),
+       output=st.tuples(st.integers(1, 7), st.integers(1, 7)), sampling_ratio=st.integers(0, 3),
+       aligned=st.booleans(), dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_roi_align_equals_torchvision(seed, height, width, n, output, sampling_ratio, aligned, dtype):
+    g = torch.Generator().manual_seed(seed)
+    maps = torch.randn(2, 3, height, width, generator=g, dtype=dtype)
+    xy = torch.rand(n, 2, generator=g, dtype=dtype) * torch.tensor([width + 4.0, height + 4.0], dtype=dtype) - 2
+    wh = torch.rand(n, 2, generator=g, dtype=dtype) * 1.5 * max(height, width)
+    wh = torch.where(torch.rand(n, 2, generator=g) < 0.1, torch.zeros_like(wh), wh)
+    boxes, batch_index = torch.cat([xy, xy + wh], dim=1), torch.randint(0, 2, (n,), generator=g)
+    want = torchvision.ops.roi_align(maps, torch.cat([batch_index[:, None].to(dtype), boxes], dim=1), output,
+                                     spatial_scale=1.0, sampling_ratio=sampling_ratio, aligned=aligned)
+    got = roi_align(maps, boxes, batch_index, output, sampling_ratio, aligned)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

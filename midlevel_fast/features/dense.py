@@ -155,15 +155,21 @@ def dense_planes(backbone: BackboneLike, image: np.ndarray, scales: Sequence[flo
     return [resize_plane(backbone, image, plan, s) for s in range(len(plan.planes))]
 
 
-def plane_features(net: BackboneLike, planes: torch.Tensor, step_cells: int) -> torch.Tensor:
-    """Window features ``(B, F, rows, cols)`` float32 of ``B`` planes of one size ``(B, 3, H, W)`` (of one image or
-    of several: planes are independent through the trunk and the window head), computed by ``net`` (a prepared
-    copy, :func:`midlevel_fast.backbones.prepared.prepared`) in its dtype on its device."""
+def plane_trunk(net: BackboneLike, planes: torch.Tensor) -> torch.Tensor:
+    """Trunk cells ``(B, D, h, w)`` of ``B`` planes of one size ``(B, 3, H, W)``, computed by ``net`` (a prepared
+    copy, :func:`midlevel_fast.backbones.prepared.prepared`) in its dtype on its device, channels_last."""
     device = next(net.parameters()).device
     # Planes come channels_last from resize_plane, so this is at most a dtype cast (0.5 ms for the largest plane
     # in bf16; torch's cast and transpose of a float32 NCHW plane in one copy took 5.7 ms).
     x = planes.to(device, copy_dtype(net)).contiguous(memory_format=torch.channels_last)
-    return net.window_head(net.trunk(x), step_cells).float()
+    return net.trunk(x)
+
+
+def plane_features(net: BackboneLike, planes: torch.Tensor, step_cells: int) -> torch.Tensor:
+    """Window features ``(B, F, rows, cols)`` float32 of ``B`` planes of one size ``(B, 3, H, W)`` (of one image or
+    of several: planes are independent through the trunk and the window head), computed by ``net`` (a prepared
+    copy, :func:`midlevel_fast.backbones.prepared.prepared`) in its dtype on its device."""
+    return net.window_head(plane_trunk(net, planes), step_cells).float()
 
 
 def plane_windows(backbone: BackboneLike, features: torch.Tensor, plan: DensePlan, scale: int) -> DenseWindows:
