@@ -77,6 +77,14 @@ def test_mining_finds_the_hard_negatives_and_drops_the_easy_ones():
     assert images.reads == 9, "each image read once per pass"
 
 
+def test_cached_negatives_are_not_added_twice():
+    # margin -1.5: pass 1 adds the 590 easy negatives not drawn (score -1) and the 5 hard ones; pass 2 drops all
+    # but x = 1.5 (score -1 > -1.5 again, but already cached)
+    _, log = mine_hard_negatives(Images(), fit_threshold, passes=2, initial_negatives=10, margin=-1.5,
+                                 easy_margin=-1.5)
+    assert log.added == (595, 0) and log.dropped == (0, 604) and log.negatives == (10, 605, 1)
+
+
 def test_a_cap_keeps_the_hardest_and_multiclass_scores_read_the_object_columns():
     scorer, log = mine_hard_negatives(Images(), lambda f, lab: fit_threshold(f, lab, columns=2), passes=1,
                                       initial_negatives=2, max_negatives=4)

@@ -78,7 +78,10 @@ def _initial(images: Sequence[tuple[torch.Tensor, torch.Tensor]], count: int,
              seed: int) -> tuple[torch.Tensor, torch.Tensor, _Cache]:
     """Positives (features, labels) and a uniform random ``count`` of the background, streaming."""
     generator = torch.Generator().manual_seed(seed)
-    pos_f, pos_l, neg_f, neg_ids, neg_keys = [], [], [], [torch.zeros(0, 2, dtype=torch.int64)], [torch.zeros(0)]
+    pos_f: list[torch.Tensor] = []
+    pos_l: list[torch.Tensor] = []
+    neg_f: list[torch.Tensor] = []
+    neg_ids, neg_keys = [torch.zeros(0, 2, dtype=torch.int64)], [torch.zeros(0)]
     for i in range(len(images)):
         features, labels = _image(images, i)
         pos_f.append(features[labels > 0])
