@@ -5,8 +5,8 @@ Per image: the trunk maps once (:func:`midlevel_fast.features.roi.image_maps`), 
 (:func:`midlevel_fast.features.proposals.dense_proposals`), their ROI features
 (:func:`midlevel_fast.features.roi.box_features`: the mid-level vector, ``--layout`` adds the four quadrant means,
 ``--context`` the vector of the enlarged box), and Fast R-CNN's labels against the image's objects: a proposal whose
-best IoU with a non-difficult object is >= 0.5 is a positive of that object's class, one whose best IoU is in
-[0.1, 0.5) is background, the rest (and any near a difficult object) are left out. The ground-truth boxes are
+best IoU with an object is >= 0.5 is a positive of that object's class, one whose best IoU is in [0.1, 0.5) is
+background, the rest are left out, and so is one whose best match is a difficult object. The ground-truth boxes are
 added as positives, as R-CNN and Fast R-CNN train on them. A linear softmax over the 20 classes and background is
 trained on the train split with background sampled to three per positive; then on val every proposal's class
 probabilities, per class a threshold of 0.01 and NMS at 0.3 (R-CNN's), the 100 best per image, and detection AP by
@@ -34,7 +34,8 @@ from midlevel_fast.features.roi import RoiConfig, box_features, image_maps
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.metrics.average_precision import format_ap_table
 from midlevel_fast.metrics.detection_ap import GroundTruth, detection_ap
-from midlevel_fast.scoring.detections import Detection, batched_nms, pairwise_iou
+from midlevel_fast.scoring.detections import Detection, batched_nms
+from midlevel_fast.training.detection_labels import detection_labels, with_ground_truth
 from tests.helpers import experiment_voc_root
 
 PROPOSALS = {**PROPOSAL_PRESETS, "ratios": ProposalConfig(PAPER_SCALES, (2.0,), 1)}
@@ -44,22 +45,11 @@ SCORE_MIN, NMS, PER_IMAGE = 0.01, 0.3, 100
 
 
 def labelled(proposals: torch.Tensor, img: VocImage) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(boxes, labels)``: the proposals plus the non-difficult objects' boxes, labelled class + 1 (positive), 0
-    (background) or -1 (left out), by the module docstring's rule."""
+    """``(boxes, labels)``: the proposals plus the non-difficult objects' boxes, labelled by Fast R-CNN's rule
+    (:func:`midlevel_fast.training.detection_labels.detection_labels`: class + 1, background 0, ignored -1)."""
     gt, cls, difficult = object_arrays(img)
-    boxes = torch.cat([proposals.double(), gt[~difficult]])
-    labels = torch.full((len(boxes),), -1, dtype=torch.int64)
-    if not len(gt):
-        labels[:] = 0
-        return boxes.float(), labels
-    iou = pairwise_iou(boxes, gt)
-    best_easy, idx_easy = iou[:, ~difficult].max(dim=1) if (~difficult).any() else (
-        torch.zeros(len(boxes), dtype=iou.dtype), torch.zeros(len(boxes), dtype=torch.int64))
-    near_difficult = iou[:, difficult].max(dim=1).values >= BG_LOW if difficult.any() else torch.zeros(
-        len(boxes), dtype=torch.bool)
-    labels[(best_easy >= BG_LOW) & (best_easy < FG_IOU) & ~near_difficult] = 0
-    fg = best_easy >= FG_IOU
-    labels[fg] = cls[~difficult][idx_easy[fg]] + 1
+    boxes = with_ground_truth(proposals, gt, difficult)
+    labels, _ = detection_labels(boxes, gt, cls, difficult, positive_iou=FG_IOU, negative_iou=FG_IOU, bg_low=BG_LOW)
     return boxes.float(), labels
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 
 from midlevel_fast.scoring.detections import pairwise_iou
+from midlevel_fast.training.labels import checked_boxes
 
 IGNORED: int = -1
 BACKGROUND: int = 0
@@ -39,24 +40,10 @@ POSITIVE_IOU = 0.5
 NEGATIVE_IOU = 0.3
 
 
-def _boxes(name: str, boxes: torch.Tensor) -> torch.Tensor:
-    b = torch.as_tensor(boxes).to(device="cpu", dtype=torch.float64)
-    if b.ndim != 2 or b.shape[1] != 4:
-        raise ValueError(f"{name} must be (N, 4) as (x0, y0, x1, y1), got shape {tuple(b.shape)}")
-    if not torch.isfinite(b).all():
-        raise ValueError(f"{name} contain non-finite coordinates")
-    bad = ((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])).nonzero().flatten()
-    if len(bad):
-        i = int(bad[0])
-        # IoU with an empty box is 0 whatever it is, and an inverted one is a coordinate-order bug.
-        raise ValueError(f"{name}[{i}] = {b[i].tolist()} is empty or inverted (need x1 > x0 and y1 > y0)")
-    return b
-
-
 def _objects(gt_boxes: torch.Tensor, gt_labels: torch.Tensor,
              gt_difficult: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The checked objects: boxes float64 ``(G, 4)``, classes int64 ``(G,)``, difficult bool ``(G,)``."""
-    b = _boxes("gt_boxes", gt_boxes)
+    b = checked_boxes("gt_boxes", gt_boxes)
     cls = torch.as_tensor(gt_labels).to(device="cpu").reshape(-1)
     if len(cls) and (cls.dtype.is_floating_point or cls.dtype == torch.bool):
         raise ValueError(f"gt_labels must be integer class indices, got {cls.dtype}")
@@ -93,7 +80,7 @@ def detection_labels(
     if not (0 <= bg_low <= negative_iou <= positive_iou <= 1 and positive_iou > 0):
         raise ValueError("need 0 <= bg_low <= negative_iou <= positive_iou <= 1 and positive_iou > 0, got "
                          f"bg_low={bg_low}, negative_iou={negative_iou}, positive_iou={positive_iou}")
-    p = _boxes("proposals", proposals)
+    p = checked_boxes("proposals", proposals)
     b, cls, diff = _objects(gt_boxes, gt_labels, gt_difficult)
     labels = torch.full((len(p),), IGNORED, dtype=torch.int64)
     matched = torch.full((len(p),), -1, dtype=torch.int64)
@@ -115,6 +102,6 @@ def with_ground_truth(proposals: torch.Tensor, gt_boxes: torch.Tensor, gt_diffic
     the ground-truth boxes as positives too (they are the tightest examples there are). Label the result with
     :func:`detection_labels`: each appended box has IoU 1 with its object, so it is a positive of that object
     (or of an identical box of lower index). Difficult objects are not appended, as they teach nothing."""
-    p = _boxes("proposals", proposals)
-    b = _boxes("gt_boxes", gt_boxes)
+    p = checked_boxes("proposals", proposals)
+    b = checked_boxes("gt_boxes", gt_boxes)
     return torch.cat([p, b[~_difficult(gt_difficult, len(b))]])

@@ -33,7 +33,9 @@ import torch
 DROPPED: int = -1
 
 
-def _boxes(name: str, boxes: torch.Tensor | np.ndarray) -> torch.Tensor:
+def checked_boxes(name: str, boxes: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """``boxes`` as float64 ``(N, 4)`` on the CPU; ``ValueError`` naming ``name`` for a bad shape, a non-finite
+    coordinate or an empty or inverted box."""
     b = torch.as_tensor(boxes).to(device="cpu", dtype=torch.float64)
     if b.ndim != 2 or b.shape[1] != 4:
         raise ValueError(f"{name} must be (N, 4) as (x0, y0, x1, y1), got shape {tuple(b.shape)}")
@@ -42,7 +44,7 @@ def _boxes(name: str, boxes: torch.Tensor | np.ndarray) -> torch.Tensor:
     bad = ((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])).nonzero().flatten()
     if len(bad):
         i = int(bad[0])
-        # A zero-area box makes the area ratios meaningless, and an inverted one is a coordinate-order bug.
+        # A zero-area box makes area ratios and IoU meaningless, and an inverted one is a coordinate-order bug.
         raise ValueError(f"{name}[{i}] = {b[i].tolist()} is empty or inverted (need x1 > x0 and y1 > y0)")
     return b
 
@@ -68,13 +70,13 @@ def qualification(patch_boxes: torch.Tensor | np.ndarray,
     """Bool ``(N, M)`` matrices ``(overlaps, qualifies)``: ``|P∩B| > 0``, and the paper's two overlap
     conditions (see the module docstring). The building block of :func:`patch_labels` and of the multi-label
     objective in :mod:`midlevel_fast.training.patches`."""
-    return _qualification(_boxes("patch_boxes", patch_boxes), _boxes("object_boxes", object_boxes))
+    return _qualification(checked_boxes("patch_boxes", patch_boxes), checked_boxes("object_boxes", object_boxes))
 
 
 def box_iou(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Intersection over union, float64 ``(N, M)``, of positive-area boxes ``a (N, 4)`` and ``b (M, 4)``
     (``(x0, y0, x1, y1)``, ``ValueError`` otherwise)."""
-    p, q = _boxes("a", a), _boxes("b", b)
+    p, q = checked_boxes("a", a), checked_boxes("b", b)
     inter = _intersection(p, q)
     return inter / (_area(p)[:, None] + _area(q)[None, :] - inter)
 
@@ -93,8 +95,8 @@ def patch_labels(
     leave the image. ``object_classes (M,)`` int in ``[0, num_classes)``; ``difficult (M,)`` bool, default all
     false. With no objects every patch is background.
     """
-    p = _boxes("patch_boxes", patch_boxes)
-    b = _boxes("object_boxes", object_boxes)
+    p = checked_boxes("patch_boxes", patch_boxes)
+    b = checked_boxes("object_boxes", object_boxes)
     cls = torch.as_tensor(object_classes).to(device="cpu").reshape(-1)
     if len(cls) and (cls.dtype.is_floating_point or cls.dtype == torch.bool):
         raise ValueError(f"object_classes must be integers, got {cls.dtype}")
