@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from midlevel_fast.model.box_regression import BoxRegression
 from midlevel_fast.scoring.detections import decode_boxes, encode_boxes
 from midlevel_fast.features.grid import grid
-from midlevel_fast.training.box_regression_fit import MIN_ROWS, fit_box_regression, regression_rows
+from midlevel_fast.training.box_regression_fit import MIN_ROWS, RegressionRows, fit_box_regression, regression_rows
 from midlevel_fast.cache.feature_cache import CacheConfig, FeatureCache
 from midlevel_fast.training.labels import qualification
 from midlevel_fast.datasets.voc import VocImage, VocObject
@@ -95,3 +97,24 @@ def test_bad_input(tmp_path):
     reg = BoxRegression(torch.zeros(2, 4, 5), torch.zeros(2, 4))
     with pytest.raises(ValueError, match=r"features must be \(N, 5\)"):
         reg.deltas(torch.zeros(3, 4), torch.zeros(3, dtype=torch.int64))
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(MIN_ROWS, 60), dim=st.integers(1, 80), ridge=st.floats(1e-3, 10.0), seed=st.integers(0, 999))
+def test_ridge_fit_matches_an_augmented_least_squares_loop(rows, dim, ridge, seed):
+    """Fewer rows than features (the dual system) or more (the primal), the fit is the ridge solution: per delta,
+    least squares of the centred rows stacked on sqrt(ridge·n)·I (numpy's lstsq, no shared code), bias the mean
+    residual."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, dim))
+    t = rng.normal(size=(rows, 4))
+    fit = fit_box_regression(RegressionRows(torch.from_numpy(x).half(), torch.zeros(rows, 4),
+                                            torch.from_numpy(t), torch.zeros(rows, dtype=torch.int64)), 1, ridge)
+    xh = torch.from_numpy(x).half().double().numpy()  # the fit reads float16 features
+    xc = xh - xh.mean(0)
+    for k in range(4):
+        a = np.vstack([xc, np.sqrt(ridge * rows) * np.eye(dim)])
+        b = np.concatenate([t[:, k] - t[:, k].mean(), np.zeros(dim)])
+        w = np.linalg.lstsq(a, b, rcond=None)[0]
+        np.testing.assert_allclose(fit.weight[0, k].numpy(), w, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(fit.bias[0, k].item(), t[:, k].mean() - xh.mean(0) @ w, rtol=1e-4, atol=1e-5)

@@ -9,7 +9,7 @@ from midlevel_fast.cli.common import add_weights_option
 from midlevel_fast.cli.distributed import add_distributed_options
 from midlevel_fast.datasets.box_samples import BOX_FORMATS
 from midlevel_fast.datasets.tags import TAG_FORMATS
-from midlevel_fast.model.box_regression import REGRESSION_FEATURES
+from midlevel_fast.model.box_regression import WINDOW_FEATURES
 from midlevel_fast.model.head import OBJECTIVES
 from midlevel_fast.recipes.box_task import BOX_BATCH_SIZE
 from midlevel_fast.training.box_regression_fit import DEFAULT_RIDGE
@@ -109,7 +109,7 @@ def fit_boxes_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     b.add_argument("--head", required=True, help="head file (.safetensors)")
     b.add_argument("--split", nargs="+", default=["train"], help="splits whose objects it is fitted on, e.g. train "
                                                                  "val for a head trained on trainval")
-    b.add_argument("--features", choices=REGRESSION_FEATURES, default="layout",
+    b.add_argument("--features", choices=WINDOW_FEATURES, default="layout",
                    help="layout: each window's mid-level vector and quadrant means (computes a cache of its own; "
                         "detection mAP 21.1 vs 13.4 on VOC val); mid-level: the vector alone, what train fits")
     b.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="ridge penalty per row (default %(default)s)")

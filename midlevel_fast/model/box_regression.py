@@ -10,7 +10,8 @@ head file beside the weights.
 What it reads (:attr:`BoxRegression.features`): ``"mid-level"``, the window's mid-level vector (``F`` features), or
 ``"layout"``, that vector followed by the means of the window's four quadrants of trunk cells
 (:class:`midlevel_fast.backbones.layout.WindowLayout`, ``F + 4·D`` features), which know where in the window the
-object is.
+object is; or ``"roi"``, the ROI features of a proposal (:func:`midlevel_fast.features.roi.box_features`), which only
+the ROI detector (:class:`midlevel_fast.model.detector.RoiDetector`) reads.
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from typing import Any
 
 import torch
 
-REGRESSION_FEATURES: tuple[str, ...] = ("mid-level", "layout")
+# What a head's own regression of its windows reads; the ROI detector's reads "roi".
+WINDOW_FEATURES: tuple[str, ...] = ("mid-level", "layout")
+REGRESSION_FEATURES: tuple[str, ...] = (*WINDOW_FEATURES, "roi")
 
 
 @dataclass(eq=False)

@@ -24,6 +24,7 @@ from midlevel_fast.backbones.top import TOP_PREFIX
 from midlevel_fast.io.files import atomic_write_bytes
 from midlevel_fast.features.grid import PAPER_SCALES, PAPER_STEP
 from midlevel_fast.model.box_regression import BoxRegression
+from midlevel_fast.model.detector import RoiDetector
 from midlevel_fast.model.presence import Calibration
 
 HEAD_FORMAT = "midlevel_fast.head/1"
@@ -34,6 +35,7 @@ CALIBRATION_TENSORS: tuple[str, ...] = ("parameters", "scores", "positives", "ig
 # The box regression's weight (C, 4, F) and bias (C, 4), stored in the weights' dtype: in float16 it keeps the
 # shipped head under 6.5 MB and VOC val detection mAP at 21.1, the same as float32.
 BOX_REGRESSION_PREFIX = "box_regression."
+DETECTOR_PREFIX = "detector."
 
 
 class AdaptationHead(nn.Module):
@@ -81,6 +83,9 @@ class HeadInfo:
             (:class:`midlevel_fast.model.presence.Calibration`), or ``None`` for a head without one.
         box_regression: the per-class box regression of detections
             (:class:`midlevel_fast.model.box_regression.BoxRegression`), or ``None`` for a head without one.
+        detector: the ROI detector (:class:`midlevel_fast.model.detector.RoiDetector`) whose detections
+            :func:`~midlevel_fast.scoring.score.score_image` returns in the dense mode, or ``None``: the detections
+            are then the head's windows (moved by ``box_regression`` when there is one).
         top: the fine-tuned weights of the backbone's top (``--unfreeze top``,
             :mod:`midlevel_fast.backbones.top`) by state-dict name, or ``None`` when the trunk stayed frozen.
     """
@@ -96,6 +101,7 @@ class HeadInfo:
     extra: dict[str, Any] = field(default_factory=dict)
     calibration: Calibration | None = None
     box_regression: BoxRegression | None = None
+    detector: RoiDetector | None = None
     top: dict[str, torch.Tensor] | None = None
 
     def require_frozen(self, what: str) -> None:
@@ -141,6 +147,12 @@ def save_head(path: str | os.PathLike, head: AdaptationHead, info: HeadInfo,
         meta["box_regression"] = json.dumps(reg.description)
         tensors[BOX_REGRESSION_PREFIX + "weight"] = reg.weight.to(dtype).contiguous()
         tensors[BOX_REGRESSION_PREFIX + "bias"] = reg.bias.to(dtype).contiguous()
+    if info.detector is not None:
+        det = info.detector
+        if det.num_classes != len(info.class_names):
+            raise ValueError(f"the detector has {det.num_classes} classes, the head {len(info.class_names)}")
+        meta["detector"] = json.dumps(det.metadata())
+        tensors.update({DETECTOR_PREFIX + name: t.to(dtype).contiguous() for name, t in det.tensors().items()})
     if info.top is not None:
         tensors.update({TOP_PREFIX + name: value.detach().to("cpu", dtype).contiguous()
                         for name, value in info.top.items()})
@@ -176,6 +188,11 @@ def load_head(path: str | os.PathLike) -> tuple[AdaptationHead, HeadInfo]:
             box_regression=(BoxRegression(tensors[BOX_REGRESSION_PREFIX + "weight"],
                                           tensors[BOX_REGRESSION_PREFIX + "bias"], json.loads(meta["box_regression"]))
                             if "box_regression" in meta else None),
+            # Files written before the ROI detector have none.
+            detector=(RoiDetector.from_stored(json.loads(meta["detector"]),
+                                              {name[len(DETECTOR_PREFIX):]: value for name, value in tensors.items()
+                                               if name.startswith(DETECTOR_PREFIX)})
+                      if "detector" in meta else None),
             top={name[len(TOP_PREFIX):]: value.float() for name, value in tensors.items()
                  if name.startswith(TOP_PREFIX)} or None,
         )
@@ -183,10 +200,14 @@ def load_head(path: str | os.PathLike) -> tuple[AdaptationHead, HeadInfo]:
         head = AdaptationHead(json.loads(meta["in_dim"]), info.num_outputs, info.layers, info.hidden,
                               json.loads(meta["dropout"]))
         head.load_state_dict({k: v.float() for k, v in tensors.items()
-                              if not k.startswith((CALIBRATION_PREFIX, BOX_REGRESSION_PREFIX, TOP_PREFIX))})
+                              if not k.startswith((CALIBRATION_PREFIX, BOX_REGRESSION_PREFIX, DETECTOR_PREFIX,
+                                                                TOP_PREFIX))})
         if info.box_regression is not None and (info.box_regression.num_classes != len(info.class_names)
                                                 or not _regression_fits(info.box_regression, head.in_dim)):
             raise ValueError("the box regression does not match the head's classes and features")
+        if info.detector is not None and info.detector.num_classes != len(info.class_names):
+            raise ValueError(f"the detector has {info.detector.num_classes} classes, the head "
+                             f"{len(info.class_names)}")
     except (KeyError, json.JSONDecodeError, RuntimeError, TypeError, ValueError) as e:
         raise ValueError(f"head file {str(p)!r} has missing or inconsistent entries ({e})") from None
     return head.eval(), info
@@ -217,6 +238,9 @@ def _check_info_types(info: HeadInfo) -> None:
 def _regression_fits(reg: BoxRegression, in_dim: int) -> bool:
     # Layout features are the mid-level vector plus the cells' quadrant means, whose size only the backbone knows
     # (PatchClassifier checks it exactly).
+    # ROI features are the detector's (RoiDetector), never the windows'.
+    if reg.features == "roi":
+        return False
     return reg.feature_dim == in_dim if reg.features == "mid-level" else reg.feature_dim > in_dim
 
 

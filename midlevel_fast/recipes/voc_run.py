@@ -24,7 +24,7 @@ from midlevel_fast.model.head import HeadInfo, load_head, save_head, stored_dtyp
 from midlevel_fast.model.classifier import PatchClassifier
 from midlevel_fast.features.grid import PAPER_SCALES, PAPER_STEP
 from midlevel_fast.cache.feature_cache import CacheConfig, FeatureCache
-from midlevel_fast.model.box_regression import REGRESSION_FEATURES
+from midlevel_fast.model.box_regression import WINDOW_FEATURES
 from midlevel_fast.training.box_regression_fit import DEFAULT_RIDGE, fit_box_regression, regression_rows
 from midlevel_fast.cache.build import default_cache_root, fill_cache, open_cache
 from midlevel_fast.training.consistency import PAIR_MODES, consistency_pairs
@@ -173,8 +173,8 @@ def fit_voc_boxes(head_file: str | os.PathLike, voc_root: str | os.PathLike, spl
     mid-level vectors and quadrant means, :class:`midlevel_fast.backbones.layout.WindowLayout`; a cache of their
     own, computed when missing) or ``"mid-level"`` (the dense cache's vectors, what ``train`` fits). Raises
     ``ValueError`` when the splits hold no positive patch of the head's classes."""
-    if features not in REGRESSION_FEATURES:
-        raise ValueError(f"features must be one of {REGRESSION_FEATURES}, got {features!r}")
+    if features not in WINDOW_FEATURES:
+        raise ValueError(f"features must be one of {WINDOW_FEATURES}, got {features!r}")
     head, info = load_head(head_file)
     info.require_frozen("fitting the box regression")
     backbone = get_backbone(info.backbone)

@@ -187,10 +187,10 @@ def detect(
     ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     boxes, label, score = boxes[ok], label[ok], probs[win, label][ok].float()
     keep = batched_nms(boxes, score, label, iou)[:max_per_image]
-    return [Detection(class_names[int(label[i])], float(score[i]), _box_tuple(boxes[i])) for i in keep.tolist()]
+    return [Detection(class_names[int(label[i])], float(score[i]), box_tuple(boxes[i])) for i in keep.tolist()]
 
 
-def _box_tuple(box: torch.Tensor) -> tuple[float, float, float, float]:
+def box_tuple(box: torch.Tensor) -> tuple[float, float, float, float]:
     """``box (4,)`` as ``(x0, y0, x1, y1)`` Python floats."""
     x0, y0, x1, y1 = (float(v) for v in box)
     return x0, y0, x1, y1

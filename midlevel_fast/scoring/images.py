@@ -34,9 +34,10 @@ from midlevel_fast.backbones.prepared import prepared
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.model.classifier import PatchClassifier
 from midlevel_fast.features.dense import (MAX_DENSE_PIXELS, DensePlan, DenseWindows, dense_plan, dense_source,
-                                         join_windows, plane_features, plane_windows, resize_plane,
+                                         join_windows, plane_trunk, plane_windows, resize_plane,
                                          window_step_cells)
 from midlevel_fast.features.limits import check_image_size
+from midlevel_fast.features.roi import PyramidMaps
 from midlevel_fast.runtime.malloc import tune_malloc
 from midlevel_fast.runtime.precision import Precision, resolve_precision
 from midlevel_fast.scoring.options import DEFAULTS, Mode, ScoreOptions
@@ -177,9 +178,10 @@ def score_images(
             t0 = time.perf_counter()
             if mode == "dense":
                 with torch.inference_mode():
-                    windows = _dense_chunk(decoder.backbone, decoded, run, dev, pool)
-                scored = [features_result(model, *win, (d.dense().height, d.dense().width), options, kk, dev)
-                          for d, win in zip(decoded, windows)]
+                    windows = _dense_chunk(decoder.backbone, decoded, run, dev, pool,
+                                           keep_maps=model.info.detector is not None)
+                scored = [features_result(model, *win, (d.dense().height, d.dense().width), options, kk, dev,
+                                          pyramid=pyramid) for d, (win, pyramid) in zip(decoded, windows)]
             else:
                 scored = [score_decoded(model, d.array(), images[d.index], options, kk, dev, t0) for d in decoded]
             share = (time.perf_counter() - t0) / len(scored)
@@ -214,7 +216,8 @@ class _Decoder:
     def __init__(self, images: list[Any], model: PatchClassifier, dense: bool, window_step: int | None,
                  pin: bool) -> None:
         self.images, self.model, self.dense, self.window_step, self.pin = images, model, dense, window_step, pin
-        self.backbone = model.regression_backbone()
+        # With a ROI detector the dense mode's detections come from the trunk maps, not the windows' layout.
+        self.backbone = model.backbone if dense and model.info.detector is not None else model.regression_backbone()
 
     def one(self, index: int) -> _Decoded:
         scales, step = self.model.info.scales, self.model.info.grid_step
@@ -235,10 +238,12 @@ class _Decoder:
 
 
 def _dense_chunk(backbone: BackboneLike, decoded: Sequence[_Decoded], precision: str, device: torch.device,
-                 pool: ThreadPoolExecutor | None) -> list[DenseWindows]:
+                 pool: ThreadPoolExecutor | None, keep_maps: bool = False
+                 ) -> list[tuple[DenseWindows, PyramidMaps | None]]:
     """The dense windows of every image of a chunk, with one trunk + window head call per batch of same-size
     planes (:func:`_same_size_batches`); per image the same windows, in the same order, as
-    :func:`midlevel_fast.features.dense.dense_windows`."""
+    :func:`midlevel_fast.features.dense.dense_windows`, and with ``keep_maps`` its trunk maps as
+    :func:`midlevel_fast.features.roi.image_maps` gives them (for the ROI detector), else ``None``."""
     net = prepared(backbone, precision)
     plans = [d.dense() for d in decoded]
     sources = [dense_source(d.image, device) for d in decoded]
@@ -250,9 +255,15 @@ def _dense_chunk(backbone: BackboneLike, decoded: Sequence[_Decoded], precision:
     # On a GPU the planes are resized there, asynchronously on the stream the trunk follows: no thread is needed.
     on_workers = pool if device.type != "cuda" else None
     per_image: list[dict[int, DenseWindows]] = [{} for _ in decoded]
+    maps: list[dict[int, torch.Tensor]] = [{} for _ in decoded]
     planes = _prefetched(on_workers, [partial(stack, m) for m in batches])
     for members, batch in zip(batches, planes):
-        feats = plane_features(net, batch, plans[0].step_cells)
-        for (j, s), f in zip(members, feats):
+        cells = plane_trunk(net, batch)
+        feats = net.window_head(cells, plans[0].step_cells).float()
+        for i, ((j, s), f) in enumerate(zip(members, feats)):
             per_image[j][s] = plane_windows(backbone, f, plans[j], s)
-    return [join_windows([wins[s] for s in range(len(wins))]) for wins in per_image]
+            if keep_maps:
+                maps[j][s] = cells[i].float().contiguous()
+    return [(join_windows([wins[s] for s in range(len(wins))]),
+             PyramidMaps(net, plan, [m[s] for s in range(len(m))]) if keep_maps else None)
+            for wins, m, plan in zip(per_image, maps, plans)]

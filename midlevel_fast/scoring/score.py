@@ -7,6 +7,7 @@ only the reported classes are returned. ``score(C) = 1/M Σ_i y(C|P_i)^k``.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,8 @@ from midlevel_fast.ops.aggregate import output_maps, power_mean
 from midlevel_fast.ops.backends import backends
 from midlevel_fast.features.patch_features import patch_features
 from midlevel_fast.scoring.detections import Detection, detect
+from midlevel_fast.scoring.roi_detections import roi_detections
+from midlevel_fast.features.roi import PyramidMaps, image_maps, pyramid_windows
 from midlevel_fast.features.grid import grid
 from midlevel_fast.features.limits import check_image_size
 from midlevel_fast.runtime.malloc import tune_malloc
@@ -91,16 +94,23 @@ def _maps_and_points(probs: torch.Tensor, boxes: torch.Tensor, scores: torch.Ten
 
 def features_result(model: PatchClassifier, feats: torch.Tensor, boxes: torch.Tensor, scale_index: torch.Tensor,
                     image_size: tuple[int, int], options: ScoreOptions, k: float, device: torch.device,
-                    seconds: float = 0.0) -> ScoreResult:
+                    seconds: float = 0.0, pyramid: PyramidMaps | None = None) -> ScoreResult:
     """The :class:`ScoreResult` of one image from its window or patch features ``feats (M, F)`` (float32, from
     ``model.regression_backbone()``: the mid-level vector first, then what the box regression reads) and their
-    ``boxes (M, 4)``: the head's probabilities, the detections (:func:`midlevel_fast.scoring.detections.detect`
-    at ``options.detection_threshold``), then :func:`probabilities_result`. Everything :func:`score_image` does
-    after the features, shared with :func:`midlevel_fast.scoring.images.score_images`."""
+    ``boxes (M, 4)``: the head's probabilities, the detections at ``options.detection_threshold``, then
+    :func:`probabilities_result`. The detections are the ROI detector's
+    (:func:`midlevel_fast.scoring.roi_detections.roi_detections`) when the head has one and ``pyramid``, the
+    image's trunk maps, is given; else the windows' (:func:`midlevel_fast.scoring.detections.detect`).
+    Everything :func:`score_image` does after the features, shared with
+    :func:`midlevel_fast.scoring.images.score_images`."""
     with torch.inference_mode():
         probs = _probabilities(model, feats[:, : model.backbone.feature_dim])
-        detections = detect(boxes, probs, model.class_names, image_size, feats, model.info.box_regression,
-                            threshold=options.detection_threshold)
+        if pyramid is not None and model.info.detector is not None:
+            detections = roi_detections(pyramid, model.info.detector, model.class_names,
+                                        threshold=options.detection_threshold)
+        else:
+            detections = detect(boxes, probs, model.class_names, image_size, feats, model.info.box_regression,
+                                threshold=options.detection_threshold)
     return probabilities_result(model, probs, boxes, scale_index, image_size, options, k, device, detections,
                                 seconds)
 
@@ -123,12 +133,20 @@ def score_decoded(model: PatchClassifier, img: np.ndarray, source: Any, options:
         return probabilities_result(model, probs, g.boxes, g.scale_index, (h, w), options, k, device, [],
                                     time.perf_counter() - started)
     run = resolve_precision(options.precision, options.mode, device)
+    if options.mode == "dense" and model.info.detector is not None:
+        # The windows and the detector's box features share one trunk pass per scale.
+        with torch.inference_mode():
+            pyramid = image_maps(model.backbone, img, scales, step, options.window_step, run)
+            windows = pyramid_windows(pyramid)
+        return replace(features_result(model, *windows, (h, w), options, k, device, pyramid=pyramid),
+                       seconds=time.perf_counter() - started)
     with torch.inference_mode():
         # With a regression on the windows' layout the features carry it after the mid-level vector.
         feats, boxes, scale_index = patch_features(model.regression_backbone(), img, options.mode, scales, step,
                                                    options.window_step, options.batch_size, run, options.progress)
-    return features_result(model, feats, boxes, scale_index, (h, w), options, k, device,
-                           time.perf_counter() - started)
+    # seconds counts the detections and maps too, not only the features.
+    return replace(features_result(model, feats, boxes, scale_index, (h, w), options, k, device),
+                   seconds=time.perf_counter() - started)
 
 
 def score_image(

@@ -9,7 +9,8 @@ patch may be five times its object, so the regression must learn to shrink as we
 
 Fit (:func:`fit_box_regression`): per class and per delta, ridge regression on the class's rows,
 ``min_w Σ (x·w + b − t)² + ridge·n·|w|²`` (the bias unpenalised; the penalty scales with the class's row count
-``n`` so that one ``ridge`` suits classes of any size), solved in closed form in float64. A class with fewer than
+``n`` so that one ``ridge`` suits classes of any size), solved in closed form in float64 (in the dual when a
+class has fewer rows than features). A class with fewer than
 :data:`MIN_ROWS` rows keeps the windows as they are (zero deltas) and is listed in the description's
 ``identity_classes``.
 """
@@ -69,6 +70,19 @@ def regression_rows(cache: FeatureCache, images: Sequence[VocImage], classes: Se
     return RegressionRows(torch.cat(feats), torch.cat(windows), torch.cat(targets), torch.cat(labels))
 
 
+def _ridge_solve(x: torch.Tensor, t: torch.Tensor, penalty: float) -> torch.Tensor:
+    """``argmin_w |x·w − t|² + penalty·|w|²`` for centred ``x (n, F)`` and ``t (n, k)``: the primal
+    ``(xᵀx + pI)⁻¹ xᵀt`` when ``n >= F``, else the dual ``xᵀ (x xᵀ + pI)⁻¹ t``, the same solution with an
+    ``n × n`` system instead of an ``F × F`` one (ROI features are thousands wide, a class has hundreds of rows)."""
+    if len(x) >= x.shape[1]:
+        gram = x.t() @ x
+        gram.diagonal().add_(penalty)
+        return torch.linalg.solve(gram, x.t() @ t)
+    kernel = x @ x.t()
+    kernel.diagonal().add_(penalty)
+    return x.t() @ torch.linalg.solve(kernel, t)
+
+
 def fit_box_regression(rows: RegressionRows, num_classes: int, ridge: float = DEFAULT_RIDGE,
                        features: str = "mid-level") -> BoxRegression:
     """Per-class ridge regression of ``rows.targets`` on ``rows.features`` (module docstring); ``features`` says
@@ -88,10 +102,7 @@ def fit_box_regression(rows: RegressionRows, num_classes: int, ridge: float = DE
         x = rows.features[sel].double()
         t = rows.targets[sel].double()
         x_mean, t_mean = x.mean(dim=0), t.mean(dim=0)
-        xc = x - x_mean
-        gram = xc.t() @ xc
-        gram.diagonal().add_(ridge * counts[c])
-        w = torch.linalg.solve(gram, xc.t() @ (t - t_mean))  # (F, 4)
+        w = _ridge_solve(x - x_mean, t - t_mean, ridge * counts[c])  # (F, 4)
         weight[c] = w.t()
         bias[c] = t_mean - x_mean @ w
     return BoxRegression(weight.float(), bias.float(),
