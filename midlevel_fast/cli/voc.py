@@ -1,5 +1,6 @@
 """The commands on a VOC-style data set: ``cache`` (frozen patch features), ``train`` (an adaptation head),
-``fit-boxes`` (a head's box regression) and ``eval`` (a head's AP); the procedure is
+``fit-boxes`` (a head's box regression), ``detector`` (a head's ROI detector,
+:mod:`midlevel_fast.recipes.detector_run`) and ``eval`` (a head's AP); the procedure is
 :mod:`midlevel_fast.recipes.voc_run`'s, ``cache`` and ``train`` shard under ``torchrun``. Their arguments are
 declared in :mod:`midlevel_fast.cli.voc_args`."""
 from __future__ import annotations
@@ -22,7 +23,9 @@ from midlevel_fast.recipes.box_task import BOX_BATCH_SIZE, train_box_head
 from midlevel_fast.training.consistency import PAIR_MODES
 from midlevel_fast.metrics.average_precision import format_ap_table
 from midlevel_fast.datasets.tags import TAG_FORMATS, TaggedImage, imagefolder_tags, list_tags, voc_tags
+from midlevel_fast.recipes.detector_run import train_voc_detector
 from midlevel_fast.recipes.tags_run import train_tagged_head
+from midlevel_fast.training.detector_fit import FitSettings
 from midlevel_fast.training.train import TrainConfig
 from midlevel_fast.datasets.voc import VOC_CLASSES
 from midlevel_fast.recipes.voc_run import (VocEvaluation, cache_voc_splits, evaluate_voc_head, fit_voc_boxes,
@@ -146,6 +149,24 @@ def cmd_fit_boxes(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_detector(args: argparse.Namespace) -> int:
+    refuse_weights_required(args.head, "detector")
+    for name in ("weight_decay", "ridge"):
+        if not getattr(args, name) > 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if args.passes < 0 or args.steps < 0:
+        raise UsageError(f"--passes and --steps must be >= 0, got {args.passes} and {args.steps}")
+    settings = FitSettings(weight_decay=args.weight_decay, passes=args.passes, ridge=args.ridge, steps=args.steps)
+    info = train_voc_detector(args.head, args.voc, args.split, args.out, maps_base=args.cache, settings=settings)
+    det = info.detector
+    if det is None:
+        raise RuntimeError(f"train_voc_detector wrote {args.out} without a detector")
+    print(f"ROI detector trained on {det.description['positives']} object rows and {det.description['negatives'][-1]} "
+          f"background rows of {det.description['images']} images ({'+'.join(args.split)}) in "
+          f"{det.description['seconds']:.0f} s; head written to {args.out}")
+    return EXIT_OK
+
+
 def eval_record(split: str, mode: str, class_names: list[str], ev: VocEvaluation) -> dict:
     """``eval --json``'s object: ``split``, ``mode``, ``images``, ``patches`` and ``results``, one per (k, method)
     measured: ``k``, ``method``, ``ap`` (per class name, in [0, 1]; null for a class without positives in the split)
@@ -175,4 +196,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     voc_args.cache_parser(subparsers).set_defaults(func=distributed(cmd_cache))
     voc_args.train_parser(subparsers).set_defaults(func=distributed(cmd_train))
     voc_args.fit_boxes_parser(subparsers).set_defaults(func=cmd_fit_boxes)
+    voc_args.detector_parser(subparsers).set_defaults(func=cmd_detector)
     voc_args.eval_parser(subparsers).set_defaults(func=cmd_eval)

@@ -13,6 +13,7 @@ from midlevel_fast.model.box_regression import WINDOW_FEATURES
 from midlevel_fast.model.head import OBJECTIVES
 from midlevel_fast.recipes.box_task import BOX_BATCH_SIZE
 from midlevel_fast.training.box_regression_fit import DEFAULT_RIDGE
+from midlevel_fast.training.detector_fit import FitSettings
 from midlevel_fast.training.pooling import POOLINGS
 from midlevel_fast.training.train import SUPERVISIONS, TrainConfig
 from midlevel_fast.training.unfreeze import UNFREEZE
@@ -116,6 +117,29 @@ def fit_boxes_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     b.add_argument("--out", required=True, help="head file to write, with the box regression (.safetensors)")
     _add_cache_options(b)
     return b
+
+
+def detector_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``detector``: the head, the splits its ROI detector is trained on, the fit's settings, the maps cache."""
+    d = subparsers.add_parser("detector", help="train a head's ROI detector (the detections of score in the dense "
+                                               "mode) on the objects of VOC splits")
+    d.add_argument("--voc", required=True, help="VOCdevkit/VOC2012 directory")
+    d.add_argument("--head", required=True, help="head file (.safetensors)")
+    d.add_argument("--split", nargs="+", default=["train"], help="splits whose objects it is trained on, e.g. "
+                                                                 "train val for a head trained on trainval")
+    d.add_argument("--out", required=True, help="head file to write, with the detector (.safetensors)")
+    d.add_argument("--weight-decay", type=float, default=FitSettings.weight_decay,
+                   help="the softmax's weight decay (default %(default)s)")
+    d.add_argument("--passes", type=int, default=FitSettings.passes,
+                   help="hard-negative mining passes (default %(default)s; 0: random background only)")
+    d.add_argument("--ridge", type=float, default=FitSettings.ridge,
+                   help="box regression ridge per row (default %(default)s)")
+    d.add_argument("--steps", type=int, default=FitSettings.steps,
+                   help="box regression steps at scoring time (default %(default)s; 0: no regression)")
+    d.add_argument("--cache", default=None, help="trunk maps cache directory (default $MIDLEVEL_FAST_CACHE or "
+                                                 "~/.cache/midlevel_fast; about 10 MB per image)")
+    d.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return d
 
 
 def eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

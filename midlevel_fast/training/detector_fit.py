@@ -124,6 +124,9 @@ class FitSettings:
     steps: int = 2
 
 
+DEFAULT_FIT = FitSettings()
+
+
 def regression_rows(rows: Sequence[DetectorRows]) -> RegressionRows:
     """The foreground rows of ``rows`` with R-CNN deltas onto their objects (class indices, not ``class + 1``)."""
     fg = [r.subset(r.labels > 0) for r in rows]
@@ -133,7 +136,7 @@ def regression_rows(rows: Sequence[DetectorRows]) -> RegressionRows:
 
 
 def fit_detector(rows: Sequence[DetectorRows], num_classes: int, proposals: ProposalConfig, roi: RoiConfig,
-                 settings: FitSettings = FitSettings(), description: dict[str, Any] | None = None) -> RoiDetector:
+                 settings: FitSettings = DEFAULT_FIT, description: dict[str, Any] | None = None) -> RoiDetector:
     """The detector trained on ``rows`` (module docstring) for ``num_classes`` classes, scoring ``proposals``
     with features ``roi`` (what the rows were made with); ``description`` is stored with it, completed with the
     settings and the mining log."""
