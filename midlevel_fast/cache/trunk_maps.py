@@ -60,8 +60,8 @@ class TrunkMapsCache:
                 maps = [m.float() for m in stored["maps"]]
                 if len(maps) == len(plan.planes):
                     return PyramidMaps(prepared(self.backbone, self.precision), plan, maps)
-            except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError):
-                pass  # a truncated or foreign file: computed again below and replaced
+            except Exception:  # noqa: BLE001 - torch.load of a damaged file raises anything from IndexError to
+                pass  # UnpicklingError: whatever it is, the maps are computed again below and the file replaced
         with torch.inference_mode():
             pyramid = image_maps(self.backbone, load_image(image), self.scales, self.grid_step, self.window_step,
                                  self.precision)
