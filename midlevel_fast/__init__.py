@@ -11,6 +11,7 @@ from midlevel_fast.features.grid import PAPER_SCALES, PAPER_STEP, Grid, grid
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.model.box_regression import BoxRegression
 from midlevel_fast.model.classifier import PatchClassifier, load_model
+from midlevel_fast.model.detector import RoiDetector
 from midlevel_fast.model.head import AdaptationHead, HeadInfo, load_head, save_head
 from midlevel_fast.model.presence import Calibration
 from midlevel_fast.ops.aggregate import output_maps, power_mean
@@ -23,6 +24,7 @@ from midlevel_fast.scoring.detections import Detection
 from midlevel_fast.scoring.images import score_images
 from midlevel_fast.scoring.options import ScoreOptions
 from midlevel_fast.scoring.result import ScoreResult
+from midlevel_fast.scoring.roi_detections import roi_detections
 from midlevel_fast.scoring.score import score_image
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "Grid",
     "HeadInfo",
     "PatchClassifier",
+    "RoiDetector",
     "ScoreOptions",
     "ScoreResult",
     "backends",
@@ -53,6 +56,7 @@ __all__ = [
     "load_model",
     "output_maps",
     "power_mean",
+    "roi_detections",
     "save_head",
     "score_boxes",
     "score_collection",

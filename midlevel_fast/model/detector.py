@@ -30,7 +30,7 @@ from midlevel_fast.features.roi import RoiConfig
 from midlevel_fast.model.box_regression import BoxRegression
 
 # Per class, at most this many proposals (the best) go on to regression and NMS: bounds the re-pooling's cost.
-CANDIDATES_PER_CLASS = 200
+CANDIDATES_PER_CLASS = 50
 CANDIDATE_MIN = 0.01
 NMS_IOU = 0.3
 VOTING_IOU = 0.5

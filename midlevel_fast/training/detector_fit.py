@@ -120,7 +120,7 @@ class FitSettings:
     weight_decay: float = 1e-2
     epochs: int = 15
     passes: int = 2
-    max_negatives: int = 200_000
+    max_negatives: int = 60_000
     ridge: float = 10.0
     steps: int = 2
 

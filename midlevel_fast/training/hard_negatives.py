@@ -80,46 +80,82 @@ def _initial(images: Sequence[tuple[torch.Tensor, torch.Tensor]], count: int,
     generator = torch.Generator().manual_seed(seed)
     pos_f: list[torch.Tensor] = []
     pos_l: list[torch.Tensor] = []
+    # Candidates are buffered and cut to the ``count`` smallest keys only when the buffer outgrows twice that:
+    # the same choice as cutting after every image, without copying the kept rows once per image.
     neg_f: list[torch.Tensor] = []
-    neg_ids, neg_keys = [torch.zeros(0, 2, dtype=torch.int64)], [torch.zeros(0)]
+    neg_ids: list[torch.Tensor] = [torch.zeros(0, 2, dtype=torch.int64)]
+    neg_keys: list[torch.Tensor] = [torch.zeros(0)]
+    pending = 0
+
+    def cut() -> None:
+        keys, ids = torch.cat(neg_keys), torch.cat(neg_ids)
+        pool = torch.cat(neg_f) if neg_f else torch.zeros(0, 0)
+        chosen = torch.sort(torch.argsort(keys)[:count]).values  # the smallest keys, kept in (image, row) order
+        neg_f[:], neg_ids[:], neg_keys[:] = [pool[chosen]] if neg_f else [], [ids[chosen]], [keys[chosen]]
+
     for i in range(len(images)):
         features, labels = _image(images, i)
         pos_f.append(features[labels > 0])
         pos_l.append(labels[labels > 0])
         rows = torch.nonzero(labels == 0).flatten()
-        keys = torch.cat([torch.cat(neg_keys), torch.rand(len(rows), generator=generator)])
-        ids = torch.cat([torch.cat(neg_ids), torch.stack([torch.full_like(rows, i), rows], dim=1)])
-        pool = torch.cat(neg_f + [features[rows]]) if neg_f else features[rows]
-        chosen = torch.sort(torch.argsort(keys)[:count]).values  # the smallest keys, kept in (image, row) order
-        neg_f, neg_ids, neg_keys = [pool[chosen]], [ids[chosen]], [keys[chosen]]
+        neg_keys.append(torch.rand(len(rows), generator=generator))
+        neg_ids.append(torch.stack([torch.full_like(rows, i), rows], dim=1))
+        neg_f.append(features[rows])
+        pending += len(rows)
+        if pending > 2 * count:
+            cut()
+            pending = len(neg_ids[0])
     if not pos_f:
         raise ValueError("images is empty: nothing to train on")
-    return torch.cat(pos_f), torch.cat(pos_l), _Cache(neg_f[0], neg_ids[0])
+    cut()
+    features = neg_f[0] if neg_f else pos_f[0][:0]
+    return torch.cat(pos_f), torch.cat(pos_l), _Cache(features, neg_ids[0])
 
 
 def _mine(images: Sequence[tuple[torch.Tensor, torch.Tensor]], scorer: Callable[[torch.Tensor], torch.Tensor],
           cache: _Cache, margin: float, max_negatives: int | None) -> tuple[int, int]:
-    """One pass adding the hard background of every image to ``cache``: ``(added, capped)``."""
-    added = capped = 0
-    hard = _hardness(scorer, cache.features) if len(cache.ids) else torch.zeros(0, dtype=torch.float64)
+    """One pass adding the hard background of every image to ``cache``: ``(added, capped)``. The rows added are
+    buffered and the cap applied when the buffer outgrows it (and at the end): keeping the hardest of the hardest
+    so far plus the new rows is the same as capping after every image, without copying the cache per image."""
+    added = 0
+    hard = [_hardness(scorer, cache.features) if len(cache.ids) else torch.zeros(0, dtype=torch.float64)]
+    feats, ids, size = [cache.features], [cache.ids], len(cache.ids)
+    # The cache's own rows per image, looked up once rather than per image over the whole cache.
+    cached_rows: dict[int, list[int]] = {}
+    for image, row in cache.ids.tolist():
+        cached_rows.setdefault(image, []).append(row)
+    total = size
+
+    def cap() -> int:
+        all_hard, all_f, all_ids = torch.cat(hard), torch.cat(feats), torch.cat(ids)
+        over = 0
+        if max_negatives is not None and len(all_hard) > max_negatives:
+            top = torch.sort(torch.sort(all_hard, descending=True, stable=True).indices[:max_negatives]).values
+            over = len(all_hard) - max_negatives
+            all_hard, all_f, all_ids = all_hard[top], all_f[top], all_ids[top]
+        hard[:], feats[:], ids[:] = [all_hard], [all_f], [all_ids]
+        return over
+
+    capped = 0
     for i in range(len(images)):
         features, labels = _image(images, i)
         fresh = labels == 0
-        fresh[cache.ids[cache.ids[:, 0] == i, 1]] = False
+        fresh[torch.tensor(cached_rows.get(i, []), dtype=torch.int64)] = False
         rows = torch.nonzero(fresh).flatten()
         if not len(rows):
             continue
         h = _hardness(scorer, features[rows])
         new = h > margin
         added += int(new.sum())
-        cache.features = torch.cat([cache.features, features[rows[new]]])
-        cache.ids = torch.cat([cache.ids, torch.stack([torch.full_like(rows[new], i), rows[new]], dim=1)])
-        hard = torch.cat([hard, h[new]])
-        if max_negatives is not None and len(hard) > max_negatives:
-            top = torch.sort(torch.sort(hard, descending=True, stable=True).indices[:max_negatives]).values
-            capped += len(hard) - max_negatives
-            cache.keep(top)
-            hard = hard[top]
+        feats.append(features[rows[new]])
+        ids.append(torch.stack([torch.full_like(rows[new], i), rows[new]], dim=1))
+        hard.append(h[new])
+        total += int(new.sum())
+        if max_negatives is not None and total > 2 * max_negatives:
+            capped += cap()
+            total = len(ids[0])
+    capped += cap()
+    cache.features, cache.ids = feats[0], ids[0]
     return added, capped
 
 
