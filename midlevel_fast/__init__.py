@@ -4,10 +4,12 @@ Public API only; see docs/api.md for conventions.
 """
 # The one version: pyproject.toml reads it from here, ``midlevel-fast --version`` from the installed metadata, and
 # CHANGELOG.md's newest entry names it (tests/test_packaging.py).
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 from midlevel_fast.features.dense import DenseWindows, dense_windows
 from midlevel_fast.features.grid import PAPER_SCALES, PAPER_STEP, Grid, grid
+from midlevel_fast.features.proposals import ProposalConfig
+from midlevel_fast.features.roi import RoiConfig
 from midlevel_fast.io.image_io import load_image
 from midlevel_fast.model.box_regression import BoxRegression
 from midlevel_fast.model.classifier import PatchClassifier, load_model
@@ -44,6 +46,8 @@ __all__ = [
     "Grid",
     "HeadInfo",
     "PatchClassifier",
+    "ProposalConfig",
+    "RoiConfig",
     "RoiDetector",
     "ScoreOptions",
     "ScoreResult",

@@ -117,11 +117,11 @@ class FitSettings:
     (0: random background only) and ``max_negatives``, the regression's ``ridge`` and the detector's ``steps``
     (0: no regression is fitted)."""
 
-    weight_decay: float = 1e-2
+    weight_decay: float = 0.1
     epochs: int = 15
     passes: int = 2
     max_negatives: int = 60_000
-    ridge: float = 10.0
+    ridge: float = 1.0
     steps: int = 2
 
 
