@@ -3,19 +3,14 @@ against ``score_image`` on the same image in the same run: what detection on pro
 
 The boxes are the candidate set of docs/boxes.md's recall table, second row: the dense windows of the paper's 9
 scales and, for each, the 1:2 and 2:1 rectangles of the same centre and area, clipped to the image (1,932 boxes
-on a 500×375 image). ``test_score_image`` against ``test_score_image_without_detector`` is what the default
-model's ROI detector adds to the default call. Run: ``pytest benchmarks/bench_roi.py --benchmark-only`` (about a
-minute on 2 cores).
+on a 500×375 image). Run: ``pytest benchmarks/bench_roi.py --benchmark-only`` (about a minute on 2 cores).
 """
 from __future__ import annotations
-
-from dataclasses import replace
 
 import pytest
 import torch
 
 from midlevel_fast import load_model, score_image
-from midlevel_fast.model.classifier import PatchClassifier
 from midlevel_fast.features.dense import dense_windows
 from midlevel_fast.features.roi import RoiConfig, box_features, image_maps
 
@@ -38,18 +33,8 @@ def model():
 
 
 def test_score_image(benchmark, voc_image, model):
-    """The default call: with the shipped head's ROI detector, its detections come from the same trunk maps."""
     benchmark.group = "roi features, 500x375"
-    result = benchmark.pedantic(score_image, args=(voc_image[1], model), rounds=5, warmup_rounds=1)
-    benchmark.extra_info.update(detections=len(result.detections), detector=model.info.detector is not None)
-
-
-def test_score_image_without_detector(benchmark, voc_image, model):
-    """The baseline: the same head without its detector (the windows' detections, the dense mode's cost before
-    the detector), so that ``test_score_image``'s ratio is what the detector costs."""
-    plain = PatchClassifier(model.backbone, model.head, replace(model.info, detector=None))
-    benchmark.group = "roi features, 500x375"
-    benchmark.pedantic(score_image, args=(voc_image[1], plain), rounds=5, warmup_rounds=1)
+    benchmark.pedantic(score_image, args=(voc_image[1], model), rounds=5, warmup_rounds=1)
     benchmark.extra_info.update(baseline=True)
 
 

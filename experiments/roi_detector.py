@@ -9,10 +9,11 @@ the "ratios" proposals (the dense squares and their 1:2 and 2:1 rectangles); a r
 features or the squares only trains on a column slice or a subset of them (the feature layout of
 :func:`midlevel_fast.features.roi.box_features` puts the mid-level vector first, then the layout, then the
 context). Each row is then a detector of its own, scored on every val image with its own proposals and features.
-The softmax's weight decay is :data:`WEIGHT_DECAY` (chosen on a held-out quarter of train: module
-``docs/boxes.md``); the ridge of the regression is chosen here by its squared error on a held-out quarter of
-train. Detection AP by the devkit's rules (:func:`midlevel_fast.metrics.detection_ap.detection_ap`) and, for the
-last row, by pycocotools configured as close to VOC as it goes (:func:`experiments.detection_oracles.scored`).
+The softmax's weight decay is :data:`WEIGHT_DECAY` (chosen on a held-out quarter of train in an earlier run, where
+1e-3, 1e-2 and 0.1 differed by under a point; docs/boxes.md); the ridge of the regression is chosen here by its
+squared error on a held-out quarter of train. Detection AP by the devkit's rules
+(:func:`midlevel_fast.metrics.detection_ap.detection_ap`) and, for the last row, by pycocotools configured as
+close to VOC as it goes (:func:`experiments.detection_oracles.scored`).
 
 Run: ``python -m experiments.roi_detector [--voc ROOT] [--cache DIR] [--images N]`` (the trunk maps are cached
 under ``--cache``, about 8 GB for train + val; about 30 min on 2 cores with the maps there). The layout without

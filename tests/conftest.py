@@ -51,3 +51,19 @@ def triton_device() -> str:
     if triton_interpreted() != (device == "cpu"):
         pytest.skip(f"TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')!r} does not suit a {device} machine")
     return device
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """EfficientNet-Lite0 with its ImageNet weights (the backbone of the default model)."""
+    from midlevel_fast import load_model
+
+    return load_model("imagenet").backbone
+
+
+@pytest.fixture(scope="session")
+def photo():
+    """scikit-image's chelsea photo (a cat), RGB uint8 HWC."""
+    from tests.helpers import skimage_photo
+
+    return skimage_photo("chelsea")

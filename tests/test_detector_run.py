@@ -21,11 +21,6 @@ from tests.helpers import make_voc, obj, skimage_photo
 SCALES = (1.0, 2.0)
 
 
-@pytest.fixture(scope="module")
-def lite0():
-    return load_model("imagenet").backbone
-
-
 def test_maps_are_cached_once_and_a_damaged_file_is_computed_again(tmp_path, lite0):
     photo = skimage_photo("chelsea")
     cache = TrunkMapsCache(lite0, "efficientnet_lite0", tmp_path, precision="fp32", scales=SCALES)

@@ -7,24 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from midlevel_fast import load_model
 from midlevel_fast.backbones.layout import WindowLayout
 from midlevel_fast.features.dense import DensePlan, dense_windows
 from midlevel_fast.features.roi import (RoiConfig, box_features, image_maps, pyramid_levels, pyramid_windows,
                                         roi_feature_dim)
-from tests.helpers import random_alexnet, skimage_photo
+from tests.helpers import random_alexnet
 
 SCALES = (1.0, 2.0)
-
-
-@pytest.fixture(scope="module")
-def lite0():
-    return load_model("imagenet").backbone
-
-
-@pytest.fixture(scope="module")
-def photo():
-    return skimage_photo("chelsea")
 
 
 @pytest.fixture(scope="module")

@@ -15,26 +15,15 @@ from midlevel_fast import AdaptationHead, HeadInfo, load_head, save_head, score_
 from midlevel_fast.features.proposals import ProposalConfig, dense_proposals
 from midlevel_fast.features.roi import RoiConfig, box_features, image_maps, roi_feature_dim
 from midlevel_fast.model.box_regression import BoxRegression
-from midlevel_fast.model.classifier import PatchClassifier, load_model
+from midlevel_fast.model.classifier import PatchClassifier
 from midlevel_fast.model.detector import RoiDetector
 from midlevel_fast.scoring.detections import decode_boxes
 from midlevel_fast.scoring.roi_detections import roi_detections
 from midlevel_fast.training.detector_fit import DetectorRows, FitSettings, fit_detector
-from tests.helpers import skimage_photo
 
 SCALES = (1.0, 2.0)
 CLASSES = ["cat", "dog", "bird"]
 ROI = RoiConfig(layout=True)
-
-
-@pytest.fixture(scope="module")
-def lite0():
-    return load_model("imagenet").backbone
-
-
-@pytest.fixture(scope="module")
-def photo():
-    return skimage_photo("chelsea")
 
 
 @pytest.fixture(scope="module")

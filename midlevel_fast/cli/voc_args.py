@@ -102,19 +102,24 @@ def train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     return t
 
 
+def _add_head_fit_options(p: argparse.ArgumentParser, what: str) -> None:
+    """``--voc``, ``--head``, ``--split`` and ``--out`` of a command that fits ``what`` into a head file."""
+    p.add_argument("--voc", required=True, help="VOCdevkit/VOC2012 directory")
+    p.add_argument("--head", required=True, help="head file (.safetensors)")
+    p.add_argument("--split", nargs="+", default=["train"], help="splits whose objects it is fitted on, e.g. train "
+                                                                 "val for a head trained on trainval")
+    p.add_argument("--out", required=True, help=f"head file to write, with {what} (.safetensors)")
+
+
 def fit_boxes_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """``fit-boxes``: the head, the splits and features its box regression is fitted on, the ridge penalty."""
     b = subparsers.add_parser("fit-boxes", help="fit (or refit) a head's box regression of detections on VOC "
                                                 "splits ('train' fits one already)")
-    b.add_argument("--voc", required=True, help="VOCdevkit/VOC2012 directory")
-    b.add_argument("--head", required=True, help="head file (.safetensors)")
-    b.add_argument("--split", nargs="+", default=["train"], help="splits whose objects it is fitted on, e.g. train "
-                                                                 "val for a head trained on trainval")
+    _add_head_fit_options(b, "the box regression")
     b.add_argument("--features", choices=WINDOW_FEATURES, default="layout",
                    help="layout: each window's mid-level vector and quadrant means (computes a cache of its own; "
                         "detection mAP 21.1 vs 13.4 on VOC val); mid-level: the vector alone, what train fits")
     b.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="ridge penalty per row (default %(default)s)")
-    b.add_argument("--out", required=True, help="head file to write, with the box regression (.safetensors)")
     _add_cache_options(b)
     return b
 
@@ -123,11 +128,7 @@ def detector_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     """``detector``: the head, the splits its ROI detector is trained on, the fit's settings, the maps cache."""
     d = subparsers.add_parser("detector", help="train a head's ROI detector (the detections of score in the dense "
                                                "mode) on the objects of VOC splits")
-    d.add_argument("--voc", required=True, help="VOCdevkit/VOC2012 directory")
-    d.add_argument("--head", required=True, help="head file (.safetensors)")
-    d.add_argument("--split", nargs="+", default=["train"], help="splits whose objects it is trained on, e.g. "
-                                                                 "train val for a head trained on trainval")
-    d.add_argument("--out", required=True, help="head file to write, with the detector (.safetensors)")
+    _add_head_fit_options(d, "the detector")
     d.add_argument("--weight-decay", type=float, default=FitSettings.weight_decay,
                    help="the softmax's weight decay (default %(default)s)")
     d.add_argument("--passes", type=int, default=FitSettings.passes,
