@@ -50,6 +50,16 @@ def test_the_context_part_is_the_enlarged_clipped_box(lite0_maps):
     torch.testing.assert_close(got[:, 5 * 1280:], box_features(lite0_maps, enlarged))
 
 
+def test_the_whole_image_part_is_the_image_boxs_vector_for_every_box(lite0_maps):
+    boxes = torch.tensor([[10.0, 20.0, 110.0, 220.0], [300.0, 100.0, 451.0, 300.0]])
+    config = RoiConfig(context=1.5, whole_image=True)
+    got = box_features(lite0_maps, boxes, config)
+    assert got.shape == (2, roi_feature_dim(lite0_maps.net, config)) == (2, 3 * 1280)
+    torch.testing.assert_close(got[:, :2560], box_features(lite0_maps, boxes, RoiConfig(context=1.5)))
+    whole = box_features(lite0_maps, torch.tensor([[0.0, 0.0, 451.0, 300.0]]))
+    torch.testing.assert_close(got[:, 2560:], whole.expand(2, -1))
+
+
 def test_a_dense_window_has_its_dense_feature_through_alexnets_window_head():
     backbone = random_alexnet()
     image = np.random.default_rng(0).integers(0, 256, (140, 210, 3), dtype=np.uint8)

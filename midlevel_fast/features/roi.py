@@ -23,7 +23,9 @@ Feature layout of :func:`box_features`, ``(N, F)`` float32 (:func:`roi_feature_d
 top-right, bottom-left, bottom-right, each ``ceil(K/2)/K`` of the box's side, as
 :meth:`~midlevel_fast.backbones.Backbone.window_layout` takes them, so a dense window's equal its
 :class:`~midlevel_fast.backbones.layout.WindowLayout` feature); if ``context``, the mid-level vector of the box
-enlarged about its centre by ``context`` per side and clipped to the image, at that box's own level.
+enlarged about its centre by ``context`` per side and clipped to the image, at that box's own level; if
+``whole_image``, the mid-level vector of the whole image (the same for every box: the scene the box is in, which a
+linear scorer reads as a per-image prior on each class).
 """
 from __future__ import annotations
 
@@ -46,11 +48,13 @@ from midlevel_fast.features.roi_align import roi_align
 @dataclass(frozen=True)
 class RoiConfig:
     """What :func:`box_features` returns besides the mid-level vector (module docstring): the four quadrant means
-    (``layout``), the context box's vector (``context``: the enlargement factor, ``> 1``; ``None`` for none), and
-    the ``sampling_ratio`` of the ``K × K`` resampling (``>= 1``; 1 reads a dense window's cells exactly)."""
+    (``layout``), the context box's vector (``context``: the enlargement factor, ``> 1``; ``None`` for none), the
+    whole image's vector (``whole_image``), and the ``sampling_ratio`` of the ``K × K`` resampling (``>= 1``; 1
+    reads a dense window's cells exactly)."""
 
     layout: bool = False
     context: float | None = None
+    whole_image: bool = False
     sampling_ratio: int = 1
 
     def __post_init__(self) -> None:
@@ -97,7 +101,8 @@ def _inner(net: BackboneLike) -> Backbone:
 def roi_feature_dim(net: BackboneLike, config: RoiConfig = RoiConfig()) -> int:
     """``F`` of :func:`box_features` for ``net`` and ``config`` (module docstring)."""
     inner = _inner(net)
-    return inner.feature_dim * (2 if config.context else 1) + (4 * inner.cell_dim if config.layout else 0)
+    vectors = 1 + (config.context is not None) + config.whole_image
+    return inner.feature_dim * vectors + (4 * inner.cell_dim if config.layout else 0)
 
 
 def pyramid_levels(plan: DensePlan, boxes: torch.Tensor) -> torch.Tensor:
@@ -192,4 +197,7 @@ def box_features(pyramid: PyramidMaps, boxes: torch.Tensor | np.ndarray,
         centre, half = (clipped[:, :2] + clipped[:, 2:]) / 2, (clipped[:, 2:] - clipped[:, :2]) * config.context / 2
         context = checked_boxes(torch.cat([centre - half, centre + half], dim=1), plan)
         parts.append(_mid_level(pyramid, context, config.sampling_ratio))
+    if config.whole_image:
+        whole = torch.tensor([[0.0, 0.0, plan.width, plan.height]], dtype=torch.float64)
+        parts.append(_mid_level(pyramid, whole, config.sampling_ratio).expand(len(clipped), -1))
     return torch.cat(parts, dim=1)

@@ -116,5 +116,6 @@ class RoiDetector:
         p, r = meta["proposals"], meta["roi"]
         return cls(tensors["weight"], tensors["bias"], regression,
                    ProposalConfig(tuple(p["scales"]), tuple(p["aspect_ratios"]), p["step_divisor"]),
-                   RoiConfig(r["layout"], r["context"], r["sampling_ratio"]), meta["steps"], meta["candidate_min"],
+                   RoiConfig(r["layout"], r["context"], r.get("whole_image", False), r["sampling_ratio"]),
+                   meta["steps"], meta["candidate_min"],
                    meta["candidates_per_class"], meta["nms_iou"], meta["voting_iou"], meta["description"])

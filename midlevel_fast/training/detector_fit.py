@@ -113,12 +113,13 @@ class LogOdds:
 
 @dataclass(frozen=True)
 class FitSettings:
-    """What :func:`fit_detector` does: the softmax's ``weight_decay`` and ``epochs``, the mining ``passes``
+    """What :func:`fit_detector` does: the softmax's ``weight_decay``, ``epochs`` and ``lr``, the mining ``passes``
     (0: random background only) and ``max_negatives``, the regression's ``ridge`` and the detector's ``steps``
     (0: no regression is fitted)."""
 
     weight_decay: float = 0.1
     epochs: int = 15
+    lr: float = 2e-3
     passes: int = 2
     max_negatives: int = 60_000
     ridge: float = 1.0
@@ -147,15 +148,15 @@ def fit_detector(rows: Sequence[DetectorRows], num_classes: int, proposals: Prop
         raise ValueError("the detector needs at least one foreground row to train on (no image has an object)")
     scorer, log = mine_hard_negatives(
         images, lambda x, y: LogOdds(*train_softmax(x, y, num_classes + 1, settings.weight_decay,
-                                                    epochs=settings.epochs)),
+                                                    epochs=settings.epochs, lr=settings.lr)),
         passes=settings.passes, initial_negatives=min(BG_PER_FG * positives, settings.max_negatives),
         max_negatives=settings.max_negatives)
     regression = None
     if settings.steps:
         regression = fit_box_regression(regression_rows(rows), num_classes, settings.ridge, features="roi")
     record = {**(description or {}), "weight_decay": settings.weight_decay, "epochs": settings.epochs,
-              "passes": settings.passes, "ridge": settings.ridge, "images": len(rows), "positives": log.positives,
-              "negatives": list(log.negatives)}
+              "lr": settings.lr, "passes": settings.passes, "ridge": settings.ridge, "images": len(rows),
+              "positives": log.positives, "negatives": list(log.negatives)}
     return RoiDetector(scorer.weight, scorer.bias, regression, proposals, roi, steps=settings.steps,
                        description=record)
 
