@@ -10,7 +10,7 @@ import torch
 from midlevel_fast.backbones.layout import WindowLayout
 from midlevel_fast.features.dense import DensePlan, dense_windows
 from midlevel_fast.features.roi import (RoiConfig, box_features, image_maps, pyramid_levels, pyramid_windows,
-                                        roi_feature_dim)
+                                        roi_columns, roi_feature_dim)
 from tests.helpers import random_alexnet
 
 SCALES = (1.0, 2.0)
@@ -58,6 +58,25 @@ def test_the_whole_image_part_is_the_image_boxs_vector_for_every_box(lite0_maps)
     torch.testing.assert_close(got[:, :2560], box_features(lite0_maps, boxes, RoiConfig(context=1.5)))
     whole = box_features(lite0_maps, torch.tensor([[0.0, 0.0, 451.0, 300.0]]))
     torch.testing.assert_close(got[:, 2560:], whole.expand(2, -1))
+
+
+ALL = RoiConfig(layout=True, context=1.5, whole_image=True)
+
+
+@pytest.mark.parametrize("part", [RoiConfig(), RoiConfig(whole_image=True), RoiConfig(layout=True),
+                                  RoiConfig(context=1.5, whole_image=True), ALL])
+def test_roi_columns_pick_a_parts_features_out_of_the_widest(lite0_maps, part):
+    boxes = torch.tensor([[10.0, 20.0, 110.0, 220.0], [300.0, 100.0, 451.0, 300.0], [5.0, 5.0, 60.0, 40.0]])
+    cols = roi_columns(lite0_maps.net, part, ALL)
+    assert torch.equal(box_features(lite0_maps, boxes, ALL)[:, cols], box_features(lite0_maps, boxes, part))
+
+
+@pytest.mark.parametrize("part, whole", [(RoiConfig(layout=True), RoiConfig()),
+                                         (RoiConfig(context=2.0), RoiConfig(context=1.5)),
+                                         (RoiConfig(whole_image=True), RoiConfig(layout=True))])
+def test_roi_columns_refuse_a_part_the_whole_lacks(lite0, part, whole):
+    with pytest.raises(ValueError, match="is not a part of"):
+        roi_columns(lite0, part, whole)
 
 
 def test_a_dense_window_has_its_dense_feature_through_alexnets_window_head():

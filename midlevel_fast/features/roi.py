@@ -105,6 +105,26 @@ def roi_feature_dim(net: BackboneLike, config: RoiConfig = RoiConfig()) -> int:
     return inner.feature_dim * vectors + (4 * inner.cell_dim if config.layout else 0)
 
 
+def roi_columns(net: BackboneLike, part: RoiConfig, whole: RoiConfig) -> torch.Tensor:
+    """``(roi_feature_dim(net, part),)`` int64: where the columns of ``part``'s features lie in ``whole``'s (the
+    module docstring's layout), so that ``box_features(p, b, whole)[:, cols]`` equals ``box_features(p, b, part)``.
+    Raises ``ValueError`` when ``whole`` lacks a part of ``part``, or their context factors or sampling differ."""
+    if (part.layout and not whole.layout) or (part.whole_image and not whole.whole_image) \
+            or (part.context is not None and part.context != whole.context) \
+            or part.sampling_ratio != whole.sampling_ratio:
+        raise ValueError(f"{part} is not a part of {whole}")
+    inner = _inner(net)
+    blocks, start = [], 0
+    for present, wanted, width in [(True, True, inner.feature_dim), (whole.layout, part.layout, 4 * inner.cell_dim),
+                                   (whole.context is not None, part.context is not None, inner.feature_dim),
+                                   (whole.whole_image, part.whole_image, inner.feature_dim)]:
+        if present:
+            if wanted:
+                blocks.append(torch.arange(start, start + width))
+            start += width
+    return torch.cat(blocks)
+
+
 def pyramid_levels(plan: DensePlan, boxes: torch.Tensor) -> torch.Tensor:
     """``(N,)`` int64: the plane of ``plan`` each of ``boxes`` (``(N, 4)`` image pixels) is pooled on, by SPPnet's
     rule (module docstring)."""
